@@ -1,0 +1,307 @@
+//! Wires the running gateway: binds the listeners, keeps dedicated
+//! connector ports in step with the config, reloads, and shuts down.
+//!
+//! A reload is: read → validate → build the new snapshot aside → bind any
+//! new dedicated ports → ONE swap → re-read token sources → release ports
+//! of removed connectors. Any failure before the swap changes nothing: the
+//! last good config keeps serving, and the error is kept for status.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::admin::Admin;
+use crate::config::{self, Config, ConfigError};
+use crate::proxy::{Listener, Proxy};
+use crate::server::{self, Drain, DrainControl};
+use crate::state::{ReloadStatus, Shared, Snapshot, now_rfc3339};
+use crate::tls::{self, CertResolver};
+
+/// A dedicated connector listener.
+#[derive(Debug)]
+struct Dedicated {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+}
+
+#[derive(Debug)]
+pub struct App {
+    pub shared: Arc<Shared>,
+    config_path: PathBuf,
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    drain: Drain,
+    drain_ctl: std::sync::Mutex<Option<DrainControl>>,
+    stops: Vec<watch::Sender<bool>>,
+    dedicated: Mutex<HashMap<String, Dedicated>>,
+    tls: Option<Arc<CertResolver>>,
+    generation: AtomicU64,
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))
+}
+
+impl App {
+    /// Binds every listener and starts serving `config`.
+    pub async fn start(config_path: PathBuf, config: Config) -> Result<Arc<App>, String> {
+        let config = Arc::new(config);
+        let snapshot = Snapshot::build(Arc::clone(&config), None, 1)
+            .map_err(|errs| render(&config_path, &errs))?;
+        let shared = Arc::new(Shared::new(snapshot));
+        shared.tokens.sync(&config, None);
+        shared.sync_config_keys(&config);
+        for (name, why) in &shared.tokens.load().errors {
+            tracing::warn!(token = %name, reason = %why, "token has no value; connectors using it answer 503");
+        }
+
+        let (drain_ctl, drain) = DrainControl::new();
+        let mut stops = Vec::new();
+
+        let tls = match &config.server.tls {
+            Some(files) => Some(Arc::new(CertResolver::new(files)?)),
+            None => None,
+        };
+        let acceptor = match &tls {
+            Some(r) => Some(TlsAcceptor::from(tls::server_config(Arc::clone(r))?)),
+            None => None,
+        };
+
+        let proxy_listener = bind(config.server.listen, "proxy").await?;
+        let proxy_addr = proxy_listener.local_addr().map_err(|e| e.to_string())?;
+        let admin_listener = bind(config.admin.listen, "admin").await?;
+        let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
+
+        let (tx, rx) = watch::channel(false);
+        stops.push(tx);
+        tokio::spawn(server::serve(
+            proxy_listener,
+            acceptor,
+            Proxy::new(Arc::clone(&shared), Listener::Shared),
+            rx,
+            drain.clone(),
+        ));
+        tracing::info!(listener = "proxy", addr = %proxy_addr, tls = tls.is_some(), "listening");
+
+        let (tx, rx) = watch::channel(false);
+        stops.push(tx);
+        tokio::spawn(server::serve(
+            admin_listener,
+            None,
+            Admin::new(Arc::clone(&shared)),
+            rx,
+            drain.clone(),
+        ));
+        tracing::info!(listener = "admin", addr = %admin_addr, "listening");
+
+        let app = Arc::new(App {
+            shared,
+            config_path,
+            proxy_addr,
+            admin_addr,
+            drain,
+            drain_ctl: std::sync::Mutex::new(Some(drain_ctl)),
+            stops,
+            dedicated: Mutex::new(HashMap::new()),
+            tls,
+            generation: AtomicU64::new(1),
+        });
+        app.sync_dedicated(&config)
+            .await
+            .map_err(|errs| render(&app.config_path, &errs))?;
+        Ok(app)
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// Dedicated connector addresses, as bound (port 0 resolved).
+    pub async fn dedicated_addrs(&self) -> HashMap<String, SocketAddr> {
+        self.dedicated
+            .lock()
+            .await
+            .iter()
+            .map(|(k, v)| (k.clone(), v.addr))
+            .collect()
+    }
+
+    /// Binds ports for connectors that gained one, releases ports of those
+    /// that lost one. Binding happens first: if any port cannot be bound,
+    /// nothing changes and the error is returned.
+    async fn sync_dedicated(&self, config: &Config) -> Result<(), Vec<ConfigError>> {
+        let mut current = self.dedicated.lock().await;
+        let mut fresh: Vec<(String, TcpListener, SocketAddr)> = Vec::new();
+        let mut errors = Vec::new();
+        for (name, c) in &config.connectors {
+            let Some(want) = c.listen else { continue };
+            if let Some(d) = current.get(name)
+                && (d.addr == want || want.port() == 0 && d.addr.ip() == want.ip())
+            {
+                continue;
+            }
+            // A port held by another connector that is moving away is
+            // released first by the loop below only after success; a clash
+            // here is reported as a failed reload.
+            match bind(want, &format!("connector {name}")).await {
+                Ok(l) => {
+                    let addr = l.local_addr().unwrap_or(want);
+                    fresh.push((name.clone(), l, addr));
+                }
+                Err(message) => errors.push(ConfigError {
+                    line: None,
+                    column: None,
+                    message,
+                }),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        // Release listeners whose connector is gone or moved.
+        let keep: Vec<String> = current
+            .iter()
+            .filter(|(name, d)| {
+                config
+                    .connectors
+                    .get(*name)
+                    .and_then(|c| c.listen)
+                    .is_some_and(|want| {
+                        d.addr == want || want.port() == 0 && d.addr.ip() == want.ip()
+                    })
+                    && !fresh.iter().any(|f| &f.0 == *name)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        current.retain(|name, d| {
+            let stay = keep.contains(name);
+            if !stay {
+                let _ = d.stop.send(true);
+                tracing::info!(listener = %name, addr = %d.addr, "connector listener closed");
+            }
+            stay
+        });
+        for (name, listener, addr) in fresh {
+            let (tx, rx) = watch::channel(false);
+            tokio::spawn(server::serve(
+                listener,
+                None,
+                Proxy::new(Arc::clone(&self.shared), Listener::Dedicated(name.clone())),
+                rx,
+                self.drain.clone(),
+            ));
+            tracing::info!(listener = "connector", connector = %name, addr = %addr, "listening");
+            current.insert(name, Dedicated { addr, stop: tx });
+        }
+        Ok(())
+    }
+
+    /// Reloads the config file. On any error the running config stays.
+    pub async fn reload(&self) -> Result<u64, Vec<ConfigError>> {
+        let result = self.try_reload().await;
+        let status = match &result {
+            Ok(generation) => {
+                tracing::info!(generation, "config reloaded");
+                ReloadStatus {
+                    ok: true,
+                    at: Some(now_rfc3339()),
+                    errors: Vec::new(),
+                }
+            }
+            Err(errs) => {
+                tracing::error!(errors = %render(&self.config_path, errs), "config reload rejected; the last good config keeps serving");
+                ReloadStatus {
+                    ok: false,
+                    at: Some(now_rfc3339()),
+                    errors: errs.clone(),
+                }
+            }
+        };
+        if let Ok(mut s) = self.shared.reload.lock() {
+            *s = status;
+        }
+        result
+    }
+
+    async fn try_reload(&self) -> Result<u64, Vec<ConfigError>> {
+        let config = Arc::new(config::load(&self.config_path).map_err(|e| e.0)?);
+        let old = self.shared.snapshot.load_full();
+        if config.server.listen != old.config.server.listen
+            || config.admin.listen.port() != old.config.admin.listen.port()
+                && config.admin.listen.port() != 0
+        {
+            tracing::warn!(
+                "server.listen and admin.listen changes take effect at the next restart"
+            );
+        }
+        let generation = self.generation.load(Ordering::Acquire) + 1;
+        let snapshot = Snapshot::build(Arc::clone(&config), Some(&old), generation)?;
+        self.sync_dedicated(&config).await?;
+        self.shared.snapshot.store(Arc::new(snapshot));
+        self.generation.store(generation, Ordering::Release);
+        self.shared.tokens.sync(&config, None);
+        self.shared.sync_config_keys(&config);
+        if let (Some(resolver), Some(files)) = (&self.tls, &config.server.tls)
+            && let Err(e) = resolver.reload(files)
+        {
+            tracing::warn!(error = %e, "TLS certificate reload failed; keeping the current one");
+        }
+        Ok(generation)
+    }
+
+    /// Stops accepting, drains in-flight requests for up to the grace.
+    pub async fn shutdown(&self) {
+        for s in &self.stops {
+            let _ = s.send(true);
+        }
+        for d in self.dedicated.lock().await.values() {
+            let _ = d.stop.send(true);
+        }
+        let grace = self.shared.snapshot.load().config.server.shutdown_grace;
+        let ctl = self.drain_ctl.lock().ok().and_then(|mut g| g.take());
+        if let Some(ctl) = ctl {
+            if ctl.drain(grace).await {
+                tracing::info!("all connections drained");
+            } else {
+                tracing::warn!(
+                    grace_s = grace.as_secs_f64(),
+                    "shutdown grace elapsed with requests still in flight"
+                );
+            }
+        }
+    }
+
+    /// Serves until SIGTERM or SIGINT; SIGHUP reloads.
+    #[cfg(unix)]
+    pub async fn run_until_signal(self: Arc<Self>) -> Result<(), String> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading config");
+                    let _ = self.reload().await;
+                }
+            }
+        }
+        tracing::info!("shutting down: no new connections, draining in-flight requests");
+        self.shutdown().await;
+        Ok(())
+    }
+}
+
+fn render(path: &Path, errs: &[ConfigError]) -> String {
+    config::ConfigErrors(errs.to_vec()).render(path)
+}

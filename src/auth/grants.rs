@@ -1,0 +1,32 @@
+//! Authorization: may these roles call this connector, method and path?
+//! Denied by default: no roles, no grant, no access.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use http::Method;
+
+use crate::config::Role;
+
+pub fn allows(
+    roles: &BTreeMap<String, Arc<Role>>,
+    held: &[String],
+    connector: &str,
+    method: &Method,
+    path: &str,
+) -> bool {
+    held.iter()
+        .filter_map(|r| roles.get(r))
+        .flat_map(|r| r.grants.iter())
+        .filter(|g| g.connector == connector)
+        .any(|g| {
+            g.methods.as_ref().is_none_or(|ms| ms.contains(method))
+                && g.paths
+                    .as_ref()
+                    .is_none_or(|ps| ps.iter().any(|p| p.matches(path)))
+        })
+}
+
+pub fn is_admin(roles: &BTreeMap<String, Arc<Role>>, held: &[String]) -> bool {
+    held.iter().filter_map(|r| roles.get(r)).any(|r| r.admin)
+}

@@ -1,0 +1,209 @@
+//! The in-memory key index: SHA-256 digest → key record. The hot path does
+//! one hash of the presented key and one map lookup; the database is never
+//! touched per request. `last_used_at` and the use count are atomics
+//! updated in place and persisted in batches by the store.
+//!
+//! Lookup is by digest, so timing reveals nothing about stored keys beyond
+//! what SHA-256 preimage resistance already hides; the matched entry's
+//! digest is still confirmed with a constant-time compare.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use subtle::ConstantTimeEq;
+
+use super::key::{self, FormatError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeySource {
+    Api,
+    Config,
+}
+
+#[derive(Debug)]
+pub struct KeyRecord {
+    pub id: String,
+    pub name: String,
+    pub client: String,
+    /// `None`: the client's roles, whatever they are at the time of use.
+    pub roles: Option<Vec<String>>,
+    pub display_prefix: String,
+    pub created_at: SystemTime,
+    pub expires_at: Option<SystemTime>,
+    pub revoked_at: Mutex<Option<SystemTime>>,
+    pub source: KeySource,
+    pub digest: [u8; 32],
+    /// Milliseconds since the epoch; 0 = never used.
+    pub last_used_ms: AtomicU64,
+    pub uses: AtomicU64,
+    /// Bumped on every use; the store persists records whose `uses` moved.
+    pub persisted_uses: AtomicU64,
+}
+
+impl KeyRecord {
+    pub fn last_used_at(&self) -> Option<SystemTime> {
+        match self.last_used_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(UNIX_EPOCH + Duration::from_millis(ms)),
+        }
+    }
+
+    pub fn revoked_at(&self) -> Option<SystemTime> {
+        self.revoked_at.lock().map(|g| *g).unwrap_or(None)
+    }
+
+    pub fn is_expired(&self, now: SystemTime) -> bool {
+        self.expires_at.is_some_and(|e| e <= now)
+    }
+
+    fn touch(&self, now: SystemTime) {
+        let ms = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(1);
+        self.last_used_ms.store(ms.max(1), Ordering::Relaxed);
+        self.uses.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Why a presented key was refused. Maps onto the 401 codes of SPEC §3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRejection {
+    Malformed(FormatError),
+    Unknown,
+    Revoked,
+    Expired,
+}
+
+#[derive(Debug, Default)]
+pub struct KeyIndex {
+    by_digest: DashMap<[u8; 32], Arc<KeyRecord>>,
+}
+
+impl KeyIndex {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn insert(&self, record: Arc<KeyRecord>) {
+        self.by_digest.insert(record.digest, record);
+    }
+
+    pub fn remove(&self, digest: &[u8; 32]) {
+        self.by_digest.remove(digest);
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_digest.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_digest.is_empty()
+    }
+
+    /// Every record; the admin API lists from here.
+    pub fn all(&self) -> Vec<Arc<KeyRecord>> {
+        self.by_digest
+            .iter()
+            .map(|e| Arc::clone(e.value()))
+            .collect()
+    }
+
+    pub fn find_id(&self, id: &str) -> Option<Arc<KeyRecord>> {
+        self.by_digest
+            .iter()
+            .find(|e| e.id == id)
+            .map(|e| Arc::clone(e.value()))
+    }
+
+    /// Keeps only the records `keep` says yes to (used to re-sync the keys
+    /// declared in YAML after a reload).
+    pub fn retain(&self, keep: impl Fn(&KeyRecord) -> bool) {
+        self.by_digest.retain(|_, r| keep(r));
+    }
+
+    /// Format check, then lookup, then revocation and expiry. Touches the
+    /// record's last-used time on success.
+    pub fn verify(
+        &self,
+        presented: &str,
+        prefix: &str,
+        now: SystemTime,
+    ) -> Result<Arc<KeyRecord>, KeyRejection> {
+        key::check_format(presented, prefix).map_err(KeyRejection::Malformed)?;
+        let digest = key::digest(presented);
+        // Clone the Arc out and drop the shard guard before anything else.
+        let record = self
+            .by_digest
+            .get(&digest)
+            .map(|e| Arc::clone(e.value()))
+            .ok_or(KeyRejection::Unknown)?;
+        if !bool::from(record.digest.ct_eq(&digest)) {
+            return Err(KeyRejection::Unknown);
+        }
+        if record.revoked_at().is_some() {
+            return Err(KeyRejection::Revoked);
+        }
+        if record.is_expired(now) {
+            return Err(KeyRejection::Expired);
+        }
+        record.touch(now);
+        Ok(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn record(key: &str, expires_at: Option<SystemTime>) -> Arc<KeyRecord> {
+        Arc::new(KeyRecord {
+            id: "k1".into(),
+            name: "n".into(),
+            client: "c".into(),
+            roles: None,
+            display_prefix: key::display_prefix(key),
+            created_at: SystemTime::now(),
+            expires_at,
+            revoked_at: Mutex::new(None),
+            source: KeySource::Api,
+            digest: key::digest(key),
+            last_used_ms: AtomicU64::new(0),
+            uses: AtomicU64::new(0),
+            persisted_uses: AtomicU64::new(0),
+        })
+    }
+
+    #[test]
+    fn verify_paths() {
+        let idx = KeyIndex::new();
+        let k = key::generate("kg_").expect("rng");
+        let now = SystemTime::now();
+        assert_eq!(
+            idx.verify(k.expose(), "kg_", now).err(),
+            Some(KeyRejection::Unknown)
+        );
+        let rec = record(k.expose(), Some(now + Duration::from_secs(60)));
+        idx.insert(Arc::clone(&rec));
+        let got = idx.verify(k.expose(), "kg_", now).expect("valid");
+        assert_eq!(got.uses.load(Ordering::Relaxed), 1);
+        assert!(got.last_used_at().is_some());
+        let later = now + Duration::from_secs(61);
+        assert_eq!(
+            idx.verify(k.expose(), "kg_", later).err(),
+            Some(KeyRejection::Expired)
+        );
+        *rec.revoked_at.lock().expect("lock") = Some(now);
+        assert_eq!(
+            idx.verify(k.expose(), "kg_", now).err(),
+            Some(KeyRejection::Revoked)
+        );
+        assert!(matches!(
+            idx.verify("kg_short", "kg_", now),
+            Err(KeyRejection::Malformed(_))
+        ));
+    }
+}

@@ -1,0 +1,172 @@
+//! The serde mirror of the YAML file: every field as written, unknown fields
+//! denied. Nothing here is checked beyond YAML shape; `validate.rs` turns this
+//! into the typed [`crate::config::Config`] and reports every problem at once.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// A scalar written either as a string (`30s`, `32MiB`) or a bare number.
+/// Kept as text so that `validate.rs` owns every unit rule and message.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    Text(String),
+    Int(u64),
+}
+
+impl Scalar {
+    pub fn as_text(&self) -> String {
+        match self {
+            Scalar::Text(s) => s.clone(),
+            Scalar::Int(n) => n.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub store: RawStore,
+    #[serde(default)]
+    pub keys: RawKeys,
+    #[serde(default)]
+    pub tokens: BTreeMap<String, RawToken>,
+    #[serde(default)]
+    pub connectors: BTreeMap<String, RawConnector>,
+    #[serde(default)]
+    pub roles: BTreeMap<String, RawRole>,
+    #[serde(default)]
+    pub clients: BTreeMap<String, RawClient>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<String>,
+    pub tls: Option<RawTls>,
+    pub shutdown_grace: Option<Scalar>,
+    pub workers: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub sqlite: Option<String>,
+    pub master_key: Option<RawValueSource>,
+    /// Days to keep revoked or expired keys listed before they are purged.
+    pub retention: Option<Scalar>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeys {
+    pub prefix: Option<String>,
+    pub max_ttl: Option<Scalar>,
+}
+
+/// `{ env: NAME }`, `{ file: PATH }` or `{ literal: "…" }`: exactly one.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawValueSource {
+    pub env: Option<String>,
+    pub file: Option<String>,
+    pub literal: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawToken {
+    pub description: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub value: Option<RawValueSource>,
+    pub prefix: Option<String>,
+    pub header: Option<String>,
+    // `http_request` and `user` fields: accepted by the schema so that the
+    // validator can explain that the type is not supported by this build.
+    pub request: Option<serde_yaml::Value>,
+    pub response: Option<serde_yaml::Value>,
+    pub refresh_before: Option<Scalar>,
+    pub from_header: Option<String>,
+    pub jwt: Option<serde_yaml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConnector {
+    pub description: Option<String>,
+    pub upstream: String,
+    #[serde(default)]
+    pub tokens: Vec<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub listen: Option<String>,
+    pub auth: Option<String>,
+    pub ca_file: Option<String>,
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    pub max_request_body: Option<Scalar>,
+    pub forward_client_ip: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    pub connect: Option<Scalar>,
+    pub response: Option<Scalar>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRole {
+    pub description: Option<String>,
+    #[serde(default)]
+    pub allow: Vec<RawGrant>,
+    #[serde(default)]
+    pub admin: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGrant {
+    pub connector: String,
+    pub methods: Option<Vec<String>>,
+    pub paths: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClient {
+    pub description: Option<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub keys: Vec<RawClientKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientKey {
+    pub name: String,
+    pub sha256: String,
+    pub expires: Option<String>,
+}

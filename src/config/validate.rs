@@ -1,0 +1,1022 @@
+//! Raw YAML mirror → typed [`Config`]. Every rule of SPEC §2 lives here, and
+//! every violation is collected (with its YAML position) before failing, so
+//! `keygate check` shows the operator all problems in one go.
+//!
+//! The types are built so that invalid states cannot be held: a
+//! [`HeaderPlan`] can only be made through [`HeaderPlan::new`], which refuses
+//! two writers of one header name.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::Method;
+use http::header::{HeaderName, HeaderValue};
+use http::uri::{Authority, Scheme, Uri};
+
+use super::locate::{Seg, locate};
+use super::pattern::PathPattern;
+use super::raw::{RawConfig, RawConnector, RawToken, RawValueSource, Scalar};
+use super::units::{parse_duration, parse_size};
+use super::{ConfigError, ConfigErrors};
+use crate::secret::{Secret, check_header_safe};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
+pub const DEFAULT_KEY_PREFIX: &str = "kg_";
+const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_MAX_BODY: u64 = 32 << 20;
+
+/// Headers keygate must own itself: injecting into them would break framing
+/// or routing (RFC 9110 §7.6.1 hop-by-hop fields, plus `Host` and length).
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
+#[derive(Debug)]
+pub struct Config {
+    /// The file this config was read from; relative paths resolved against
+    /// its folder.
+    pub path: PathBuf,
+    pub server: Server,
+    pub admin: Admin,
+    pub store: Store,
+    pub keys: Keys,
+    pub tokens: BTreeMap<String, Arc<TokenSpec>>,
+    pub connectors: BTreeMap<String, Arc<Connector>>,
+    pub roles: BTreeMap<String, Arc<Role>>,
+    pub clients: BTreeMap<String, Arc<Client>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Server {
+    pub listen: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    pub shutdown_grace: Duration,
+    pub workers: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub sqlite: PathBuf,
+    pub master_key: ValueSource,
+    /// How long revoked or expired keys stay listed; `None` keeps them.
+    pub retention: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Keys {
+    pub prefix: String,
+    pub max_ttl: Option<Duration>,
+}
+
+/// Where a value comes from. `Literal` holds a [`Secret`], so printing a
+/// config never prints a credential.
+#[derive(Debug, Clone)]
+pub enum ValueSource {
+    Env(String),
+    File(PathBuf),
+    Literal(Secret),
+}
+
+impl ValueSource {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ValueSource::Env(_) => "env",
+            ValueSource::File(_) => "file",
+            ValueSource::Literal(_) => "literal",
+        }
+    }
+
+    /// Same source, compared without looking at secret bytes in variable time.
+    pub fn same_as(&self, other: &ValueSource) -> bool {
+        match (self, other) {
+            (ValueSource::Env(a), ValueSource::Env(b)) => a == b,
+            (ValueSource::File(a), ValueSource::File(b)) => a == b,
+            (ValueSource::Literal(a), ValueSource::Literal(b)) => a.ct_eq(b.expose()),
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct TokenSpec {
+    pub name: String,
+    pub description: Option<String>,
+    pub kind: TokenKind,
+    pub header: HeaderName,
+    /// Written before the value with one space: `Bearer sk_live_…`.
+    pub prefix: Option<String>,
+}
+
+#[derive(Debug)]
+pub enum TokenKind {
+    /// A static value; `None` means "set at run time through the admin API".
+    Text { source: Option<ValueSource> },
+}
+
+impl TokenSpec {
+    pub fn type_name(&self) -> &'static str {
+        match self.kind {
+            TokenKind::Text { .. } => "text",
+        }
+    }
+
+    pub fn source(&self) -> Option<&ValueSource> {
+        match &self.kind {
+            TokenKind::Text { source } => source.as_ref(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    ApiKey,
+    None,
+}
+
+/// The upstream base: scheme and authority fixed, plus an optional base path
+/// (without trailing slash) that every forwarded path is appended to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    pub base_path: String,
+}
+
+impl Upstream {
+    pub fn is_https(&self) -> bool {
+        self.scheme == Scheme::HTTPS
+    }
+}
+
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}{}", self.scheme, self.authority, self.base_path)
+    }
+}
+
+/// The headers a connector writes on every outbound request. Each name is
+/// written by exactly one token or static header: [`HeaderPlan::new`] is the
+/// only constructor and refuses duplicates (compared case-insensitively,
+/// which `HeaderName` guarantees by lowercasing).
+#[derive(Debug, Clone)]
+pub struct HeaderPlan {
+    tokens: Vec<(HeaderName, String)>,
+    statics: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl HeaderPlan {
+    /// Returns the plan or the first header name written twice.
+    pub fn new(
+        tokens: Vec<(HeaderName, String)>,
+        statics: Vec<(HeaderName, HeaderValue)>,
+    ) -> Result<Self, HeaderName> {
+        let mut seen = HashSet::new();
+        for name in tokens
+            .iter()
+            .map(|t| &t.0)
+            .chain(statics.iter().map(|s| &s.0))
+        {
+            if !seen.insert(name.clone()) {
+                return Err(name.clone());
+            }
+        }
+        Ok(HeaderPlan { tokens, statics })
+    }
+
+    /// `(header, token name)` for each attached token.
+    pub fn tokens(&self) -> &[(HeaderName, String)] {
+        &self.tokens
+    }
+
+    pub fn statics(&self) -> &[(HeaderName, HeaderValue)] {
+        &self.statics
+    }
+
+    pub fn writes(&self, name: &HeaderName) -> bool {
+        self.tokens.iter().any(|t| t.0 == name) || self.statics.iter().any(|s| s.0 == name)
+    }
+}
+
+#[derive(Debug)]
+pub struct Connector {
+    pub name: String,
+    pub description: Option<String>,
+    pub upstream: Upstream,
+    pub headers: HeaderPlan,
+    pub listen: Option<SocketAddr>,
+    pub auth: AuthMode,
+    pub ca_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub max_request_body: u64,
+    pub forward_client_ip: bool,
+}
+
+impl Connector {
+    /// What the pooled upstream client depends on; a reload that keeps this
+    /// equal keeps the client (and its warm connections).
+    pub fn client_key(&self) -> (Upstream, Option<PathBuf>, Duration) {
+        (
+            self.upstream.clone(),
+            self.ca_file.clone(),
+            self.connect_timeout,
+        )
+    }
+}
+
+#[derive(Debug)]
+pub struct Role {
+    pub name: String,
+    pub description: Option<String>,
+    pub admin: bool,
+    pub grants: Vec<Grant>,
+}
+
+#[derive(Debug)]
+pub struct Grant {
+    pub connector: String,
+    /// `None`: every method.
+    pub methods: Option<Vec<Method>>,
+    /// `None`: every path.
+    pub paths: Option<Vec<PathPattern>>,
+}
+
+#[derive(Debug)]
+pub struct Client {
+    pub name: String,
+    pub description: Option<String>,
+    pub roles: Vec<String>,
+    pub keys: Vec<DeclaredKey>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeclaredKey {
+    pub name: String,
+    pub sha256: [u8; 32],
+    pub expires: Option<SystemTime>,
+}
+
+/// Collects errors with their positions in `text`.
+struct Errors<'t> {
+    text: &'t str,
+    list: Vec<ConfigError>,
+}
+
+impl Errors<'_> {
+    fn at(&mut self, path: &[Seg<'_>], message: impl Into<String>) {
+        let pos = locate(self.text, path);
+        self.list.push(ConfigError {
+            line: pos.map(|p| p.0),
+            column: pos.map(|p| p.1),
+            message: message.into(),
+        });
+    }
+}
+
+/// A name used in URLs and header names: letters, digits, `.`, `_`, `-`.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// RFC 9110 §5.6.2 `token`.
+pub fn is_http_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                )
+        })
+}
+
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Some(port) = text.strip_prefix("localhost:") {
+        return port
+            .parse::<u16>()
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .map_err(|_| format!("`{text}` is not a valid listen address"));
+    }
+    text.parse()
+        .map_err(|_| format!("`{text}` is not a listen address like 127.0.0.1:8080 or [::1]:8080"))
+}
+
+fn parse_upstream(text: &str) -> Result<Upstream, String> {
+    let uri: Uri = text
+        .parse()
+        .map_err(|_| format!("upstream `{text}` is not a URL"))?;
+    let scheme = uri
+        .scheme()
+        .cloned()
+        .ok_or_else(|| format!("upstream `{text}` must be an absolute http:// or https:// URL"))?;
+    if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+        return Err(format!("upstream `{text}` must use http or https"));
+    }
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| format!("upstream `{text}` has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(format!("upstream `{text}` must not carry user information"));
+    }
+    if authority.host().is_empty() {
+        return Err(format!("upstream `{text}` has no host"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("upstream `{text}` must not carry a query"));
+    }
+    let base_path = uri.path().trim_end_matches('/').to_string();
+    Ok(Upstream {
+        scheme,
+        authority,
+        base_path,
+    })
+}
+
+fn parse_timestamp(text: &str) -> Result<SystemTime, String> {
+    humantime::parse_rfc3339_weak(text.trim_end_matches('Z'))
+        .map_err(|_| format!("`{text}` is not a UTC timestamp like 2027-06-30T00:00:00Z"))
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn value_source(
+    e: &mut Errors<'_>,
+    path: &[Seg<'_>],
+    raw: &RawValueSource,
+    base: &Path,
+) -> Option<ValueSource> {
+    let set = [raw.env.is_some(), raw.file.is_some(), raw.literal.is_some()];
+    if set.iter().filter(|b| **b).count() != 1 {
+        e.at(
+            path,
+            "a value needs exactly one of `env`, `file` or `literal`",
+        );
+        return None;
+    }
+    if let Some(name) = &raw.env {
+        if name.is_empty() || name.contains('=') || name.contains('\0') {
+            e.at(
+                path,
+                format!("`{name}` is not an environment variable name"),
+            );
+            return None;
+        }
+        return Some(ValueSource::Env(name.clone()));
+    }
+    if let Some(file) = &raw.file {
+        return Some(ValueSource::File(resolve(base, file)));
+    }
+    let literal = raw.literal.as_deref().unwrap_or_default();
+    let mut lit_path = path.to_vec();
+    lit_path.push(Seg::Key("literal"));
+    if let Err(why) = check_header_safe(literal) {
+        // Never echo the literal: it is a credential.
+        e.at(&lit_path, format!("the literal value is refused: {why}"));
+        return None;
+    }
+    Some(ValueSource::Literal(Secret::new(literal)))
+}
+
+fn duration(
+    e: &mut Errors<'_>,
+    path: &[Seg<'_>],
+    raw: &Option<Scalar>,
+    default: Duration,
+) -> Duration {
+    match raw {
+        None => default,
+        Some(s) => parse_duration(&s.as_text()).unwrap_or_else(|m| {
+            e.at(path, m);
+            default
+        }),
+    }
+}
+
+fn header_name(e: &mut Errors<'_>, path: &[Seg<'_>], text: &str) -> Option<HeaderName> {
+    if !is_http_token(text) {
+        e.at(path, format!("`{text}` is not a valid HTTP header name"));
+        return None;
+    }
+    let name = HeaderName::from_bytes(text.as_bytes()).ok()?;
+    if RESERVED_HEADERS.contains(&name.as_str()) {
+        e.at(
+            path,
+            format!("keygate cannot write header `{text}`: it controls the connection itself"),
+        );
+        return None;
+    }
+    Some(name)
+}
+
+/// Turns the raw mirror into a validated [`Config`], or every error found.
+pub fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let mut e = Errors {
+        text,
+        list: Vec::new(),
+    };
+    use Seg::Key;
+
+    // server
+    let listen_of = |e: &mut Errors<'_>, p: &[Seg<'_>], v: &Option<String>, default: &str| {
+        let t = v.as_deref().unwrap_or(default);
+        parse_listen(t).unwrap_or_else(|m| {
+            e.at(p, m);
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        })
+    };
+    let server_listen = listen_of(
+        &mut e,
+        &[Key("server"), Key("listen")],
+        &raw.server.listen,
+        DEFAULT_LISTEN,
+    );
+    let tls = raw.server.tls.as_ref().map(|t| TlsFiles {
+        cert: resolve(&base, &t.cert),
+        key: resolve(&base, &t.key),
+    });
+    let shutdown_grace = duration(
+        &mut e,
+        &[Key("server"), Key("shutdown_grace")],
+        &raw.server.shutdown_grace,
+        DEFAULT_GRACE,
+    );
+    if raw.server.workers == Some(0) {
+        e.at(
+            &[Key("server"), Key("workers")],
+            "workers must be at least 1",
+        );
+    }
+    let server = Server {
+        listen: server_listen,
+        tls,
+        shutdown_grace,
+        workers: raw.server.workers.filter(|w| *w > 0),
+    };
+    let admin = Admin {
+        listen: listen_of(
+            &mut e,
+            &[Key("admin"), Key("listen")],
+            &raw.admin.listen,
+            DEFAULT_ADMIN_LISTEN,
+        ),
+    };
+
+    // store
+    let master_key = match &raw.store.master_key {
+        Some(src) => value_source(&mut e, &[Key("store"), Key("master_key")], src, &base)
+            .unwrap_or(ValueSource::File(base.join("data/master.key"))),
+        None => ValueSource::File(base.join("data/master.key")),
+    };
+    let store = Store {
+        sqlite: resolve(
+            &base,
+            raw.store.sqlite.as_deref().unwrap_or("data/keygate.db"),
+        ),
+        master_key,
+        retention: raw.store.retention.as_ref().map(|_| {
+            duration(
+                &mut e,
+                &[Key("store"), Key("retention")],
+                &raw.store.retention,
+                Duration::ZERO,
+            )
+        }),
+    };
+
+    // keys
+    let prefix = raw
+        .keys
+        .prefix
+        .clone()
+        .unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_string());
+    if prefix.is_empty()
+        || prefix.len() > 16
+        || !prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        e.at(
+            &[Key("keys"), Key("prefix")],
+            "keys.prefix must be 1 to 16 letters, digits, `_` or `-`",
+        );
+    }
+    let keys = Keys {
+        prefix,
+        max_ttl: raw.keys.max_ttl.as_ref().map(|_| {
+            duration(
+                &mut e,
+                &[Key("keys"), Key("max_ttl")],
+                &raw.keys.max_ttl,
+                Duration::MAX,
+            )
+        }),
+    };
+
+    // tokens
+    let mut tokens = BTreeMap::new();
+    for (name, t) in &raw.tokens {
+        if let Some(spec) = token(&mut e, name, t, &base) {
+            tokens.insert(name.clone(), Arc::new(spec));
+        }
+    }
+
+    // connectors
+    let mut connectors = BTreeMap::new();
+    for (name, c) in &raw.connectors {
+        if let Some(conn) = connector(&mut e, name, c, &raw, &tokens, &base, server_listen) {
+            connectors.insert(name.clone(), Arc::new(conn));
+        }
+    }
+
+    // duplicate listen addresses (port 0 means "any free port": never a clash)
+    let mut addrs: Vec<(SocketAddr, Vec<Seg<'_>>)> = vec![
+        (server.listen, vec![Key("server"), Key("listen")]),
+        (admin.listen, vec![Key("admin"), Key("listen")]),
+    ];
+    for (name, c) in &connectors {
+        if let Some(l) = c.listen {
+            addrs.push((
+                l,
+                vec![Key("connectors"), Key(name.as_str()), Key("listen")],
+            ));
+        }
+    }
+    let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
+    for (i, (addr, p)) in addrs.iter().enumerate() {
+        if addr.port() == 0 {
+            continue;
+        }
+        if let Some(first) = seen.insert(*addr, i) {
+            let other = &addrs[first].1;
+            let other_name: Vec<&str> = other
+                .iter()
+                .filter_map(|s| match s {
+                    Seg::Key(k) => Some(*k),
+                    Seg::Index(_) => None,
+                })
+                .collect();
+            e.at(
+                p,
+                format!(
+                    "listen address {addr} is already used by {}",
+                    other_name.join(".")
+                ),
+            );
+        }
+    }
+
+    // roles
+    let mut roles = BTreeMap::new();
+    for (name, r) in &raw.roles {
+        let mut grants = Vec::new();
+        for (i, g) in r.allow.iter().enumerate() {
+            let gp = [
+                Key("roles"),
+                Key(name.as_str()),
+                Key("allow"),
+                Seg::Index(i),
+            ];
+            let mut p = gp.to_vec();
+            p.push(Key("connector"));
+            if !raw.connectors.contains_key(&g.connector) {
+                e.at(
+                    &p,
+                    format!("role `{name}` names unknown connector `{}`", g.connector),
+                );
+            }
+            let methods = g.methods.as_ref().map(|ms| {
+                let mut p = gp.to_vec();
+                p.push(Key("methods"));
+                ms.iter()
+                    .filter_map(|m| {
+                        let up = m.to_ascii_uppercase();
+                        if !is_http_token(&up) {
+                            e.at(&p, format!("`{m}` is not an HTTP method"));
+                            return None;
+                        }
+                        Method::from_bytes(up.as_bytes()).ok()
+                    })
+                    .collect()
+            });
+            let paths = g.paths.as_ref().map(|ps| {
+                let mut p = gp.to_vec();
+                p.push(Key("paths"));
+                ps.iter()
+                    .filter_map(|s| PathPattern::parse(s).map_err(|m| e.at(&p, m)).ok())
+                    .collect()
+            });
+            grants.push(Grant {
+                connector: g.connector.clone(),
+                methods,
+                paths,
+            });
+        }
+        roles.insert(
+            name.clone(),
+            Arc::new(Role {
+                name: name.clone(),
+                description: r.description.clone(),
+                admin: r.admin,
+                grants,
+            }),
+        );
+    }
+
+    // clients
+    let mut clients = BTreeMap::new();
+    let mut hashes: HashSet<[u8; 32]> = HashSet::new();
+    for (name, c) in &raw.clients {
+        if !valid_name(name) {
+            e.at(
+                &[Key("clients"), Key(name.as_str())],
+                format!("client name `{name}` may only use letters, digits, `.`, `_` and `-`"),
+            );
+        }
+        for (i, r) in c.roles.iter().enumerate() {
+            if !raw.roles.contains_key(r) {
+                e.at(
+                    &[
+                        Key("clients"),
+                        Key(name.as_str()),
+                        Key("roles"),
+                        Seg::Index(i),
+                    ],
+                    format!("client `{name}` names unknown role `{r}`"),
+                );
+            }
+        }
+        let mut key_names = HashSet::new();
+        let mut keys = Vec::new();
+        for (i, k) in c.keys.iter().enumerate() {
+            let kp = [
+                Key("clients"),
+                Key(name.as_str()),
+                Key("keys"),
+                Seg::Index(i),
+            ];
+            if !key_names.insert(k.name.clone()) {
+                e.at(
+                    &kp,
+                    format!("client `{name}` declares key `{}` twice", k.name),
+                );
+            }
+            let mut hp = kp.to_vec();
+            hp.push(Key("sha256"));
+            let digest = hex::decode(k.sha256.trim())
+                .ok()
+                .and_then(|v| <[u8; 32]>::try_from(v).ok());
+            let Some(digest) = digest else {
+                e.at(
+                    &hp,
+                    "sha256 must be 64 hex digits (the second line of `keygate keygen`)",
+                );
+                continue;
+            };
+            if !hashes.insert(digest) {
+                e.at(&hp, "this key hash is declared twice");
+            }
+            let expires = k.expires.as_ref().and_then(|x| {
+                let mut xp = kp.to_vec();
+                xp.push(Key("expires"));
+                parse_timestamp(x).map_err(|m| e.at(&xp, m)).ok()
+            });
+            keys.push(DeclaredKey {
+                name: k.name.clone(),
+                sha256: digest,
+                expires,
+            });
+        }
+        clients.insert(
+            name.clone(),
+            Arc::new(Client {
+                name: name.clone(),
+                description: c.description.clone(),
+                roles: c.roles.clone(),
+                keys,
+            }),
+        );
+    }
+
+    if !e.list.is_empty() {
+        return Err(ConfigErrors(e.list));
+    }
+    Ok(Config {
+        path: path.to_path_buf(),
+        server,
+        admin,
+        store,
+        keys,
+        tokens,
+        connectors,
+        roles,
+        clients,
+    })
+}
+
+fn token(e: &mut Errors<'_>, name: &str, t: &RawToken, base: &Path) -> Option<TokenSpec> {
+    use Seg::Key;
+    let p = [Key("tokens"), Key(name)];
+    if !valid_name(name) {
+        e.at(
+            &p,
+            format!("token name `{name}` may only use letters, digits, `.`, `_` and `-`"),
+        );
+    }
+    let kind = t.kind.as_deref().unwrap_or("text");
+    let field = |k: &'static str| [Key("tokens"), Key(name), Key(k)];
+    match kind {
+        "text" => {}
+        "http_request" | "user" => {
+            e.at(
+                &field("type"),
+                format!(
+                    "token `{name}`: type `{kind}` is not supported yet by this build (only `text`)"
+                ),
+            );
+            return None;
+        }
+        other => {
+            e.at(
+                &field("type"),
+                format!("token `{name}`: unknown type `{other}` (use text, http_request or user)"),
+            );
+            return None;
+        }
+    }
+    for (present, f) in [
+        (t.request.is_some(), "request"),
+        (t.response.is_some(), "response"),
+        (t.refresh_before.is_some(), "refresh_before"),
+        (t.from_header.is_some(), "from_header"),
+        (t.jwt.is_some(), "jwt"),
+    ] {
+        if present {
+            e.at(
+                &field(f),
+                format!("token `{name}`: `{f}` does not apply to a `text` token"),
+            );
+        }
+    }
+    let header = header_name(
+        e,
+        &field("header"),
+        t.header.as_deref().unwrap_or("Authorization"),
+    );
+    let prefix = t.prefix.clone().filter(|p| !p.is_empty());
+    if let Some(pfx) = &prefix
+        && !is_http_token(pfx)
+    {
+        e.at(
+            &field("prefix"),
+            format!("token `{name}`: prefix `{pfx}` is not a valid HTTP token (like Bearer)"),
+        );
+    }
+    let source = t
+        .value
+        .as_ref()
+        .and_then(|v| value_source(e, &field("value"), v, base));
+    Some(TokenSpec {
+        name: name.to_string(),
+        description: t.description.clone(),
+        kind: TokenKind::Text { source },
+        header: header?,
+        prefix,
+    })
+}
+
+fn connector(
+    e: &mut Errors<'_>,
+    name: &str,
+    c: &RawConnector,
+    raw: &RawConfig,
+    tokens: &BTreeMap<String, Arc<TokenSpec>>,
+    base: &Path,
+    server_listen: SocketAddr,
+) -> Option<Connector> {
+    use Seg::Key;
+    let field = |k: &'static str| [Key("connectors"), Key(name), Key(k)];
+    if !valid_name(name) {
+        e.at(
+            &[Key("connectors"), Key(name)],
+            format!("connector name `{name}` may only use letters, digits, `.`, `_` and `-`"),
+        );
+    }
+    let upstream = parse_upstream(&c.upstream)
+        .map_err(|m| e.at(&field("upstream"), m))
+        .ok();
+
+    let mut token_headers = Vec::new();
+    let mut writers: HashMap<HeaderName, String> = HashMap::new();
+    let mut ok = true;
+    for (i, t) in c.tokens.iter().enumerate() {
+        let tp = [Key("connectors"), Key(name), Key("tokens"), Seg::Index(i)];
+        if !raw.tokens.contains_key(t) {
+            e.at(&tp, format!("connector `{name}` names unknown token `{t}`"));
+            ok = false;
+            continue;
+        }
+        let Some(spec) = tokens.get(t) else {
+            ok = false; // the token itself is invalid; its error is reported there
+            continue;
+        };
+        if let Some(prev) = writers.insert(spec.header.clone(), format!("token `{t}`")) {
+            e.at(
+                &tp,
+                format!(
+                    "connector `{name}`: token `{t}` and {prev} both write header `{}`",
+                    spec.header
+                ),
+            );
+            ok = false;
+            continue;
+        }
+        token_headers.push((spec.header.clone(), t.clone()));
+    }
+    let mut statics = Vec::new();
+    for (h, v) in &c.headers {
+        let hp = [
+            Key("connectors"),
+            Key(name),
+            Key("headers"),
+            Key(h.as_str()),
+        ];
+        let Some(hn) = header_name(e, &hp, h) else {
+            ok = false;
+            continue;
+        };
+        let Ok(hv) = HeaderValue::from_str(v) else {
+            e.at(&hp, format!("connector `{name}`: the value of header `{h}` contains characters not allowed in a header"));
+            ok = false;
+            continue;
+        };
+        if let Some(prev) = writers.insert(hn.clone(), format!("static header `{h}`")) {
+            e.at(
+                &hp,
+                format!(
+                    "connector `{name}`: static header `{h}` and {prev} both write header `{hn}`"
+                ),
+            );
+            ok = false;
+            continue;
+        }
+        statics.push((hn, hv));
+    }
+    let listen = c
+        .listen
+        .as_ref()
+        .and_then(|l| parse_listen(l).map_err(|m| e.at(&field("listen"), m)).ok());
+    let auth = match c.auth.as_deref() {
+        None | Some("api_key") => AuthMode::ApiKey,
+        Some("none") => {
+            let effective = listen.unwrap_or(server_listen);
+            if !effective.ip().is_loopback() {
+                e.at(
+                    &field("auth"),
+                    format!("connector `{name}`: `auth: none` is only allowed on a loopback listener, and {effective} is not one"),
+                );
+            }
+            AuthMode::None
+        }
+        Some(other) => {
+            e.at(
+                &field("auth"),
+                format!("connector `{name}`: unknown auth `{other}` (use api_key or none)"),
+            );
+            AuthMode::ApiKey
+        }
+    };
+    let connect_timeout = duration(
+        e,
+        &[
+            Key("connectors"),
+            Key(name),
+            Key("timeouts"),
+            Key("connect"),
+        ],
+        &c.timeouts.connect,
+        DEFAULT_CONNECT_TIMEOUT,
+    );
+    let response_timeout = duration(
+        e,
+        &[
+            Key("connectors"),
+            Key(name),
+            Key("timeouts"),
+            Key("response"),
+        ],
+        &c.timeouts.response,
+        DEFAULT_RESPONSE_TIMEOUT,
+    );
+    let max_request_body = match &c.max_request_body {
+        None => DEFAULT_MAX_BODY,
+        Some(s) => parse_size(&s.as_text()).unwrap_or_else(|m| {
+            e.at(&field("max_request_body"), m);
+            DEFAULT_MAX_BODY
+        }),
+    };
+    let headers = HeaderPlan::new(token_headers, statics).ok()?; // duplicates already reported
+    if !ok {
+        return None;
+    }
+    Some(Connector {
+        name: name.to_string(),
+        description: c.description.clone(),
+        upstream: upstream?,
+        headers,
+        listen,
+        auth,
+        ca_file: c.ca_file.as_ref().map(|f| resolve(base, f)),
+        connect_timeout,
+        response_timeout,
+        max_request_body,
+        forward_client_ip: c.forward_client_ip.unwrap_or(false),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_plan_refuses_duplicates() {
+        let a = HeaderName::from_static("authorization");
+        let plan = HeaderPlan::new(
+            vec![(a.clone(), "t1".into())],
+            vec![(a.clone(), HeaderValue::from_static("x"))],
+        );
+        assert_eq!(plan.err(), Some(a));
+    }
+
+    #[test]
+    fn upstream_forms() {
+        let u = parse_upstream("https://api.example.com/base/").expect("valid");
+        assert_eq!(u.base_path, "/base");
+        assert!(u.is_https());
+        assert!(parse_upstream("ftp://x").is_err());
+        assert!(parse_upstream("/relative").is_err());
+        assert!(parse_upstream("https://user@host").is_err());
+    }
+
+    #[test]
+    fn http_tokens() {
+        assert!(is_http_token("Bearer"));
+        assert!(!is_http_token("Bear er"));
+        assert!(!is_http_token("X:Y"));
+        assert!(!is_http_token(""));
+    }
+}

@@ -1,0 +1,24 @@
+//! keygate: an outbound-request auth gateway. Callers authenticate with a
+//! keygate API key; keygate injects the connector's upstream credentials
+//! and forwards. See SPEC.md for the contract and README.md for operating it.
+//!
+//! Modules follow the request path and import downward only:
+//! `app → {admin, proxy, server} → state → {config, tokens, auth, upstream,
+//! error, body, secret}`.
+
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod admin;
+pub mod app;
+pub mod auth;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod proxy;
+pub mod secret;
+pub mod server;
+pub mod state;
+pub mod tls;
+pub mod tokens;
+pub mod upstream;

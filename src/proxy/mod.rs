@@ -1,0 +1,9 @@
+//! The proxy listener's request path: `service` runs the phases, `rewrite`
+//! keeps the target inside the connector, `hop` removes per-connection
+//! headers.
+
+pub mod hop;
+pub mod rewrite;
+pub mod service;
+
+pub use service::{Listener, Proxy};

@@ -1,0 +1,215 @@
+//! The running gateway's shared state. The routing view (config, connectors
+//! and their upstream clients) is ONE [`Snapshot`] behind ONE `ArcSwap`: a
+//! reload builds a complete new snapshot aside and publishes it with a
+//! single store, so a request never sees half of a reload. Token values and
+//! API keys live outside the snapshot (their own stores) so that a reload
+//! never resets a value set at run time or a key's last-used time.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+
+use crate::auth::{KeyIndex, KeyRecord, KeySource};
+use crate::config::{Config, ConfigError, Connector};
+use crate::tokens::TokenStore;
+use crate::upstream::{self, HttpClient};
+
+#[derive(Debug)]
+pub struct ConnectorRuntime {
+    pub spec: Arc<Connector>,
+    pub client: HttpClient,
+}
+
+#[derive(Debug)]
+pub struct Snapshot {
+    pub generation: u64,
+    pub loaded_at: SystemTime,
+    pub config: Arc<Config>,
+    pub connectors: HashMap<String, Arc<ConnectorRuntime>>,
+}
+
+impl Snapshot {
+    /// Builds every connector's runtime, reusing the previous snapshot's
+    /// upstream client where nothing it depends on changed (its pool stays
+    /// warm). Fails without side effects if a client cannot be built.
+    pub fn build(
+        config: Arc<Config>,
+        prev: Option<&Snapshot>,
+        generation: u64,
+    ) -> Result<Self, Vec<ConfigError>> {
+        let mut connectors = HashMap::with_capacity(config.connectors.len());
+        let mut errors = Vec::new();
+        for (name, spec) in &config.connectors {
+            let reuse = prev
+                .and_then(|p| p.connectors.get(name))
+                .filter(|old| old.spec.client_key() == spec.client_key())
+                .map(|old| old.client.clone());
+            let client = match reuse {
+                Some(c) => c,
+                None => match upstream::build(spec.ca_file.as_deref(), spec.connect_timeout) {
+                    Ok(c) => c,
+                    Err(message) => {
+                        errors.push(ConfigError {
+                            line: None,
+                            column: None,
+                            message: format!("connector `{name}`: {message}"),
+                        });
+                        continue;
+                    }
+                },
+            };
+            connectors.insert(
+                name.clone(),
+                Arc::new(ConnectorRuntime {
+                    spec: Arc::clone(spec),
+                    client,
+                }),
+            );
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Snapshot {
+            generation,
+            loaded_at: SystemTime::now(),
+            config,
+            connectors,
+        })
+    }
+}
+
+/// The outcome of the last reload attempt, for `/api/v1/status`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReloadStatus {
+    pub ok: bool,
+    pub at: Option<String>,
+    pub errors: Vec<ConfigError>,
+}
+
+#[derive(Debug)]
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub tokens: TokenStore,
+    pub keys: KeyIndex,
+    pub reload: Mutex<ReloadStatus>,
+    next_request: AtomicU64,
+    request_seed: u64,
+}
+
+impl Shared {
+    pub fn new(snapshot: Snapshot) -> Self {
+        let seed = getrandom::u64().unwrap_or_else(|_| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(7)
+        });
+        Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            tokens: TokenStore::new(),
+            keys: KeyIndex::new(),
+            reload: Mutex::new(ReloadStatus {
+                ok: true,
+                at: Some(now_rfc3339()),
+                errors: Vec::new(),
+            }),
+            next_request: AtomicU64::new(1),
+            request_seed: seed,
+        }
+    }
+
+    /// A fresh request id: unique per process run (random seed + counter),
+    /// cheap, and not a secret.
+    pub fn request_id(&self) -> String {
+        let n = self.next_request.fetch_add(1, Ordering::Relaxed);
+        format!("{:016x}{:016x}", self.request_seed, n)
+    }
+
+    /// Makes the key index hold exactly the keys declared in `config`,
+    /// keeping records (and their last-used data) of keys that stay.
+    pub fn sync_config_keys(&self, config: &Config) {
+        let mut declared: HashMap<[u8; 32], (&str, &crate::config::DeclaredKey)> = HashMap::new();
+        for (client, c) in &config.clients {
+            for k in &c.keys {
+                declared.insert(k.sha256, (client.as_str(), k));
+            }
+        }
+        self.keys.retain(|r| {
+            r.source != KeySource::Config
+                || declared.get(&r.digest).is_some_and(|(c, k)| {
+                    *c == r.client && k.name == r.name && k.expires == r.expires_at
+                })
+        });
+        let present: std::collections::HashSet<[u8; 32]> = self
+            .keys
+            .all()
+            .iter()
+            .filter(|r| r.source == KeySource::Config)
+            .map(|r| r.digest)
+            .collect();
+        for (digest, (client, k)) in declared {
+            if present.contains(&digest) {
+                continue;
+            }
+            self.keys.insert(Arc::new(KeyRecord {
+                id: config_key_id(client, &k.name),
+                name: k.name.clone(),
+                client: client.to_string(),
+                roles: None,
+                display_prefix: String::new(),
+                created_at: SystemTime::now(),
+                expires_at: k.expires,
+                revoked_at: Mutex::new(None),
+                source: KeySource::Config,
+                digest,
+                last_used_ms: AtomicU64::new(0),
+                uses: AtomicU64::new(0),
+                persisted_uses: AtomicU64::new(0),
+            }));
+        }
+    }
+
+    /// Tokens attached to some connector that have no usable value.
+    pub fn missing_tokens(&self) -> Vec<String> {
+        let snap = self.snapshot.load();
+        let set = self.tokens.load();
+        let mut missing: Vec<String> = snap
+            .config
+            .connectors
+            .values()
+            .flat_map(|c| c.headers.tokens().iter().map(|(_, t)| t.clone()))
+            .filter(|t| set.get(t).is_none())
+            .collect();
+        missing.sort();
+        missing.dedup();
+        missing
+    }
+}
+
+/// A stable public id for a key declared in YAML, derived from its client
+/// and name (never from the key or its hash).
+pub fn config_key_id(client: &str, name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(format!("keygate-config-key\0{client}\0{name}").as_bytes());
+    format!("key_cfg_{}", hex::encode(&d[..8]))
+}
+
+pub fn now_rfc3339() -> String {
+    rfc3339(SystemTime::now())
+}
+
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64
+}
+
+/// Roles by name, for grant checks.
+pub type Roles = BTreeMap<String, Arc<crate::config::Role>>;

@@ -1,0 +1,78 @@
+//! The pooled outbound HTTP client, shared by the proxy and (later) the
+//! token refresher, so `tokens/` never depends on `proxy/`.
+//!
+//! One client per connector: its trust roots are the web PKI roots plus the
+//! connector's `ca_file`, HTTP/1.1 and h2 are chosen by ALPN, connections are
+//! kept alive in the pool with `TCP_NODELAY`, and connecting is bounded by
+//! `timeouts.connect`. The response timeout is applied by the caller, since
+//! it covers only the wait for response headers, not the body.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+use crate::body::Body;
+
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// Idle pooled connections are closed after this; most API servers close
+/// theirs after 60–120 s, so keygate lets go first and avoids racing them.
+const POOL_IDLE: Duration = Duration::from_secs(55);
+
+pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("ca_file {} is not valid PEM: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("ca_file {} holds no certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+pub fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
+    let mut roots = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = ca_file {
+        for cert in load_ca_file(path)? {
+            roots
+                .add(cert)
+                .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        }
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth())
+}
+
+pub fn build(ca_file: Option<&Path>, connect_timeout: Duration) -> Result<HttpClient, String> {
+    let tls = tls_config(ca_file)?;
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_all_versions()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(POOL_IDLE)
+        .timer(TokioTimer::new())
+        .build(https))
+}
