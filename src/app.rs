@@ -36,7 +36,9 @@ pub struct App {
     config_path: PathBuf,
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
-    drain: Drain,
+    /// Handed to listeners bound later (dedicated ports added by a reload);
+    /// taken at shutdown so the drain can see the last connection go.
+    drain: std::sync::Mutex<Option<Drain>>,
     drain_ctl: std::sync::Mutex<Option<DrainControl>>,
     stops: Vec<watch::Sender<bool>>,
     dedicated: Mutex<HashMap<String, Dedicated>>,
@@ -107,7 +109,7 @@ impl App {
             config_path,
             proxy_addr,
             admin_addr,
-            drain,
+            drain: std::sync::Mutex::new(Some(drain)),
             drain_ctl: std::sync::Mutex::new(Some(drain_ctl)),
             stops,
             dedicated: Mutex::new(HashMap::new()),
@@ -189,6 +191,9 @@ impl App {
             }
             stay
         });
+        let Some(drain) = self.drain.lock().ok().and_then(|d| d.clone()) else {
+            return Ok(()); // shutting down: bind nothing new
+        };
         for (name, listener, addr) in fresh {
             let (tx, rx) = watch::channel(false);
             tokio::spawn(server::serve(
@@ -196,7 +201,7 @@ impl App {
                 None,
                 Proxy::new(Arc::clone(&self.shared), Listener::Dedicated(name.clone())),
                 rx,
-                self.drain.clone(),
+                drain.clone(),
             ));
             tracing::info!(listener = "connector", connector = %name, addr = %addr, "listening");
             current.insert(name, Dedicated { addr, stop: tx });
@@ -264,6 +269,9 @@ impl App {
         }
         for d in self.dedicated.lock().await.values() {
             let _ = d.stop.send(true);
+        }
+        if let Ok(mut d) = self.drain.lock() {
+            d.take();
         }
         let grace = self.shared.snapshot.load().config.server.shutdown_grace;
         let ctl = self.drain_ctl.lock().ok().and_then(|mut g| g.take());

@@ -1,0 +1,291 @@
+//! `keygate check` (SPEC §1) and every validation rule of SPEC §2, through
+//! the real binary: exit 0 with one summary line, or exit 1 with every
+//! error as `PATH:LINE:COL: message`.
+
+mod common;
+
+use std::process::Command;
+
+use common::BIN;
+
+fn check(yaml: &str) -> (bool, String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("k.yaml");
+    std::fs::write(&path, yaml).expect("write");
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .expect("run check");
+    let stdout = String::from_utf8_lossy(&out.stdout).replace(&path.display().to_string(), "K");
+    let stderr = String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "K");
+    (out.status.success(), stdout, stderr)
+}
+
+fn assert_error(yaml: &str, line: usize, needle: &str) {
+    let (ok, _, err) = check(yaml);
+    assert!(!ok, "config should be refused: {yaml}");
+    let want = format!("K:{line}:");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with(&want) && l.contains(needle)),
+        "expected an error at line {line} containing {needle:?}, got:\n{err}"
+    );
+}
+
+const GOOD: &str = r#"
+tokens:
+  t1:
+    value: { literal: "abc" }
+    prefix: Bearer
+    header: Authorization
+connectors:
+  api:
+    upstream: https://api.example.com/v1
+    tokens: [t1]
+roles:
+  r:
+    allow:
+      - connector: api
+clients:
+  c:
+    roles: [r]
+"#;
+
+#[test]
+fn valid_config_prints_one_summary_line() {
+    let (ok, out, err) = check(GOOD);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains("1 tokens, 1 connectors"), "{out}");
+}
+
+#[test]
+fn shipped_config_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/keygate.yaml");
+    let out = Command::new(BIN)
+        .args(["check", "-c", path])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn missing_file_is_an_error() {
+    let out = Command::new(BIN)
+        .args(["check", "-c", "/nonexistent/k.yaml"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
+}
+
+#[test]
+fn unknown_field_is_refused_with_position() {
+    assert_error(
+        "server:\n  listen: 127.0.0.1:1\n  listne: 1\n",
+        3,
+        "unknown field `listne`",
+    );
+}
+
+#[test]
+fn unknown_token_in_connector() {
+    let yaml = "connectors:\n  api:\n    upstream: https://x.example\n    tokens: [nope]\n";
+    assert_error(yaml, 4, "unknown token `nope`");
+}
+
+#[test]
+fn two_tokens_writing_one_header_case_insensitively() {
+    let yaml = r#"tokens:
+  a: { value: { literal: "1" }, header: Authorization }
+  b: { value: { literal: "2" }, header: authorization }
+connectors:
+  api:
+    upstream: https://x.example
+    tokens:
+      - a
+      - b
+"#;
+    assert_error(yaml, 9, "both write header `authorization`");
+}
+
+#[test]
+fn token_and_static_header_writing_one_header() {
+    let yaml = r#"tokens:
+  a: { value: { literal: "1" }, header: X-Api-Key }
+connectors:
+  api:
+    upstream: https://x.example
+    tokens: [a]
+    headers:
+      x-api-key: "static"
+"#;
+    assert_error(yaml, 8, "both write header");
+}
+
+#[test]
+fn invalid_header_name_and_prefix() {
+    let yaml = r#"tokens:
+  a:
+    value: { literal: "1" }
+    header: "X Bad"
+  b:
+    value: { literal: "1" }
+    header: X-B
+    prefix: "Bear er"
+"#;
+    let (ok, _, err) = check(yaml);
+    assert!(!ok);
+    assert!(
+        err.contains("K:4:") && err.contains("not a valid HTTP header name"),
+        "{err}"
+    );
+    assert!(
+        err.contains("K:8:") && err.contains("not a valid HTTP token"),
+        "{err}"
+    );
+}
+
+#[test]
+fn literal_with_cr_lf_or_nul_is_refused_without_echo() {
+    for bad in [
+        r#""sk_live_1\r\nX-Evil: 1""#,
+        r#""sk_live_2\u0000""#,
+        r#""sk_live_3\n""#,
+    ] {
+        let yaml = format!("tokens:\n  a:\n    value:\n      literal: {bad}\n    header: X-A\n");
+        let (ok, _, err) = check(&yaml);
+        assert!(!ok, "{bad} must be refused");
+        assert!(
+            err.contains("K:4:") && err.contains("literal value is refused"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("sk_live_"),
+            "the error must not echo the literal: {err}"
+        );
+    }
+}
+
+#[test]
+fn upstream_must_be_absolute_http_or_https() {
+    for bad in [
+        "ftp://x.example",
+        "/relative/path",
+        "x.example",
+        "https://user:pw@x.example",
+    ] {
+        let yaml = format!("connectors:\n  api:\n    upstream: \"{bad}\"\n");
+        assert_error(&yaml, 3, "upstream");
+    }
+}
+
+#[test]
+fn auth_none_only_on_loopback() {
+    let yaml = "connectors:\n  api:\n    upstream: http://x.example\n    listen: 0.0.0.0:9555\n    auth: none\n";
+    assert_error(yaml, 5, "only allowed on a loopback listener");
+    let ok = "connectors:\n  api:\n    upstream: http://x.example\n    listen: 127.0.0.1:9555\n    auth: none\n";
+    assert!(check(ok).0);
+}
+
+#[test]
+fn duplicate_listen_addresses() {
+    let yaml = "server:\n  listen: 127.0.0.1:9100\nconnectors:\n  api:\n    upstream: http://x.example\n    listen: 127.0.0.1:9100\n";
+    assert_error(yaml, 6, "already used by server.listen");
+    let admin = "server:\n  listen: 127.0.0.1:9100\nadmin:\n  listen: 127.0.0.1:9100\n";
+    assert_error(admin, 4, "already used");
+}
+
+#[test]
+fn role_and_client_naming_unknown_things() {
+    let yaml = r#"roles:
+  r:
+    allow:
+      - connector: ghost
+clients:
+  c:
+    roles: [r, phantom]
+"#;
+    let (ok, _, err) = check(yaml);
+    assert!(!ok);
+    assert!(
+        err.contains("K:4:") && err.contains("unknown connector `ghost`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("K:7:") && err.contains("unknown role `phantom`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_error_is_reported_not_just_the_first() {
+    let yaml = r#"tokens:
+  a: { value: { env: A }, header: "bad header" }
+connectors:
+  one:
+    upstream: ftp://x
+  two:
+    upstream: https://x.example
+    tokens: [missing]
+    max_request_body: 12XB
+    timeouts: { connect: 5 parsecs }
+"#;
+    let (ok, _, err) = check(yaml);
+    assert!(!ok);
+    assert!(
+        err.lines().count() >= 5,
+        "expected every error, got:\n{err}"
+    );
+    for l in err.lines() {
+        assert!(l.starts_with("K:"), "{l}");
+    }
+}
+
+#[test]
+fn unsupported_token_types_say_so() {
+    let yaml = "tokens:\n  o:\n    type: http_request\n    header: Authorization\n";
+    assert_error(yaml, 3, "not supported yet");
+}
+
+#[test]
+fn bad_key_hash_and_expiry() {
+    let yaml = r#"roles: { r: {} }
+clients:
+  c:
+    roles: [r]
+    keys:
+      - { name: a, sha256: "abc" }
+      - name: b
+        sha256: "0000000000000000000000000000000000000000000000000000000000000000"
+        expires: "next tuesday"
+"#;
+    let (ok, _, err) = check(yaml);
+    assert!(!ok);
+    assert!(
+        err.contains("K:6:") && err.contains("64 hex digits"),
+        "{err}"
+    );
+    assert!(
+        err.contains("K:9:") && err.contains("not a UTC timestamp"),
+        "{err}"
+    );
+}
+
+#[test]
+fn keygen_prints_key_and_its_sha256() {
+    let (key, hash) = common::keygen("kg_");
+    assert!(key.starts_with("kg_") && key.len() == 3 + 38, "{key}");
+    assert_eq!(hash.len(), 64);
+    use sha2::Digest;
+    assert_eq!(hex::encode(sha2::Sha256::digest(key.as_bytes())), hash);
+    let (other, _) = common::keygen("acme_");
+    assert!(other.starts_with("acme_"));
+    assert_ne!(key, other);
+}

@@ -1,0 +1,389 @@
+//! Shared test parts, all real: the `keygate` binary started on port 0 with
+//! a YAML file in a temp dir, an upstream hyper server (HTTP or HTTPS with
+//! rcgen certificates) that records what it received, and a small client.
+//! Nothing here mocks keygate; every test talks to it over TCP.
+
+#![allow(dead_code, unused_imports)]
+
+pub mod upstream;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+pub use upstream::Upstream;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_keygate");
+
+/// A running keygate process and everything it printed.
+pub struct Gateway {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub connectors: HashMap<String, SocketAddr>,
+    pub stderr: Arc<Mutex<Vec<String>>>,
+    pub stdout: Arc<Mutex<Vec<String>>>,
+    /// Values that must never appear in any output of this process.
+    pub secrets: Vec<String>,
+}
+
+fn pump(stream: impl std::io::Read + Send + 'static, into: Arc<Mutex<Vec<String>>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if std::env::var_os("KEYGATE_TEST_ECHO").is_some() {
+                eprintln!("[keygate] {line}");
+            }
+            into.lock().expect("log lock").push(line);
+        }
+    });
+}
+
+impl Gateway {
+    /// Writes `yaml` to `<tmp>/keygate.yaml` and starts keygate on it.
+    pub fn start(yaml: &str) -> Gateway {
+        Self::start_with(yaml, &[], |_| {})
+    }
+
+    /// Like `start`, with extra environment and a hook to place files in
+    /// the config folder first.
+    pub fn start_with(yaml: &str, env: &[(&str, &str)], prepare: impl FnOnce(&Path)) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        prepare(dir.path());
+        let config_path = dir.path().join("keygate.yaml");
+        std::fs::write(&config_path, yaml).expect("write config");
+        Self::spawn(dir, config_path, env)
+    }
+
+    pub fn spawn(dir: tempfile::TempDir, config_path: PathBuf, env: &[(&str, &str)]) -> Gateway {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["run", "--log-format", "json", "-c"])
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn keygate");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        pump(child.stderr.take().expect("stderr"), Arc::clone(&stderr));
+        pump(child.stdout.take().expect("stdout"), Arc::clone(&stdout));
+        let mut gw = Gateway {
+            child,
+            dir,
+            config_path,
+            proxy: SocketAddr::from(([0, 0, 0, 0], 0)),
+            admin: SocketAddr::from(([0, 0, 0, 0], 0)),
+            connectors: HashMap::new(),
+            stderr,
+            stdout,
+            secrets: Vec::new(),
+        };
+        gw.wait_listening();
+        gw
+    }
+
+    fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let mut proxy = None;
+            let mut admin = None;
+            for line in self.stderr.lock().expect("lock").iter() {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                    continue;
+                };
+                let f = &v["fields"];
+                if f["message"] != "listening" {
+                    continue;
+                }
+                let addr: SocketAddr = f["addr"]
+                    .as_str()
+                    .and_then(|a| a.parse().ok())
+                    .expect("addr");
+                match f["listener"].as_str() {
+                    Some("proxy") => proxy = Some(addr),
+                    Some("admin") => admin = Some(addr),
+                    Some("connector") => {
+                        self.connectors
+                            .insert(f["connector"].as_str().expect("name").to_string(), addr);
+                    }
+                    _ => {}
+                }
+            }
+            if let (Some(p), Some(a)) = (proxy, admin) {
+                self.proxy = p;
+                self.admin = a;
+                // Dedicated listeners are logged right after; give them a beat.
+                std::thread::sleep(Duration::from_millis(50));
+                self.refresh_connectors();
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("keygate exited early with {status}: {}", self.stderr_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "keygate did not start: {}",
+                self.stderr_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Re-reads dedicated connector listener addresses from the log.
+    pub fn refresh_connectors(&mut self) {
+        self.connectors.clear();
+        for line in self.stderr.lock().expect("lock").iter() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let f = &v["fields"];
+            if f["message"] == "listening" && f["listener"] == "connector" {
+                let addr = f["addr"]
+                    .as_str()
+                    .and_then(|a| a.parse().ok())
+                    .expect("addr");
+                self.connectors
+                    .insert(f["connector"].as_str().expect("name").to_string(), addr);
+            }
+            if f["message"] == "connector listener closed"
+                && let Some(n) = f["listener"].as_str()
+            {
+                self.connectors.remove(n);
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.proxy)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().expect("lock").join("\n")
+    }
+
+    pub fn stdout_text(&self) -> String {
+        self.stdout.lock().expect("lock").join("\n")
+    }
+
+    /// Access log lines (stdout), parsed.
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Rewrites the config file in place (by rename, as editors do).
+    pub fn write_config(&self, yaml: &str) {
+        let tmp = self.config_path.with_extension("yaml.tmp");
+        std::fs::write(&tmp, yaml).expect("write");
+        std::fs::rename(&tmp, &self.config_path).expect("rename");
+    }
+
+    /// Waits for a stderr line containing `needle`, at most `secs`.
+    pub fn wait_log(&self, needle: &str, secs: u64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if self
+                .stderr
+                .lock()
+                .expect("lock")
+                .iter()
+                .any(|l| l.contains(needle))
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn count_log(&self, needle: &str) -> usize {
+        self.stderr
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// SIGTERM, wait for exit (bounded), then assert no registered secret
+    /// appears anywhere in what the process printed. Returns the exit code.
+    pub fn finish(mut self) -> Option<i32> {
+        self.signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(40);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("keygate did not exit after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        std::thread::sleep(Duration::from_millis(100)); // let the pumps drain
+        self.assert_no_secrets();
+        status.code()
+    }
+
+    pub fn assert_no_secrets(&self) {
+        let all = format!("{}\n{}", self.stderr_text(), self.stdout_text());
+        for s in &self.secrets {
+            assert!(
+                !all.contains(s.as_str()),
+                "a secret leaked into keygate's output"
+            );
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        // Only our own child, by PID.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `keygate keygen` through the real binary: (key, sha256 hex).
+pub fn keygen(prefix: &str) -> (String, String) {
+    let out = Command::new(BIN)
+        .args(["keygen", "--prefix", prefix])
+        .output()
+        .expect("keygen");
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    let mut lines = text.lines();
+    let key = lines.next().expect("key line").to_string();
+    let hash = lines
+        .next()
+        .and_then(|l| l.strip_prefix("sha256: "))
+        .expect("sha256 line")
+        .to_string();
+    (key, hash)
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    pub fn error_code(&self) -> Option<String> {
+        self.headers
+            .get("keygate-error")
+            .map(|v| v.to_str().expect("ascii").to_string())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub type TestClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn client() -> TestClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub async fn send(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Reply {
+    send_with(&client(), method, url, headers, body).await
+}
+
+pub async fn send_with(
+    c: &TestClient,
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Reply {
+    let mut b = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let req = b.body(Full::new(body.into())).expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(30), c.request(req))
+        .await
+        .expect("request timed out")
+        .expect("request failed");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub async fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
+    send(Method::GET, url, headers, Bytes::new()).await
+}
+
+/// Sends a raw HTTP/1.1 request over TCP (for targets a client library
+/// would normalise) and returns the status code and the whole answer.
+pub async fn raw_request(addr: SocketAddr, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+pub fn bearer(key: &str) -> String {
+    format!("Bearer {key}")
+}
