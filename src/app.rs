@@ -2,9 +2,10 @@
 //! connector ports in step with the config, reloads, and shuts down.
 //!
 //! A reload is: read → validate → build the new snapshot aside → bind any
-//! new dedicated ports → ONE swap → re-read token sources → release ports
-//! of removed connectors. Any failure before the swap changes nothing: the
-//! last good config keeps serving, and the error is kept for status.
+//! new dedicated ports → ONE swap → start the new ports, release the ports
+//! of removed connectors → re-read token sources. Any failure before the
+//! swap changes nothing: the last good config keeps serving, and the error
+//! is kept for status. Reloads are serialized.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,11 +13,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin::Admin;
+use crate::config::validate::TlsFiles;
 use crate::config::{self, Config, ConfigError};
 use crate::proxy::{Listener, Proxy};
 use crate::server::{self, Drain, DrainControl};
@@ -30,6 +33,9 @@ struct Dedicated {
     stop: watch::Sender<bool>,
 }
 
+/// Ports bound for a reload, not yet serving.
+type Fresh = Vec<(String, TcpListener, SocketAddr)>;
+
 #[derive(Debug)]
 pub struct App {
     pub shared: Arc<Shared>,
@@ -41,9 +47,14 @@ pub struct App {
     drain: std::sync::Mutex<Option<Drain>>,
     drain_ctl: std::sync::Mutex<Option<DrainControl>>,
     stops: Vec<watch::Sender<bool>>,
+    /// Dedicated listeners; its lock also serializes reloads.
     dedicated: Mutex<HashMap<String, Dedicated>>,
     tls: Option<Arc<CertResolver>>,
     generation: AtomicU64,
+    /// SHA-256 of the config text last tried (good or bad), so the watcher
+    /// reloads on a content change, not on every touch.
+    config_digest: std::sync::Mutex<[u8; 32]>,
+    tls_digest: std::sync::Mutex<Option<[u8; 32]>>,
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
@@ -52,14 +63,34 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
         .map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))
 }
 
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+fn tls_files_digest(files: &TlsFiles) -> Option<[u8; 32]> {
+    let cert = std::fs::read(&files.cert).ok()?;
+    let key = std::fs::read(&files.key).ok()?;
+    let mut h = Sha256::new();
+    h.update(&cert);
+    h.update(&key);
+    Some(h.finalize().into())
+}
+
+fn same_port(have: SocketAddr, want: SocketAddr) -> bool {
+    have == want || want.port() == 0 && have.ip() == want.ip()
+}
+
 impl App {
     /// Binds every listener and starts serving `config`.
     pub async fn start(config_path: PathBuf, config: Config) -> Result<Arc<App>, String> {
+        let config_digest = std::fs::read(&config_path)
+            .map(|b| digest(&b))
+            .unwrap_or_default();
         let config = Arc::new(config);
         let snapshot = Snapshot::build(Arc::clone(&config), None, 1)
             .map_err(|errs| render(&config_path, &errs))?;
         let shared = Arc::new(Shared::new(snapshot));
-        shared.tokens.sync(&config, None);
+        shared.tokens.sync(&config, false);
         shared.sync_config_keys(&config);
         for (name, why) in &shared.tokens.load().errors {
             tracing::warn!(token = %name, reason = %why, "token has no value; connectors using it answer 503");
@@ -76,6 +107,7 @@ impl App {
             Some(r) => Some(TlsAcceptor::from(tls::server_config(Arc::clone(r))?)),
             None => None,
         };
+        let tls_digest = config.server.tls.as_ref().and_then(tls_files_digest);
 
         let proxy_listener = bind(config.server.listen, "proxy").await?;
         let proxy_addr = proxy_listener.local_addr().map_err(|e| e.to_string())?;
@@ -115,10 +147,16 @@ impl App {
             dedicated: Mutex::new(HashMap::new()),
             tls,
             generation: AtomicU64::new(1),
+            config_digest: std::sync::Mutex::new(config_digest),
+            tls_digest: std::sync::Mutex::new(tls_digest),
         });
-        app.sync_dedicated(&config)
-            .await
-            .map_err(|errs| render(&app.config_path, &errs))?;
+        {
+            let mut current = app.dedicated.lock().await;
+            let fresh = bind_dedicated(&current, &config)
+                .await
+                .map_err(|errs| render(&app.config_path, &errs))?;
+            app.start_dedicated(&mut current, &config, fresh);
+        }
         Ok(app)
     }
 
@@ -136,55 +174,21 @@ impl App {
             .collect()
     }
 
-    /// Binds ports for connectors that gained one, releases ports of those
-    /// that lost one. Binding happens first: if any port cannot be bound,
-    /// nothing changes and the error is returned.
-    async fn sync_dedicated(&self, config: &Config) -> Result<(), Vec<ConfigError>> {
-        let mut current = self.dedicated.lock().await;
-        let mut fresh: Vec<(String, TcpListener, SocketAddr)> = Vec::new();
-        let mut errors = Vec::new();
-        for (name, c) in &config.connectors {
-            let Some(want) = c.listen else { continue };
-            if let Some(d) = current.get(name)
-                && (d.addr == want || want.port() == 0 && d.addr.ip() == want.ip())
-            {
-                continue;
-            }
-            // A port held by another connector that is moving away is
-            // released first by the loop below only after success; a clash
-            // here is reported as a failed reload.
-            match bind(want, &format!("connector {name}")).await {
-                Ok(l) => {
-                    let addr = l.local_addr().unwrap_or(want);
-                    fresh.push((name.clone(), l, addr));
-                }
-                Err(message) => errors.push(ConfigError {
-                    line: None,
-                    column: None,
-                    message,
-                }),
-            }
-        }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        // Release listeners whose connector is gone or moved.
-        let keep: Vec<String> = current
-            .iter()
-            .filter(|(name, d)| {
-                config
-                    .connectors
-                    .get(*name)
-                    .and_then(|c| c.listen)
-                    .is_some_and(|want| {
-                        d.addr == want || want.port() == 0 && d.addr.ip() == want.ip()
-                    })
-                    && !fresh.iter().any(|f| &f.0 == *name)
-            })
-            .map(|(n, _)| n.clone())
-            .collect();
+    /// Phase 2 of a listener sync, after the snapshot swap: release ports of
+    /// connectors that are gone or moved, start serving the fresh ones.
+    fn start_dedicated(
+        &self,
+        current: &mut HashMap<String, Dedicated>,
+        config: &Config,
+        fresh: Fresh,
+    ) {
         current.retain(|name, d| {
-            let stay = keep.contains(name);
+            let stay = config
+                .connectors
+                .get(name)
+                .and_then(|c| c.listen)
+                .is_some_and(|want| same_port(d.addr, want))
+                && !fresh.iter().any(|f| &f.0 == name);
             if !stay {
                 let _ = d.stop.send(true);
                 tracing::info!(listener = %name, addr = %d.addr, "connector listener closed");
@@ -192,7 +196,7 @@ impl App {
             stay
         });
         let Some(drain) = self.drain.lock().ok().and_then(|d| d.clone()) else {
-            return Ok(()); // shutting down: bind nothing new
+            return; // shutting down: serve nothing new
         };
         for (name, listener, addr) in fresh {
             let (tx, rx) = watch::channel(false);
@@ -206,7 +210,6 @@ impl App {
             tracing::info!(listener = "connector", connector = %name, addr = %addr, "listening");
             current.insert(name, Dedicated { addr, stop: tx });
         }
-        Ok(())
     }
 
     /// Reloads the config file. On any error the running config stays.
@@ -237,11 +240,21 @@ impl App {
     }
 
     async fn try_reload(&self) -> Result<u64, Vec<ConfigError>> {
-        let config = Arc::new(config::load(&self.config_path).map_err(|e| e.0)?);
+        let mut current = self.dedicated.lock().await; // serializes reloads
+        let text = std::fs::read_to_string(&self.config_path).map_err(|e| {
+            vec![ConfigError {
+                line: None,
+                column: None,
+                message: format!("cannot read config file: {e}"),
+            }]
+        })?;
+        if let Ok(mut d) = self.config_digest.lock() {
+            *d = digest(text.as_bytes());
+        }
+        let config = Arc::new(config::from_text(&text, &self.config_path).map_err(|e| e.0)?);
         let old = self.shared.snapshot.load_full();
         if config.server.listen != old.config.server.listen
-            || config.admin.listen.port() != old.config.admin.listen.port()
-                && config.admin.listen.port() != 0
+            || config.admin.listen != old.config.admin.listen
         {
             tracing::warn!(
                 "server.listen and admin.listen changes take effect at the next restart"
@@ -249,17 +262,59 @@ impl App {
         }
         let generation = self.generation.load(Ordering::Acquire) + 1;
         let snapshot = Snapshot::build(Arc::clone(&config), Some(&old), generation)?;
-        self.sync_dedicated(&config).await?;
+        let fresh = bind_dedicated(&current, &config).await?;
+        // The one swap: from here on every new request sees the new config.
         self.shared.snapshot.store(Arc::new(snapshot));
         self.generation.store(generation, Ordering::Release);
-        self.shared.tokens.sync(&config, None);
+        self.start_dedicated(&mut current, &config, fresh);
+        drop(current);
+        self.shared.tokens.sync(&config, false);
         self.shared.sync_config_keys(&config);
-        if let (Some(resolver), Some(files)) = (&self.tls, &config.server.tls)
-            && let Err(e) = resolver.reload(files)
-        {
-            tracing::warn!(error = %e, "TLS certificate reload failed; keeping the current one");
-        }
+        self.check_tls(&config);
         Ok(generation)
+    }
+
+    /// Called by the watcher on file events and on its poll tick: reloads
+    /// the config if its content changed, else re-reads `file:` token
+    /// values and the TLS certificate.
+    pub async fn check_sources(&self) {
+        let now = std::fs::read(&self.config_path).map(|b| digest(&b)).ok();
+        let known = self.config_digest.lock().map(|d| *d).ok();
+        if now.is_some() && now != known {
+            let _ = self.reload().await;
+            return;
+        }
+        let snap = self.shared.snapshot.load_full();
+        if self.shared.tokens.sync(&snap.config, true) {
+            let set = self.shared.tokens.load();
+            for (name, why) in &set.errors {
+                tracing::warn!(token = %name, reason = %why, "token has no value");
+            }
+            tracing::info!("token values re-read from files");
+        }
+        self.check_tls(&snap.config);
+    }
+
+    fn check_tls(&self, config: &Config) {
+        let (Some(resolver), Some(files)) = (&self.tls, &config.server.tls) else {
+            return;
+        };
+        let now = tls_files_digest(files);
+        let Ok(mut known) = self.tls_digest.lock() else {
+            return;
+        };
+        if now.is_none() || now == *known {
+            return;
+        }
+        match resolver.reload(files) {
+            Ok(()) => {
+                *known = now;
+                tracing::info!("TLS certificate reloaded");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "TLS certificate reload failed; keeping the current one")
+            }
+        }
     }
 
     /// Stops accepting, drains in-flight requests for up to the grace.
@@ -294,6 +349,7 @@ impl App {
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
         let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+        let watcher = crate::reload::spawn(Arc::clone(&self));
         loop {
             tokio::select! {
                 _ = term.recv() => break,
@@ -304,9 +360,42 @@ impl App {
                 }
             }
         }
+        watcher.abort();
         tracing::info!("shutting down: no new connections, draining in-flight requests");
         self.shutdown().await;
         Ok(())
+    }
+}
+
+/// Phase 1 of a listener sync: binds the ports of connectors that gained
+/// or moved one. If any port cannot be bound, nothing changes.
+async fn bind_dedicated(
+    current: &HashMap<String, Dedicated>,
+    config: &Config,
+) -> Result<Fresh, Vec<ConfigError>> {
+    let mut fresh = Vec::new();
+    let mut errors = Vec::new();
+    for (name, c) in &config.connectors {
+        let Some(want) = c.listen else { continue };
+        if current.get(name).is_some_and(|d| same_port(d.addr, want)) {
+            continue;
+        }
+        match bind(want, &format!("connector {name}")).await {
+            Ok(l) => {
+                let addr = l.local_addr().unwrap_or(want);
+                fresh.push((name.clone(), l, addr));
+            }
+            Err(message) => errors.push(ConfigError {
+                line: None,
+                column: None,
+                message,
+            }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(fresh)
+    } else {
+        Err(errors)
     }
 }
 

@@ -16,6 +16,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod proxy;
+pub mod reload;
 pub mod secret;
 pub mod server;
 pub mod state;

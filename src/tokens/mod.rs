@@ -18,7 +18,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 
-use crate::config::{Config, TokenSpec};
+use crate::config::{Config, TokenSpec, ValueSource};
 use crate::secret::Secret;
 
 /// Where the current value came from, for the admin API.
@@ -70,9 +70,9 @@ pub fn render(prefix: Option<&str>, secret: &Secret) -> Result<HeaderValue, &'st
 
 fn origin_of(spec: &TokenSpec) -> Origin {
     match spec.source() {
-        Some(crate::config::ValueSource::Env(_)) => Origin::Env,
-        Some(crate::config::ValueSource::File(_)) => Origin::File,
-        Some(crate::config::ValueSource::Literal(_)) => Origin::Literal,
+        Some(ValueSource::Env(_)) => Origin::Env,
+        Some(ValueSource::File(_)) => Origin::File,
+        Some(ValueSource::Literal(_)) => Origin::Literal,
         None => Origin::Admin,
     }
 }
@@ -92,57 +92,25 @@ impl TokenStore {
         self.set.load_full()
     }
 
-    /// Re-reads every config-sourced value (or only those `only` selects)
-    /// and publishes the result in one swap. Values whose secret and prefix
-    /// are unchanged keep their version; run-time (admin) values are kept
-    /// as long as the token still exists without a config source.
-    pub fn sync(&self, config: &Config, only: Option<&dyn Fn(&TokenSpec) -> bool>) {
-        self.set.rcu(|old| {
-            let mut next = TokenSet::default();
-            for (name, spec) in &config.tokens {
-                let prev = old.values.get(name);
-                let Some(source) = spec.source() else {
-                    // Run-time value: keep it, re-rendered if the prefix changed.
-                    if let Some(p) = prev.filter(|p| p.origin == Origin::Admin) {
-                        match rerender(p, spec) {
-                            Ok(v) => {
-                                next.values.insert(name.clone(), v);
-                            }
-                            Err(e) => {
-                                next.errors.insert(name.clone(), e.to_string());
-                            }
-                        }
-                    } else {
-                        next.errors.insert(
-                            name.clone(),
-                            "no value set yet (set it through the admin API)".into(),
-                        );
-                    }
-                    continue;
-                };
-                if let (Some(filter), Some(p)) = (only, prev)
-                    && !filter(spec)
-                    && let Ok(v) = rerender(p, spec)
-                {
-                    next.values.insert(name.clone(), v);
-                    continue;
-                }
-                match source::read(source) {
-                    Ok(secret) => match build(prev, spec, secret, origin_of(spec)) {
-                        Ok(v) => {
-                            next.values.insert(name.clone(), v);
-                        }
-                        Err(e) => {
-                            next.errors.insert(name.clone(), e.to_string());
-                        }
-                    },
-                    Err(source::Unavailable(why)) => {
-                        next.errors.insert(name.clone(), why);
-                    }
-                }
+    /// Re-reads config-sourced values (all of them, or only `file:` ones
+    /// when `files_only`) and publishes the result in one swap, only if
+    /// something changed. Values whose secret and prefix are unchanged keep
+    /// their version; run-time (admin) values are kept as long as the token
+    /// still exists without a config source. Returns whether it published.
+    pub fn sync(&self, config: &Config, files_only: bool) -> bool {
+        let files = read_files_stable(config);
+        loop {
+            let old = self.set.load_full();
+            let next = compute(&old, config, files_only, &files);
+            if same(&old, &next) {
+                return false;
             }
-            next
-        });
+            let prev = self.set.compare_and_swap(&old, Arc::new(next));
+            if Arc::ptr_eq(&prev, &old) {
+                return true;
+            }
+            // Lost a race with another writer (admin API): recompute.
+        }
     }
 
     /// Sets a run-time value (admin API). The caller has checked the value.
@@ -169,6 +137,89 @@ impl TokenStore {
         });
         result
     }
+}
+
+/// Reads every `file:` source until two passes agree, so that files
+/// switched together (a Kubernetes Secret's `..data` symlink swap landing
+/// between two reads) are never published half old, half new.
+fn read_files_stable(config: &Config) -> HashMap<String, Result<Secret, source::Unavailable>> {
+    let read_all = || -> HashMap<String, Result<Secret, source::Unavailable>> {
+        config
+            .tokens
+            .values()
+            .filter_map(|spec| match spec.source() {
+                Some(src @ ValueSource::File(_)) => Some((spec.name.clone(), source::read(src))),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut last = read_all();
+    for _ in 0..5 {
+        let again = read_all();
+        let stable = again.iter().all(|(k, v)| match (v, last.get(k)) {
+            (Ok(a), Some(Ok(b))) => a.ct_eq(b.expose()),
+            (Err(a), Some(Err(b))) => a == b,
+            _ => false,
+        });
+        last = again;
+        if stable {
+            break;
+        }
+    }
+    last
+}
+
+fn compute(
+    old: &TokenSet,
+    config: &Config,
+    files_only: bool,
+    files: &HashMap<String, Result<Secret, source::Unavailable>>,
+) -> TokenSet {
+    let mut next = TokenSet::default();
+    for (name, spec) in &config.tokens {
+        let prev = old.values.get(name);
+        let outcome: Result<Arc<TokenValue>, String> = match spec.source() {
+            None => match prev.filter(|p| p.origin == Origin::Admin) {
+                Some(p) => rerender(p, spec).map_err(str::to_string),
+                None => Err("no value set yet (set it through the admin API)".into()),
+            },
+            Some(ValueSource::File(_)) => match files.get(name) {
+                Some(Ok(secret)) => {
+                    build(prev, spec, secret.clone(), Origin::File).map_err(str::to_string)
+                }
+                Some(Err(source::Unavailable(why))) => Err(why.clone()),
+                None => Err("file not read".into()),
+            },
+            Some(_) if files_only => match (prev, old.errors.get(name)) {
+                (Some(p), _) => rerender(p, spec).map_err(str::to_string),
+                (None, Some(e)) => Err(e.clone()),
+                (None, None) => Err("not read yet".into()),
+            },
+            Some(src) => source::read(src)
+                .map_err(|source::Unavailable(why)| why)
+                .and_then(|secret| {
+                    build(prev, spec, secret, origin_of(spec)).map_err(str::to_string)
+                }),
+        };
+        match outcome {
+            Ok(v) => {
+                next.values.insert(name.clone(), v);
+            }
+            Err(e) => {
+                next.errors.insert(name.clone(), e);
+            }
+        }
+    }
+    next
+}
+
+/// Same values (by identity) and same errors: nothing to publish.
+fn same(a: &TokenSet, b: &TokenSet) -> bool {
+    a.errors == b.errors
+        && a.values.len() == b.values.len()
+        && a.values
+            .iter()
+            .all(|(k, v)| b.values.get(k).is_some_and(|w| Arc::ptr_eq(v, w)))
 }
 
 fn rerender(prev: &Arc<TokenValue>, spec: &TokenSpec) -> Result<Arc<TokenValue>, &'static str> {

@@ -3,6 +3,7 @@
 //!
 //! - `/slow/<ms>/...`       waits, then answers 200
 //! - `/download/<bytes>`    streams that many bytes (deterministic pattern)
+//! - `/drip/<n>/<ms>`       streams n 1 KiB chunks, one every ms milliseconds
 //! - `/status/<code>`       answers with that status
 //! - anything else          reads the body, answers 200 with a JSON summary
 //!
@@ -98,6 +99,25 @@ async fn answer(req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Response
             r.headers_mut()
                 .insert("x-upstream", "yes".parse().expect("hv"));
             r
+        }
+        ["drip", n, ms, ..] => {
+            // n chunks of 1 KiB, one every ms milliseconds.
+            let n: usize = n.parse().unwrap_or(1);
+            let ms: u64 = ms.parse().unwrap_or(10);
+            let stream = futures_util::stream::unfold(0usize, move |i| async move {
+                if i == n {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Some((
+                    Ok::<_, Infallible>(Frame::data(Bytes::from(vec![
+                        b'a' + (i % 26) as u8;
+                        1024
+                    ]))),
+                    i + 1,
+                ))
+            });
+            Response::new(BoxBody::new(StreamBody::new(stream)))
         }
         ["download", n, ..] => {
             let n: usize = n.parse().unwrap_or(0);
