@@ -18,7 +18,7 @@ fn record(k: &str, i: usize) -> Arc<KeyRecord> {
         roles: None,
         display_prefix: key::display_prefix(k),
         created_at: SystemTime::now(),
-        expires_at: None,
+        expires_ms: AtomicU64::new(0),
         revoked_at: std::sync::Mutex::new(None),
         source: KeySource::Api,
         digest: key::digest(k),

@@ -14,16 +14,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
+use std::time::{Duration, SystemTime};
 use tokio::net::TcpListener;
-use tokio::sync::{Mutex, watch};
+
+use tokio::sync::{Mutex, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::admin::Admin;
+use crate::admin::{Admin, ReloadRequest};
 use crate::config::validate::TlsFiles;
 use crate::config::{self, Config, ConfigError};
+use crate::keys;
 use crate::proxy::{Listener, Proxy};
 use crate::server::{self, Drain, DrainControl};
 use crate::state::{ReloadStatus, Shared, Snapshot, now_rfc3339};
+use crate::store::sqlite::SqliteStore;
 use crate::tls::{self, CertResolver};
 
 /// A dedicated connector listener.
@@ -89,9 +93,31 @@ impl App {
         let config = Arc::new(config);
         let snapshot = Snapshot::build(Arc::clone(&config), None, 1)
             .map_err(|errs| render(&config_path, &errs))?;
-        let shared = Arc::new(Shared::new(snapshot));
+        let store_path = config.store.sqlite.clone();
+        let store = SqliteStore::open(&store_path)
+            .map_err(|e| format!("cannot open the store {}: {e}", store_path.display()))?;
+        let shared = Arc::new(Shared::new(snapshot, Arc::new(store)));
         shared.tokens.sync(&config, false);
         shared.sync_config_keys(&config);
+        let stored = keys::load(&shared)?;
+        tracing::info!(path = %store_path.display(), keys = stored, "store opened");
+        if let Some(retention) = config.store.retention {
+            match keys::purge(&shared, retention, SystemTime::now()) {
+                Ok(n) if n > 0 => tracing::info!(purged = n, "ended keys past retention deleted"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "key purge failed"),
+            }
+        }
+        let store_dir = store_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        if let Some(path) = keys::bootstrap(&shared, &store_dir, SystemTime::now())? {
+            tracing::warn!(
+                path = %path.display(),
+                "no admin key existed: created one for client keygate-admin; read it from this file (mode 0600), then delete the file"
+            );
+        }
         for (name, why) in &shared.tokens.load().errors {
             tracing::warn!(token = %name, reason = %why, "token has no value; connectors using it answer 503");
         }
@@ -125,12 +151,13 @@ impl App {
         ));
         tracing::info!(listener = "proxy", addr = %proxy_addr, tls = tls.is_some(), "listening");
 
+        let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
         let (tx, rx) = watch::channel(false);
         stops.push(tx);
         tokio::spawn(server::serve(
             admin_listener,
             None,
-            Admin::new(Arc::clone(&shared)),
+            Admin::new(Arc::clone(&shared), reload_tx),
             rx,
             drain.clone(),
         ));
@@ -157,6 +184,13 @@ impl App {
                 .map_err(|errs| render(&app.config_path, &errs))?;
             app.start_dedicated(&mut current, &config, fresh);
         }
+        let for_reload = Arc::clone(&app);
+        tokio::spawn(async move {
+            while let Some(reply) = reload_rx.recv().await {
+                let _ = reply.send(for_reload.reload().await);
+            }
+        });
+        tokio::spawn(maintenance(Arc::clone(&app.shared)));
         Ok(app)
     }
 
@@ -340,6 +374,12 @@ impl App {
                 );
             }
         }
+        let shared = Arc::clone(&self.shared);
+        match tokio::task::spawn_blocking(move || keys::flush_usage(&shared)).await {
+            Ok(Ok(n)) => tracing::info!(keys = n, "key usage flushed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "key usage flush failed at shutdown"),
+            Err(e) => tracing::error!(error = %e, "key usage flush failed at shutdown"),
+        }
     }
 
     /// Serves until SIGTERM or SIGINT; SIGHUP reloads.
@@ -396,6 +436,40 @@ async fn bind_dedicated(
         Ok(fresh)
     } else {
         Err(errors)
+    }
+}
+
+/// How often key usage is written to the store (SPEC §4: a few seconds).
+const USAGE_FLUSH: Duration = Duration::from_secs(2);
+/// How often ended keys past `store.retention` are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Background upkeep: batched usage writes and retention purges.
+async fn maintenance(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(USAGE_FLUSH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_purge = tokio::time::Instant::now();
+    loop {
+        tick.tick().await;
+        let s = Arc::clone(&shared);
+        let purge = last_purge.elapsed() >= PURGE_EVERY;
+        if purge {
+            last_purge = tokio::time::Instant::now();
+        }
+        let result = tokio::task::spawn_blocking(move || {
+            let flushed = keys::flush_usage(&s);
+            if purge
+                && let Some(retention) = s.snapshot.load().config.store.retention
+                && let Err(e) = keys::purge(&s, retention, SystemTime::now())
+            {
+                tracing::warn!(error = %e, "key purge failed");
+            }
+            flushed
+        })
+        .await;
+        if let Ok(Err(e)) = result {
+            tracing::warn!(error = %e, "key usage flush failed; will retry");
+        }
     }
 }
 

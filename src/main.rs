@@ -8,6 +8,9 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, filter};
 
+mod cli;
+
+use http::{Method, StatusCode};
 use keygate::app::App;
 use keygate::auth::key;
 use keygate::config;
@@ -47,6 +50,45 @@ enum Command {
     Keygen {
         #[arg(long, default_value = "kg_")]
         prefix: String,
+    },
+    /// Manage API keys through the admin API (key from KEYGATE_ADMIN_KEY).
+    Keys {
+        #[arg(long, global = true, default_value = DEFAULT_ADMIN_URL)]
+        admin_url: String,
+        /// Print the admin API's JSON instead of a table.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:8081";
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key; it is printed once and cannot be shown again.
+    Create {
+        #[arg(long)]
+        client: String,
+        #[arg(long)]
+        name: String,
+        /// Lifetime like 90d or 12h (bounded by keys.max_ttl).
+        #[arg(long)]
+        expires_in: Option<String>,
+        /// Limit the key to these of its client's roles (repeatable).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+    /// List every key's metadata (never the keys).
+    List,
+    /// Revoke a key now.
+    Revoke { id: String },
+    /// Issue a successor; the old key keeps working for the grace period.
+    Roll {
+        id: String,
+        #[arg(long, default_value = "24h")]
+        grace: String,
     },
 }
 
@@ -113,11 +155,124 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Keys {
+            admin_url,
+            json,
+            command,
+        } => cli_runtime(keys_command(&admin_url, json, command)),
         Command::Run { config, log_format } => {
             init_logging(log_format);
             run(config)
         }
     }
+}
+
+/// Runs a CLI client future on a small runtime.
+fn cli_runtime(fut: impl std::future::Future<Output = Result<ExitCode, String>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("keygate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("keygate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+async fn keys_command(
+    admin_url: &str,
+    json: bool,
+    command: KeysCommand,
+) -> Result<ExitCode, String> {
+    let client = cli::AdminClient::from_env(admin_url)?;
+    match command {
+        KeysCommand::Create {
+            client: owner,
+            name,
+            expires_in,
+            roles,
+        } => {
+            let mut body = serde_json::json!({"client": owner, "name": name});
+            if let Some(e) = expires_in {
+                body["expires_in"] = e.into();
+            }
+            if !roles.is_empty() {
+                body["roles"] = roles.into();
+            }
+            let (status, v) = client
+                .call(Method::POST, "/api/v1/keys", Some(body))
+                .await?;
+            if status != StatusCode::CREATED {
+                return Ok(cli::fail(status, &v));
+            }
+            if json {
+                print_json(&v);
+            } else {
+                println!("{}", v["key"].as_str().unwrap_or_default());
+                eprintln!(
+                    "This key is shown only once and cannot be shown again: store it now.\nid {}  client {}  expires {}",
+                    v["id"].as_str().unwrap_or("-"),
+                    v["client"].as_str().unwrap_or("-"),
+                    v["expires_at"].as_str().unwrap_or("never")
+                );
+            }
+        }
+        KeysCommand::List => {
+            let (status, v) = client.call(Method::GET, "/api/v1/keys", None).await?;
+            if status != StatusCode::OK {
+                return Ok(cli::fail(status, &v));
+            }
+            if json {
+                print_json(&v);
+            } else {
+                let items = v["keys"].as_array().cloned().unwrap_or_default();
+                println!("{}", cli::table(&items, cli::KEY_COLUMNS));
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            let (status, v) = client
+                .call(Method::DELETE, &format!("/api/v1/keys/{id}"), None)
+                .await?;
+            if status != StatusCode::NO_CONTENT {
+                return Ok(cli::fail(status, &v));
+            }
+            if !json {
+                println!("revoked {id}");
+            }
+        }
+        KeysCommand::Roll { id, grace } => {
+            let body = serde_json::json!({"grace": grace});
+            let (status, v) = client
+                .call(Method::POST, &format!("/api/v1/keys/{id}/roll"), Some(body))
+                .await?;
+            if status != StatusCode::CREATED {
+                return Ok(cli::fail(status, &v));
+            }
+            if json {
+                print_json(&v);
+            } else {
+                println!("{}", v["key"].as_str().unwrap_or_default());
+                eprintln!(
+                    "New key {} shown only once; {id} keeps working for {grace}.",
+                    v["id"].as_str().unwrap_or("-")
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run(path: PathBuf) -> ExitCode {

@@ -48,6 +48,26 @@ impl fmt::Display for Secret {
     }
 }
 
+/// serde quotes offending *values* in double quotes (`invalid type: string
+/// "sk_live_…"`), so a credential in the wrong place would be echoed by a
+/// parse error. Field names use backticks and are kept; every double-quoted
+/// run is replaced by `"…"`.
+pub fn redact_quoted(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut in_quote = false;
+    for ch in msg.chars() {
+        if ch == '"' {
+            if !in_quote {
+                out.push_str("\"…\"");
+            }
+            in_quote = !in_quote;
+        } else if !in_quote {
+            out.push(ch);
+        }
+    }
+    out
+}
+
 /// Refuses values that would split or truncate an HTTP header.
 pub fn check_header_safe(value: &str) -> Result<(), &'static str> {
     if value.is_empty() {

@@ -14,6 +14,7 @@ use arc_swap::ArcSwap;
 
 use crate::auth::{KeyIndex, KeyRecord, KeySource};
 use crate::config::{Config, ConfigError, Connector};
+use crate::store::Store;
 use crate::tokens::TokenStore;
 use crate::upstream::{self, HttpClient};
 
@@ -92,6 +93,7 @@ pub struct ReloadStatus {
 #[derive(Debug)]
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
+    pub store: Arc<dyn Store>,
     pub tokens: TokenStore,
     pub keys: KeyIndex,
     pub reload: Mutex<ReloadStatus>,
@@ -100,7 +102,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(snapshot: Snapshot) -> Self {
+    pub fn new(snapshot: Snapshot, store: Arc<dyn Store>) -> Self {
         let seed = getrandom::u64().unwrap_or_else(|_| {
             SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -109,6 +111,7 @@ impl Shared {
         });
         Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
+            store,
             tokens: TokenStore::new(),
             keys: KeyIndex::new(),
             reload: Mutex::new(ReloadStatus {
@@ -140,7 +143,10 @@ impl Shared {
         self.keys.retain(|r| {
             r.source != KeySource::Config
                 || declared.get(&r.digest).is_some_and(|(c, k)| {
-                    *c == r.client && k.name == r.name && k.expires == r.expires_at
+                    *c == r.client
+                        && k.name == r.name
+                        && k.expires.map(crate::auth::index::to_ms)
+                            == r.expires_at().map(crate::auth::index::to_ms)
                 })
         });
         let present: std::collections::HashSet<[u8; 32]> = self
@@ -161,7 +167,7 @@ impl Shared {
                 roles: None,
                 display_prefix: String::new(),
                 created_at: SystemTime::now(),
-                expires_at: k.expires,
+                expires_ms: AtomicU64::new(k.expires.map_or(0, crate::auth::index::to_ms)),
                 revoked_at: Mutex::new(None),
                 source: KeySource::Config,
                 digest,

@@ -1,10 +1,25 @@
-//! The admin listener. Endpoints:
+//! The admin listener (SPEC §5). Endpoints:
 //!
-//! - `GET /healthz` — liveness: the process answers. No key.
-//! - `GET /readyz`  — 200 once every token attached to a connector has a
-//!   value, 503 (listing the missing token names) before. No key.
+//! | route | key | does |
+//! | --- | --- | --- |
+//! | `GET /healthz` | no | liveness |
+//! | `GET /readyz` | no | 200 once every attached token has a value, else 503 |
+//! | `GET /api/v1/status` | admin | config generation, loaded-at, last reload result |
+//! | `POST /api/v1/reload` | admin | reload the config file now |
+//! | `GET /api/v1/connectors` | admin | connectors, their tokens' names, headers, prefixes |
+//! | `GET /api/v1/tokens` | admin | token state and fingerprints, never values |
+//! | `GET /api/v1/clients` | admin | clients and roles |
+//! | `POST /api/v1/keys` | admin | create a key (201, shown once) |
+//! | `GET /api/v1/keys` | admin | metadata of every key |
+//! | `DELETE /api/v1/keys/{id}` | admin | revoke now (204) |
+//! | `POST /api/v1/keys/{id}/roll` | admin | successor key; the old one expires after the grace |
 //!
-//! The proxy listener never serves any of these.
+//! "admin" means an API key of a client holding a role with `admin: true`:
+//! 401 without a valid key, 403 with a non-admin one. Bodies are JSON, at
+//! most 64 KiB, unknown fields refused. Errors use the proxy's JSON shape.
+//! The proxy listener serves none of this.
+
+mod api;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,17 +27,25 @@ use std::sync::Arc;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use tokio::sync::{mpsc, oneshot};
 
+use crate::auth::{effective_roles, grants};
 use crate::body::Body;
-use crate::error::GatewayError;
+use crate::caller;
+use crate::config::ConfigError;
+use crate::error::{GatewayError, X_REQUEST_ID};
 use crate::state::Shared;
+
+/// A request to reload, answered with the new generation or the errors.
+pub type ReloadRequest = oneshot::Sender<Result<u64, Vec<ConfigError>>>;
 
 #[derive(Debug, Clone)]
 pub struct Admin {
     shared: Arc<Shared>,
+    reload: mpsc::Sender<ReloadRequest>,
 }
 
-fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let mut r = Response::new(Body::full(value.to_string()));
     *r.status_mut() = status;
     r.headers_mut()
@@ -31,30 +54,69 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
 }
 
 impl Admin {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        Admin { shared }
+    pub fn new(shared: Arc<Shared>, reload: mpsc::Sender<ReloadRequest>) -> Self {
+        Admin { shared, reload }
     }
 
     pub async fn handle(&self, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
         let request_id = self.shared.request_id();
-        match (req.method(), req.uri().path()) {
-            (&Method::GET, "/healthz") => {
-                json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
-            }
-            (&Method::GET, "/readyz") => {
+        let mut resp = match self.route(req).await {
+            Ok(r) => r,
+            Err(e) => e.to_response(&request_id),
+        };
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            resp.headers_mut().insert(X_REQUEST_ID, v);
+        }
+        resp
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> Result<Response<Body>, GatewayError> {
+        let path = req.uri().path().to_string();
+        let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let method = req.method().clone();
+        match segs.as_slice() {
+            ["healthz"] => only(&method, Method::GET)
+                .map(|()| json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
+            ["readyz"] => {
+                only(&method, Method::GET)?;
                 let missing = self.shared.missing_tokens();
-                if missing.is_empty() {
+                Ok(if missing.is_empty() {
                     json(StatusCode::OK, &serde_json::json!({"status": "ready"}))
                 } else {
                     json(
                         StatusCode::SERVICE_UNAVAILABLE,
                         &serde_json::json!({"status": "not_ready", "tokens_without_value": missing}),
                     )
-                }
+                })
             }
-            (_, "/healthz" | "/readyz") => GatewayError::MethodNotAllowed.to_response(&request_id),
-            _ => GatewayError::NotFound("no such admin route".into()).to_response(&request_id),
+            ["api", "v1", rest @ ..] => {
+                self.authorize(&req)?;
+                let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
+                api::dispatch(&self.shared, &self.reload, method, &rest, req).await
+            }
+            _ => Err(GatewayError::NotFound("no such admin route".into())),
         }
+    }
+
+    /// A valid key whose roles include an admin role.
+    fn authorize(&self, req: &Request<Incoming>) -> Result<(), GatewayError> {
+        let snap = self.shared.snapshot.load();
+        let record = caller::authenticate(&self.shared, &snap, req.headers())?;
+        let roles =
+            effective_roles(&snap.config.clients, &record).ok_or(GatewayError::InvalidApiKey)?;
+        if grants::is_admin(&snap.config.roles, &roles) {
+            Ok(())
+        } else {
+            Err(GatewayError::Forbidden)
+        }
+    }
+}
+
+pub(crate) fn only(method: &Method, allowed: Method) -> Result<(), GatewayError> {
+    if *method == allowed {
+        Ok(())
+    } else {
+        Err(GatewayError::MethodNotAllowed)
     }
 }
 

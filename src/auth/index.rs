@@ -32,7 +32,9 @@ pub struct KeyRecord {
     pub roles: Option<Vec<String>>,
     pub display_prefix: String,
     pub created_at: SystemTime,
-    pub expires_at: Option<SystemTime>,
+    /// Milliseconds since the epoch; 0 = never. Atomic because a roll
+    /// shortens the old key's life while it is in use.
+    pub expires_ms: AtomicU64,
     pub revoked_at: Mutex<Option<SystemTime>>,
     pub source: KeySource,
     pub digest: [u8; 32],
@@ -55,18 +57,34 @@ impl KeyRecord {
         self.revoked_at.lock().map(|g| *g).unwrap_or(None)
     }
 
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        match self.expires_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(UNIX_EPOCH + Duration::from_millis(ms)),
+        }
+    }
+
+    pub fn set_expires_at(&self, at: Option<SystemTime>) {
+        self.expires_ms
+            .store(at.map_or(0, to_ms), Ordering::Relaxed);
+    }
+
     pub fn is_expired(&self, now: SystemTime) -> bool {
-        self.expires_at.is_some_and(|e| e <= now)
+        self.expires_at().is_some_and(|e| e <= now)
     }
 
     fn touch(&self, now: SystemTime) {
-        let ms = now
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(1);
-        self.last_used_ms.store(ms.max(1), Ordering::Relaxed);
+        self.last_used_ms.store(to_ms(now), Ordering::Relaxed);
         self.uses.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Milliseconds since the epoch, at least 1 (0 means "none" in atomics).
+pub fn to_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// Why a presented key was refused. Maps onto the 401 codes of SPEC §3.
@@ -167,7 +185,7 @@ mod tests {
             roles: None,
             display_prefix: key::display_prefix(key),
             created_at: SystemTime::now(),
-            expires_at,
+            expires_ms: AtomicU64::new(expires_at.map_or(0, to_ms)),
             revoked_at: Mutex::new(None),
             source: KeySource::Api,
             digest: key::digest(key),

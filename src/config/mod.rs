@@ -70,28 +70,15 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Confi
     })
 }
 
-/// serde quotes offending *values* in double quotes (`invalid type: string
-/// "sk_live_…"`), and a misplaced literal credential would be echoed. Field
-/// names use backticks and are kept; quoted values are replaced. The
-/// trailing "at line X column Y" is dropped since the position is separate.
+/// The trailing "at line X column Y" is dropped since the position is
+/// kept separately; quoted values are redacted (see
+/// [`crate::secret::redact_quoted`]).
 fn redact_yaml_message(msg: &str) -> String {
     let msg = match msg.find(" at line ") {
         Some(i) => &msg[..i],
         None => msg,
     };
-    let mut out = String::with_capacity(msg.len());
-    let mut in_quote = false;
-    for ch in msg.chars() {
-        if ch == '"' {
-            if !in_quote {
-                out.push_str("\"…\"");
-            }
-            in_quote = !in_quote;
-        } else if !in_quote {
-            out.push(ch);
-        }
-    }
-    out
+    crate::secret::redact_quoted(msg)
 }
 
 /// Parses and validates config text that was read from `path`.

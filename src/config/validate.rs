@@ -26,6 +26,9 @@ use crate::secret::{Secret, check_header_safe};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
 pub const DEFAULT_KEY_PREFIX: &str = "kg_";
+/// The role and client that own the bootstrap admin key. Added to every
+/// config unless the file defines a role or client of that name itself.
+pub const BUILTIN_ADMIN: &str = "keygate-admin";
 const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -755,6 +758,22 @@ pub fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, Confi
     if !e.list.is_empty() {
         return Err(ConfigErrors(e.list));
     }
+    roles.entry(BUILTIN_ADMIN.to_string()).or_insert_with(|| {
+        Arc::new(Role {
+            name: BUILTIN_ADMIN.to_string(),
+            description: Some("built-in: may use the admin API".into()),
+            admin: true,
+            grants: Vec::new(),
+        })
+    });
+    clients.entry(BUILTIN_ADMIN.to_string()).or_insert_with(|| {
+        Arc::new(Client {
+            name: BUILTIN_ADMIN.to_string(),
+            description: Some("built-in: owner of the bootstrap admin key".into()),
+            roles: vec![BUILTIN_ADMIN.to_string()],
+            keys: Vec::new(),
+        })
+    });
     Ok(Config {
         path: path.to_path_buf(),
         server,

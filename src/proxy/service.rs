@@ -18,21 +18,21 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, HOST, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
 
 use super::{hop, rewrite};
-use crate::auth::{self, KeyRecord, KeyRejection, grants};
+use crate::auth::{self, KeyRecord, grants};
 use crate::body::Body;
+use crate::caller::{self, X_API_KEY};
 use crate::config::AuthMode;
 use crate::error::{GatewayError, X_REQUEST_ID};
 use crate::state::{ConnectorRuntime, Shared, Snapshot};
 use crate::tokens::TokenSet;
 
-pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// Prefix of the headers a caller uses to hand keygate a `user` token.
 pub const TOKEN_HEADER_PREFIX: &str = "keygate-token-";
@@ -127,7 +127,7 @@ impl Proxy {
         out.connector = Some(conn.spec.name.clone());
 
         if conn.spec.auth == AuthMode::ApiKey {
-            let record = authenticate(&self.shared, &snap, req.headers())?;
+            let record = caller::authenticate(&self.shared, &snap, req.headers())?;
             out.client = Some(record.client.clone());
             out.key_id = Some(record.id.clone());
             authorize(&snap, &record, &conn, req.method(), &rest)?;
@@ -184,61 +184,6 @@ fn route(
         rest.to_string()
     };
     Ok((Arc::clone(conn), uri, rest))
-}
-
-/// The key the caller presented, from `Authorization: Bearer` or
-/// `X-API-Key`. Both at once with different values is ambiguous and
-/// refused (RFC 6750 §3.1: one method per request).
-fn presented_key(headers: &HeaderMap) -> Result<Option<&str>, GatewayError> {
-    let single = |name: &HeaderName| -> Result<Option<&str>, GatewayError> {
-        let mut all = headers.get_all(name).iter();
-        let first = all.next();
-        if all.next().is_some() {
-            return Err(GatewayError::BadRequest(format!(
-                "more than one {name} header"
-            )));
-        }
-        first
-            .map(|v| v.to_str().map_err(|_| GatewayError::InvalidApiKey))
-            .transpose()
-    };
-    let bearer = single(&AUTHORIZATION)?.and_then(|v| {
-        let (scheme, cred) = v.split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| cred.trim())
-    });
-    let x_api_key = single(&X_API_KEY)?.map(str::trim);
-    match (bearer, x_api_key) {
-        (Some(a), Some(b)) if a != b => Err(GatewayError::BadRequest(
-            "send the API key in Authorization or X-API-Key, not two different keys".into(),
-        )),
-        (Some(a), _) => Ok(Some(a)),
-        (None, b) => Ok(b),
-    }
-}
-
-/// Phase 2: a well-formed, known, live key.
-pub fn authenticate(
-    shared: &Shared,
-    snap: &Snapshot,
-    headers: &HeaderMap,
-) -> Result<Arc<KeyRecord>, GatewayError> {
-    let key = presented_key(headers)?.ok_or(GatewayError::MissingApiKey)?;
-    if key.is_empty() {
-        return Err(GatewayError::MissingApiKey);
-    }
-    let record = shared
-        .keys
-        .verify(key, &snap.config.keys.prefix, SystemTime::now())
-        .map_err(|r| match r {
-            KeyRejection::Expired => GatewayError::ApiKeyExpired,
-            KeyRejection::Malformed(_) | KeyRejection::Unknown | KeyRejection::Revoked => {
-                GatewayError::InvalidApiKey
-            }
-        })?;
-    if !snap.config.clients.contains_key(&record.client) {
-        return Err(GatewayError::InvalidApiKey);
-    }
-    Ok(record)
 }
 
 /// Phase 3: the key's roles allow this connector, method and path.
@@ -357,31 +302,4 @@ fn finish(resp: Response<Incoming>) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
     hop::strip(&mut parts.headers);
     Response::from_parts(parts, Body::Stream(body))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_from_either_header() {
-        let mut h = HeaderMap::new();
-        assert_eq!(presented_key(&h), Ok(None));
-        h.insert(AUTHORIZATION, HeaderValue::from_static("bearer kg_abc"));
-        assert_eq!(presented_key(&h), Ok(Some("kg_abc")));
-        h.insert(X_API_KEY, HeaderValue::from_static("kg_abc"));
-        assert_eq!(presented_key(&h), Ok(Some("kg_abc")));
-        h.insert(X_API_KEY, HeaderValue::from_static("kg_other"));
-        assert!(matches!(
-            presented_key(&h),
-            Err(GatewayError::BadRequest(_))
-        ));
-        h.remove(AUTHORIZATION);
-        assert_eq!(presented_key(&h), Ok(Some("kg_other")));
-        h.insert(
-            AUTHORIZATION,
-            HeaderValue::from_static("Basic dXNlcjpwYXNz"),
-        );
-        assert_eq!(presented_key(&h), Ok(Some("kg_other")));
-    }
 }

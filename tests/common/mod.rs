@@ -26,6 +26,9 @@ pub use upstream::Upstream;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_keygate");
 
+/// Lines a process printed, collected by a reader thread.
+pub type Lines = Arc<Mutex<Vec<String>>>;
+
 /// A running keygate process and everything it printed.
 pub struct Gateway {
     pub child: Child,
@@ -38,6 +41,9 @@ pub struct Gateway {
     pub stdout: Arc<Mutex<Vec<String>>>,
     /// Values that must never appear in any output of this process.
     pub secrets: Vec<String>,
+    /// Output of earlier runs (before `restart`), kept for the sweep.
+    pub history: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 fn pump(stream: impl std::io::Read + Send + 'static, into: Arc<Mutex<Vec<String>>>) {
@@ -67,10 +73,10 @@ impl Gateway {
         Self::spawn(dir, config_path, env)
     }
 
-    pub fn spawn(dir: tempfile::TempDir, config_path: PathBuf, env: &[(&str, &str)]) -> Gateway {
+    fn launch(config_path: &Path, env: &[(String, String)]) -> (Child, Lines, Lines) {
         let mut cmd = Command::new(BIN);
         cmd.args(["run", "--log-format", "json", "-c"])
-            .arg(&config_path)
+            .arg(config_path)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -83,6 +89,15 @@ impl Gateway {
         let stdout = Arc::new(Mutex::new(Vec::new()));
         pump(child.stderr.take().expect("stderr"), Arc::clone(&stderr));
         pump(child.stdout.take().expect("stdout"), Arc::clone(&stdout));
+        (child, stderr, stdout)
+    }
+
+    pub fn spawn(dir: tempfile::TempDir, config_path: PathBuf, env: &[(&str, &str)]) -> Gateway {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, stderr, stdout) = Self::launch(&config_path, &env);
         let mut gw = Gateway {
             child,
             dir,
@@ -93,9 +108,32 @@ impl Gateway {
             stderr,
             stdout,
             secrets: Vec::new(),
+            history: Vec::new(),
+            env,
         };
         gw.wait_listening();
         gw
+    }
+
+    /// Stops the process (SIGKILL when `kill`, else SIGTERM and wait) and
+    /// starts it again on the same folder, config and store.
+    pub fn restart(&mut self, kill: bool) {
+        if kill {
+            let _ = self.child.kill();
+        } else {
+            self.signal("TERM");
+        }
+        let _ = self.child.wait();
+        std::thread::sleep(Duration::from_millis(100));
+        self.history
+            .extend(self.stderr.lock().expect("lock").drain(..));
+        self.history
+            .extend(self.stdout.lock().expect("lock").drain(..));
+        let (child, stderr, stdout) = Self::launch(&self.config_path, &self.env);
+        self.child = child;
+        self.stderr = stderr;
+        self.stdout = stdout;
+        self.wait_listening();
     }
 
     fn wait_listening(&mut self) {
@@ -263,7 +301,12 @@ impl Gateway {
     }
 
     pub fn assert_no_secrets(&self) {
-        let all = format!("{}\n{}", self.stderr_text(), self.stdout_text());
+        let all = format!(
+            "{}\n{}\n{}",
+            self.history.join("\n"),
+            self.stderr_text(),
+            self.stdout_text()
+        );
         for s in &self.secrets {
             assert!(
                 !all.contains(s.as_str()),
@@ -382,6 +425,15 @@ pub async fn raw_request(addr: SocketAddr, request: &str) -> (u16, String) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     (status, text)
+}
+
+/// The bootstrap admin key keygate wrote beside its store.
+pub fn initial_admin_key(gw: &Gateway) -> String {
+    let p = gw.dir.path().join("data/initial-admin.key");
+    std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .trim()
+        .to_string()
 }
 
 pub fn bearer(key: &str) -> String {

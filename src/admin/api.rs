@@ -1,0 +1,283 @@
+//! The `/api/v1/*` handlers. Each returns a response or a `GatewayError`;
+//! store work runs on the blocking pool.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::CONTENT_LENGTH;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{ReloadRequest, json, only};
+use crate::body::Body;
+use crate::config::units::{format_duration, parse_duration};
+use crate::config::{AuthMode, ValueSource};
+use crate::error::GatewayError;
+use crate::keys::{self, NewKey};
+use crate::state::{Shared, rfc3339};
+
+/// Admin request bodies are small JSON documents.
+const MAX_BODY: usize = 64 * 1024;
+const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+pub async fn dispatch(
+    shared: &Arc<Shared>,
+    reload: &mpsc::Sender<ReloadRequest>,
+    method: Method,
+    rest: &[String],
+    req: Request<Incoming>,
+) -> Result<Response<Body>, GatewayError> {
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    match rest.as_slice() {
+        ["status"] => only(&method, Method::GET).map(|()| status(shared)),
+        ["reload"] => {
+            only(&method, Method::POST)?;
+            do_reload(reload).await
+        }
+        ["connectors"] => only(&method, Method::GET).map(|()| connectors(shared)),
+        ["tokens"] => only(&method, Method::GET).map(|()| tokens(shared)),
+        ["clients"] => only(&method, Method::GET).map(|()| clients(shared)),
+        ["keys"] => match method {
+            Method::GET => Ok(list_keys(shared)),
+            Method::POST => create_key(shared, req).await,
+            _ => Err(GatewayError::MethodNotAllowed),
+        },
+        ["keys", id] => {
+            only(&method, Method::DELETE)?;
+            let (shared, id) = (Arc::clone(shared), id.to_string());
+            blocking(move || keys::revoke(&shared, &id, SystemTime::now())).await?;
+            let mut r = Response::new(Body::empty());
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            Ok(r)
+        }
+        ["keys", id, "roll"] => {
+            only(&method, Method::POST)?;
+            roll_key(shared, id, req).await
+        }
+        _ => Err(GatewayError::NotFound("no such admin route".into())),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, GatewayError> + Send + 'static,
+) -> Result<T, GatewayError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| GatewayError::Internal)?
+}
+
+/// Reads a JSON body: over 64 KiB → 413, not JSON or unknown fields → 400.
+/// An empty body reads as `{}`.
+async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, GatewayError> {
+    if req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n > MAX_BODY)
+    {
+        return Err(GatewayError::BodyTooLarge);
+    }
+    let bytes: Bytes = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                GatewayError::BodyTooLarge
+            } else {
+                GatewayError::BadRequest("the request body could not be read".into())
+            }
+        })?
+        .to_bytes();
+    let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
+        Bytes::from_static(b"{}")
+    } else {
+        bytes
+    };
+    serde_json::from_slice(&bytes).map_err(|e| {
+        GatewayError::BadRequest(format!(
+            "invalid JSON body: {}",
+            crate::secret::redact_quoted(&e.to_string())
+        ))
+    })
+}
+
+fn status(shared: &Shared) -> Response<Body> {
+    let snap = shared.snapshot.load();
+    let last = shared.reload.lock().map(|s| s.clone()).unwrap_or_default();
+    json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "generation": snap.generation,
+            "loaded_at": rfc3339(snap.loaded_at),
+            "config_path": snap.config.path.display().to_string(),
+            "last_reload": last,
+        }),
+    )
+}
+
+async fn do_reload(reload: &mpsc::Sender<ReloadRequest>) -> Result<Response<Body>, GatewayError> {
+    let (tx, rx) = oneshot::channel();
+    reload.send(tx).await.map_err(|_| GatewayError::Internal)?;
+    match rx.await.map_err(|_| GatewayError::Internal)? {
+        Ok(generation) => Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({"ok": true, "generation": generation}),
+        )),
+        Err(errs) => Err(GatewayError::BadRequest(format!(
+            "config rejected, the last good config keeps serving: {}",
+            errs.iter()
+                .map(|e| match (e.line, e.column) {
+                    (Some(l), Some(c)) => format!("{l}:{c}: {}", e.message),
+                    _ => e.message.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))),
+    }
+}
+
+fn connectors(shared: &Shared) -> Response<Body> {
+    let snap = shared.snapshot.load();
+    let list: Vec<_> = snap
+        .config
+        .connectors
+        .values()
+        .map(|c| {
+            let tokens: Vec<_> = c
+                .headers
+                .tokens()
+                .iter()
+                .map(|(h, t)| {
+                    let prefix = snap.config.tokens.get(t).and_then(|s| s.prefix.clone());
+                    serde_json::json!({"name": t, "header": h.as_str(), "prefix": prefix})
+                })
+                .collect();
+            let statics: Vec<&str> = c.headers.statics().iter().map(|(h, _)| h.as_str()).collect();
+            serde_json::json!({
+                "name": c.name,
+                "description": c.description,
+                "upstream": c.upstream.to_string(),
+                "listen": c.listen.map(|l| l.to_string()),
+                "auth": match c.auth { AuthMode::ApiKey => "api_key", AuthMode::None => "none" },
+                "tokens": tokens,
+                "static_headers": statics,
+                "timeouts": {"connect": format_duration(c.connect_timeout), "response": format_duration(c.response_timeout)},
+                "max_request_body": c.max_request_body,
+            })
+        })
+        .collect();
+    json(StatusCode::OK, &serde_json::json!({ "connectors": list }))
+}
+
+fn tokens(shared: &Shared) -> Response<Body> {
+    let snap = shared.snapshot.load();
+    let set = shared.tokens.load();
+    let list: Vec<_> = snap
+        .config
+        .tokens
+        .values()
+        .map(|spec| {
+            let value = set.get(&spec.name);
+            let source = match spec.source() {
+                Some(ValueSource::Env(name)) => serde_json::json!({"kind": "env", "env": name}),
+                Some(ValueSource::File(p)) => {
+                    serde_json::json!({"kind": "file", "file": p.display().to_string()})
+                }
+                Some(ValueSource::Literal(_)) => serde_json::json!({"kind": "literal"}),
+                None => serde_json::json!({"kind": "admin"}),
+            };
+            serde_json::json!({
+                "name": spec.name,
+                "description": spec.description,
+                "type": spec.type_name(),
+                "header": spec.header.as_str(),
+                "prefix": spec.prefix,
+                "source": source,
+                "state": if value.is_some() { "ready" } else { "unavailable" },
+                "version": value.map(|v| v.version),
+                "fingerprint": value.map(|v| v.fingerprint.clone()),
+                "updated_at": value.map(|v| rfc3339(v.updated_at)),
+                "expires_at": serde_json::Value::Null,
+                "last_error": set.errors.get(&spec.name),
+            })
+        })
+        .collect();
+    json(StatusCode::OK, &serde_json::json!({ "tokens": list }))
+}
+
+fn clients(shared: &Shared) -> Response<Body> {
+    let snap = shared.snapshot.load();
+    let list: Vec<_> = snap
+        .config
+        .clients
+        .values()
+        .map(|c| {
+            let roles: Vec<_> = c
+                .roles
+                .iter()
+                .map(|r| {
+                    let admin = snap.config.roles.get(r).is_some_and(|x| x.admin);
+                    serde_json::json!({"name": r, "admin": admin})
+                })
+                .collect();
+            serde_json::json!({"name": c.name, "description": c.description, "roles": roles})
+        })
+        .collect();
+    json(StatusCode::OK, &serde_json::json!({ "clients": list }))
+}
+
+fn list_keys(shared: &Shared) -> Response<Body> {
+    let now = SystemTime::now();
+    let mut all = shared.keys.all();
+    all.sort_by(|a, b| {
+        a.created_at
+            .cmp(&b.created_at)
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    let list: Vec<_> = all.iter().map(|r| keys::metadata(shared, r, now)).collect();
+    json(StatusCode::OK, &serde_json::json!({ "keys": list }))
+}
+
+async fn create_key(
+    shared: &Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, GatewayError> {
+    let new: NewKey = read_json(req).await?;
+    let s = Arc::clone(shared);
+    let (secret, record) = blocking(move || keys::create(&s, &new, SystemTime::now())).await?;
+    let mut body = keys::metadata(shared, &record, SystemTime::now());
+    body["key"] = serde_json::Value::String(secret.expose().to_string());
+    Ok(json(StatusCode::CREATED, &body))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Roll {
+    grace: Option<String>,
+}
+
+async fn roll_key(
+    shared: &Arc<Shared>,
+    id: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, GatewayError> {
+    let roll: Roll = read_json(req).await?;
+    let grace = match roll.grace {
+        None => DEFAULT_GRACE,
+        Some(g) => {
+            parse_duration(&g).map_err(|m| GatewayError::BadRequest(format!("grace: {m}")))?
+        }
+    };
+    let (s, id) = (Arc::clone(shared), id.to_string());
+    let old_id = id.clone();
+    let (secret, record) = blocking(move || keys::roll(&s, &id, grace, SystemTime::now())).await?;
+    let mut body = keys::metadata(shared, &record, SystemTime::now());
+    body["key"] = serde_json::Value::String(secret.expose().to_string());
+    body["rolled_from"] = serde_json::Value::String(old_id);
+    Ok(json(StatusCode::CREATED, &body))
+}

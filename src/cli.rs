@@ -1,0 +1,128 @@
+//! `keygate keys …` and `keygate tokens …`: thin clients of the admin API.
+//! The admin key comes from `KEYGATE_ADMIN_KEY` only (argv is visible to
+//! every user through `ps`); values for `tokens set` come from stdin.
+
+use std::process::ExitCode;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+pub const ADMIN_KEY_ENV: &str = "KEYGATE_ADMIN_KEY";
+
+pub struct AdminClient {
+    base: String,
+    key: String,
+}
+
+impl AdminClient {
+    pub fn from_env(base: &str) -> Result<Self, String> {
+        let key = std::env::var(ADMIN_KEY_ENV).map_err(|_| {
+            format!(
+                "set {ADMIN_KEY_ENV} to an admin API key (see initial-admin.key beside the store)"
+            )
+        })?;
+        Ok(AdminClient {
+            base: base.trim_end_matches('/').to_string(),
+            key,
+        })
+    }
+
+    /// Sends one request; returns the status and the JSON body (or Null).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Value), String> {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("authorization", format!("Bearer {}", self.key))
+            .header("content-type", "application/json")
+            .body(Full::new(bytes))
+            .map_err(|e| format!("bad admin URL: {e}"))?;
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| format!("cannot reach the admin API at {}: {e}", self.base))?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer: {e}"))?
+            .to_bytes();
+        Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+    }
+}
+
+/// Prints an admin error as `keygate: 403 forbidden: …` and fails.
+pub fn fail(status: StatusCode, body: &Value) -> ExitCode {
+    let e = &body["error"];
+    eprintln!(
+        "keygate: {} {}: {}",
+        status.as_u16(),
+        e["code"].as_str().unwrap_or("error"),
+        e["message"].as_str().unwrap_or("")
+    );
+    ExitCode::FAILURE
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a.iter().map(text).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+/// A plain aligned table: one header row, one row per item.
+pub fn table(items: &[Value], columns: &[(&str, &str)]) -> String {
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|it| columns.iter().map(|(_, k)| text(&it[*k])).collect())
+        .collect();
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, (h, _))| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([h.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = vec![line(columns.iter().map(|(h, _)| h.to_string()).collect())];
+    out.extend(rows.into_iter().map(line));
+    out.join("\n")
+}
+
+pub const KEY_COLUMNS: &[(&str, &str)] = &[
+    ("ID", "id"),
+    ("NAME", "name"),
+    ("CLIENT", "client"),
+    ("PREFIX", "prefix"),
+    ("ROLES", "roles"),
+    ("STATE", "state"),
+    ("EXPIRES", "expires_at"),
+    ("LAST USED", "last_used_at"),
+    ("SOURCE", "source"),
+];

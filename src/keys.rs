@@ -1,0 +1,449 @@
+//! The API key lifecycle (SPEC §4): create, revoke, roll, usage and
+//! retention. Every change is written to the store first (durable), then
+//! applied to the in-memory index, so a key returned to a client survives a
+//! crash right after, and a revocation answers 401 on the very next use.
+//!
+//! These functions block on the store; async callers run them in
+//! `spawn_blocking`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::auth::index::to_ms;
+use crate::auth::{KeyRecord, KeySource, effective_roles, grants, key};
+use crate::config::validate::BUILTIN_ADMIN;
+use crate::error::GatewayError;
+use crate::secret::Secret;
+use crate::state::Shared;
+use crate::store::{StoredKey, Usage};
+
+const META_BOOTSTRAPPED: &str = "bootstrapped";
+pub const INITIAL_ADMIN_FILE: &str = "initial-admin.key";
+
+/// What `POST /api/v1/keys` asks for, validated here.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    pub client: String,
+    pub name: String,
+    pub expires_in: Option<String>,
+    pub roles: Option<Vec<String>>,
+}
+
+fn from_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+fn internal(e: impl std::fmt::Display) -> GatewayError {
+    tracing::error!(error = %e, "key store failure");
+    GatewayError::Internal
+}
+
+fn record_from(k: &StoredKey) -> Arc<KeyRecord> {
+    Arc::new(KeyRecord {
+        id: k.id.clone(),
+        name: k.name.clone(),
+        client: k.client.clone(),
+        roles: k.roles.clone(),
+        display_prefix: k.display_prefix.clone(),
+        created_at: from_ms(k.created_ms),
+        expires_ms: AtomicU64::new(k.expires_ms.unwrap_or(0)),
+        revoked_at: Mutex::new(k.revoked_ms.map(from_ms)),
+        source: KeySource::Api,
+        digest: k.digest,
+        last_used_ms: AtomicU64::new(0),
+        uses: AtomicU64::new(0),
+        persisted_uses: AtomicU64::new(0),
+    })
+}
+
+/// A fresh public key id: `key_` + 20 base62 characters.
+fn new_id() -> Result<String, GatewayError> {
+    let k = key::generate("key_").map_err(internal)?;
+    Ok(k.expose()[..24].to_string())
+}
+
+/// Loads stored keys and persisted usage into the index (at start).
+pub fn load(shared: &Shared) -> Result<usize, String> {
+    let stored = shared.store.load_keys().map_err(|e| e.to_string())?;
+    let n = stored.len();
+    for k in &stored {
+        shared.keys.insert(record_from(k));
+    }
+    let by_id: HashMap<String, Arc<KeyRecord>> = shared
+        .keys
+        .all()
+        .into_iter()
+        .map(|r| (r.id.clone(), r))
+        .collect();
+    for u in shared.store.load_usage().map_err(|e| e.to_string())? {
+        if let Some(r) = by_id.get(&u.id) {
+            r.last_used_ms.store(u.last_used_ms, Ordering::Relaxed);
+            r.uses.store(u.uses, Ordering::Relaxed);
+            r.persisted_uses.store(u.uses, Ordering::Relaxed);
+        }
+    }
+    Ok(n)
+}
+
+fn check_name(name: &str) -> Result<(), GatewayError> {
+    if name.trim().is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+        return Err(GatewayError::BadRequest(
+            "name must be 1 to 100 characters without control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Creates a key: validated against the running config, stored durably,
+/// then indexed. Returns the plaintext (shown once) and the record.
+pub fn create(
+    shared: &Shared,
+    req: &NewKey,
+    now: SystemTime,
+) -> Result<(Secret, Arc<KeyRecord>), GatewayError> {
+    let snap = shared.snapshot.load_full();
+    let cfg = &snap.config;
+    let client = cfg
+        .clients
+        .get(&req.client)
+        .ok_or_else(|| GatewayError::BadRequest(format!("unknown client `{}`", req.client)))?;
+    check_name(&req.name)?;
+    if let Some(roles) = &req.roles {
+        if roles.is_empty() {
+            return Err(GatewayError::BadRequest(
+                "roles, when given, must name at least one role".into(),
+            ));
+        }
+        for r in roles {
+            if !cfg.roles.contains_key(r) {
+                return Err(GatewayError::BadRequest(format!("unknown role `{r}`")));
+            }
+            if !client.roles.contains(r) {
+                return Err(GatewayError::BadRequest(format!(
+                    "client `{}` does not hold role `{r}`; a key never exceeds its client",
+                    client.name
+                )));
+            }
+        }
+    }
+    let ttl = match &req.expires_in {
+        Some(text) => {
+            let d = crate::config::units::parse_duration(text)
+                .map_err(|m| GatewayError::BadRequest(format!("expires_in: {m}")))?;
+            if d.is_zero() {
+                return Err(GatewayError::BadRequest(
+                    "expires_in must be more than zero".into(),
+                ));
+            }
+            if let Some(max) = cfg.keys.max_ttl
+                && d > max
+            {
+                return Err(GatewayError::BadRequest(format!(
+                    "expires_in {text} is over keys.max_ttl ({})",
+                    crate::config::units::format_duration(max)
+                )));
+            }
+            Some(d)
+        }
+        None => cfg.keys.max_ttl,
+    };
+    let expires = ttl
+        .map(|d| {
+            now.checked_add(d)
+                .ok_or_else(|| GatewayError::BadRequest("expires_in is too large".into()))
+        })
+        .transpose()?;
+    issue(
+        shared,
+        &cfg.keys.prefix,
+        &client.name,
+        &req.name,
+        req.roles.clone(),
+        expires,
+        None,
+        now,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn issue(
+    shared: &Shared,
+    prefix: &str,
+    client: &str,
+    name: &str,
+    roles: Option<Vec<String>>,
+    expires: Option<SystemTime>,
+    rolled_from: Option<(&KeyRecord, SystemTime)>,
+    now: SystemTime,
+) -> Result<(Secret, Arc<KeyRecord>), GatewayError> {
+    let secret = key::generate(prefix).map_err(internal)?;
+    let stored = StoredKey {
+        id: new_id()?,
+        digest: key::digest(secret.expose()),
+        name: name.to_string(),
+        client: client.to_string(),
+        roles,
+        display_prefix: key::display_prefix(secret.expose()),
+        created_ms: to_ms(now),
+        expires_ms: expires.map(to_ms),
+        revoked_ms: None,
+        rolled_from: rolled_from.map(|(r, _)| r.id.clone()),
+    };
+    match rolled_from {
+        None => shared.store.insert_key(&stored).map_err(internal)?,
+        Some((old, old_expiry)) => shared
+            .store
+            .roll(&old.id, to_ms(old_expiry), &stored)
+            .map_err(internal)?,
+    }
+    let record = record_from(&stored);
+    shared.keys.insert(Arc::clone(&record));
+    if let Some((old, old_expiry)) = rolled_from {
+        old.set_expires_at(Some(old_expiry));
+    }
+    Ok((secret, record))
+}
+
+fn find(shared: &Shared, id: &str) -> Result<Arc<KeyRecord>, GatewayError> {
+    shared
+        .keys
+        .find_id(id)
+        .ok_or_else(|| GatewayError::NotFound(format!("no key with id `{id}`")))
+}
+
+/// Revokes now; the very next use answers 401. Revoking twice is a no-op.
+pub fn revoke(shared: &Shared, id: &str, now: SystemTime) -> Result<(), GatewayError> {
+    let record = find(shared, id)?;
+    if record.source == KeySource::Config {
+        return Err(GatewayError::Conflict(
+            "this key is declared in the config file; remove it there".into(),
+        ));
+    }
+    if record.revoked_at().is_some() {
+        return Ok(());
+    }
+    shared.store.set_revoked(id, to_ms(now)).map_err(internal)?;
+    if let Ok(mut r) = record.revoked_at.lock() {
+        *r = Some(now);
+    }
+    Ok(())
+}
+
+/// Issues a successor with the same client, name and roles. The old key
+/// keeps working for `grace`, and the successor never outlives the
+/// original's expiry.
+pub fn roll(
+    shared: &Shared,
+    id: &str,
+    grace: Duration,
+    now: SystemTime,
+) -> Result<(Secret, Arc<KeyRecord>), GatewayError> {
+    let old = find(shared, id)?;
+    if old.source == KeySource::Config {
+        return Err(GatewayError::Conflict(
+            "keys declared in the config file are rolled there".into(),
+        ));
+    }
+    if old.revoked_at().is_some() {
+        return Err(GatewayError::Conflict(
+            "a revoked key cannot be rolled".into(),
+        ));
+    }
+    if old.is_expired(now) {
+        return Err(GatewayError::Conflict(
+            "an expired key cannot be rolled".into(),
+        ));
+    }
+    let grace_end = now.checked_add(grace).unwrap_or(now);
+    let old_expiry = match old.expires_at() {
+        Some(e) if e < grace_end => e,
+        _ => grace_end,
+    };
+    let prefix = shared.snapshot.load().config.keys.prefix.clone();
+    issue(
+        shared,
+        &prefix,
+        &old.client,
+        &old.name,
+        old.roles.clone(),
+        old.expires_at(),
+        Some((&old, old_expiry)),
+        now,
+    )
+}
+
+/// Writes usage that moved since the last flush, in one transaction.
+pub fn flush_usage(shared: &Shared) -> Result<usize, String> {
+    let moved: Vec<(Arc<KeyRecord>, u64)> = shared
+        .keys
+        .all()
+        .into_iter()
+        .filter_map(|r| {
+            let uses = r.uses.load(Ordering::Relaxed);
+            (uses != r.persisted_uses.load(Ordering::Relaxed)).then_some((r, uses))
+        })
+        .collect();
+    if moved.is_empty() {
+        return Ok(0);
+    }
+    let batch: Vec<Usage<'_>> = moved
+        .iter()
+        .map(|(r, uses)| Usage {
+            id: &r.id,
+            last_used_ms: r.last_used_ms.load(Ordering::Relaxed),
+            uses: *uses,
+        })
+        .collect();
+    shared
+        .store
+        .record_usage(&batch)
+        .map_err(|e| e.to_string())?;
+    for (r, uses) in &moved {
+        r.persisted_uses.store(*uses, Ordering::Relaxed);
+    }
+    Ok(moved.len())
+}
+
+/// Deletes keys revoked or expired longer than `retention` ago.
+pub fn purge(shared: &Shared, retention: Duration, now: SystemTime) -> Result<usize, String> {
+    let cutoff = now.checked_sub(retention).unwrap_or(UNIX_EPOCH);
+    let n = shared
+        .store
+        .purge_ended_before(to_ms(cutoff))
+        .map_err(|e| e.to_string())?;
+    shared.keys.retain(|r| {
+        r.source == KeySource::Config
+            || !(r.revoked_at().is_some_and(|t| t < cutoff)
+                || r.expires_at().is_some_and(|t| t < cutoff))
+    });
+    Ok(n)
+}
+
+/// Whether some live key may use the admin API.
+fn admin_key_exists(shared: &Shared, now: SystemTime) -> bool {
+    let snap = shared.snapshot.load();
+    shared.keys.all().iter().any(|r| {
+        r.revoked_at().is_none()
+            && !r.is_expired(now)
+            && effective_roles(&snap.config.clients, r)
+                .is_some_and(|roles| grants::is_admin(&snap.config.roles, &roles))
+    })
+}
+
+/// On the very first start with no admin-capable key anywhere, creates one
+/// for the built-in `keygate-admin` client and writes it to
+/// `initial-admin.key` (mode 0600) beside the store. Returns that path.
+/// Runs once per store: later starts never mint another.
+pub fn bootstrap(
+    shared: &Shared,
+    store_dir: &Path,
+    now: SystemTime,
+) -> Result<Option<PathBuf>, String> {
+    if shared
+        .store
+        .get_meta(META_BOOTSTRAPPED)
+        .map_err(|e| e.to_string())?
+        .is_some()
+    {
+        return Ok(None);
+    }
+    if admin_key_exists(shared, now) {
+        shared
+            .store
+            .set_meta(META_BOOTSTRAPPED, "existing-admin-key")
+            .map_err(|e| e.to_string())?;
+        return Ok(None);
+    }
+    let prefix = shared.snapshot.load().config.keys.prefix.clone();
+    let secret = key::generate(&prefix).map_err(|e| e.to_string())?;
+    // The file first: a crash before the store insert leaves a key nobody
+    // can use and the next start simply makes another.
+    let path = store_dir.join(INITIAL_ADMIN_FILE);
+    write_private(&path, &format!("{}\n", secret.expose()))?;
+    let stored = StoredKey {
+        id: new_id().map_err(|e| e.to_string())?,
+        digest: key::digest(secret.expose()),
+        name: "initial-admin".into(),
+        client: BUILTIN_ADMIN.into(),
+        roles: None,
+        display_prefix: key::display_prefix(secret.expose()),
+        created_ms: to_ms(now),
+        expires_ms: None,
+        revoked_ms: None,
+        rolled_from: None,
+    };
+    shared
+        .store
+        .insert_key(&stored)
+        .map_err(|e| e.to_string())?;
+    shared.keys.insert(record_from(&stored));
+    shared
+        .store
+        .set_meta(META_BOOTSTRAPPED, &stored.id)
+        .map_err(|e| e.to_string())?;
+    Ok(Some(path))
+}
+
+/// Writes `content` to `path` readable by the owner only, flushed to disk.
+pub fn write_private(path: &Path, content: &str) -> Result<(), String> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("cannot restrict {}: {e}", path.display()))?;
+    }
+    f.write_all(content.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// A key's metadata as the admin API shows it; never the key or its hash.
+pub fn metadata(shared: &Shared, r: &KeyRecord, now: SystemTime) -> serde_json::Value {
+    use crate::state::rfc3339;
+    let snap = shared.snapshot.load();
+    let roles = r
+        .roles
+        .clone()
+        .or_else(|| snap.config.clients.get(&r.client).map(|c| c.roles.clone()))
+        .unwrap_or_default();
+    let state = if r.revoked_at().is_some() {
+        "revoked"
+    } else if r.is_expired(now) {
+        "expired"
+    } else {
+        "active"
+    };
+    serde_json::json!({
+        "id": r.id,
+        "name": r.name,
+        "client": r.client,
+        "prefix": r.display_prefix,
+        "roles": roles,
+        "created_at": rfc3339(r.created_at),
+        "expires_at": r.expires_at().map(rfc3339),
+        "last_used_at": r.last_used_at().map(rfc3339),
+        "revoked_at": r.revoked_at().map(rfc3339),
+        "uses": r.uses.load(Ordering::Relaxed),
+        "source": r.source,
+        "state": state,
+    })
+}

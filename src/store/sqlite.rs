@@ -1,0 +1,384 @@
+//! The embedded SQLite store. WAL journal with `synchronous=FULL`, so a
+//! committed key creation survives a crash or SIGKILL right after the
+//! `201`. Migrations are the numbered SQL files in `migrations/`, applied in
+//! order and tracked in `PRAGMA user_version`. The database file is created
+//! with mode 0600: it holds key hashes and encrypted token values.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Store, StoreError, StoredKey, StoredTokenValue, StoredUsage, Usage};
+
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_keys.sql"),
+    include_str!("migrations/0002_token_values.sql"),
+];
+
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
+}
+
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    #[cfg(unix)]
+    if !path.exists() {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| StoreError(format!("cannot create {}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        create_private(path)?;
+        let conn = Connection::open(path)
+            .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA busy_timeout = 5000;",
+        )
+        .map_err(err)?;
+        let store = SqliteStore {
+            conn: Mutex::new(conn),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
+        self.conn
+            .lock()
+            .map_err(|_| StoreError("connection lock poisoned".into()))
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let current: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err)?;
+        let current = usize::try_from(current).unwrap_or(usize::MAX);
+        if current > MIGRATIONS.len() {
+            return Err(StoreError(format!(
+                "the database is at schema version {current}, newer than this keygate ({}); refusing to run",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+            let tx = conn.transaction().map_err(err)?;
+            tx.execute_batch(sql).map_err(err)?;
+            tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
+                .map_err(err)?;
+            tx.commit().map_err(err)?;
+        }
+        Ok(())
+    }
+}
+
+fn ms(v: Option<u64>) -> Option<i64> {
+    v.map(|x| x as i64)
+}
+
+fn insert(conn: &Connection, k: &StoredKey) -> Result<(), StoreError> {
+    let roles = k
+        .roles
+        .as_ref()
+        .map(|r| serde_json::to_string(r).unwrap_or_default());
+    conn.execute(
+        "INSERT INTO api_keys (id, digest, name, client, roles, display_prefix, created_at, expires_at, revoked_at, rolled_from)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            k.id,
+            &k.digest[..],
+            k.name,
+            k.client,
+            roles,
+            k.display_prefix,
+            k.created_ms as i64,
+            ms(k.expires_ms),
+            ms(k.revoked_ms),
+            k.rolled_from
+        ],
+    )
+    .map_err(err)?;
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn load_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, digest, name, client, roles, display_prefix, created_at, expires_at, revoked_at, rolled_from
+                 FROM api_keys ORDER BY created_at",
+            )
+            .map_err(err)?;
+        let rows = stmt
+            .query_map([], |r| {
+                let digest: Vec<u8> = r.get(1)?;
+                let roles: Option<String> = r.get(4)?;
+                Ok((
+                    digest,
+                    roles,
+                    StoredKey {
+                        id: r.get(0)?,
+                        digest: [0; 32],
+                        name: r.get(2)?,
+                        client: r.get(3)?,
+                        roles: None,
+                        display_prefix: r.get(5)?,
+                        created_ms: r.get::<_, i64>(6)? as u64,
+                        expires_ms: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
+                        revoked_ms: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
+                        rolled_from: r.get(9)?,
+                    },
+                ))
+            })
+            .map_err(err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (digest, roles, mut key) = row.map_err(err)?;
+            key.digest = digest
+                .try_into()
+                .map_err(|_| StoreError(format!("key {} has a malformed digest", key.id)))?;
+            key.roles = roles
+                .map(|r| serde_json::from_str(&r))
+                .transpose()
+                .map_err(|e| StoreError(format!("key {} has malformed roles: {e}", key.id)))?;
+            out.push(key);
+        }
+        Ok(out)
+    }
+
+    fn insert_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+        insert(&*self.conn()?, key)
+    }
+
+    fn set_revoked(&self, id: &str, at_ms: u64) -> Result<(), StoreError> {
+        let n = self
+            .conn()?
+            .execute(
+                "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                params![id, at_ms as i64],
+            )
+            .map_err(err)?;
+        if n == 0 {
+            return Err(StoreError(format!("no active key {id}")));
+        }
+        Ok(())
+    }
+
+    fn roll(
+        &self,
+        old_id: &str,
+        old_expires_ms: u64,
+        successor: &StoredKey,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(err)?;
+        tx.execute(
+            "UPDATE api_keys SET expires_at = ?2 WHERE id = ?1",
+            params![old_id, old_expires_ms as i64],
+        )
+        .map_err(err)?;
+        insert(&tx, successor)?;
+        tx.commit().map_err(err)
+    }
+
+    fn record_usage(&self, batch: &[Usage<'_>]) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(err)?;
+        {
+            let mut stmt = tx
+                .prepare(
+                    "INSERT INTO key_usage (id, last_used_at, uses) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(id) DO UPDATE SET last_used_at = excluded.last_used_at, uses = excluded.uses",
+                )
+                .map_err(err)?;
+            for u in batch {
+                stmt.execute(params![u.id, u.last_used_ms as i64, u.uses as i64])
+                    .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    fn load_usage(&self) -> Result<Vec<StoredUsage>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare("SELECT id, last_used_at, uses FROM key_usage")
+            .map_err(err)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(StoredUsage {
+                    id: r.get(0)?,
+                    last_used_ms: r.get::<_, i64>(1)? as u64,
+                    uses: r.get::<_, i64>(2)? as u64,
+                })
+            })
+            .map_err(err)?;
+        rows.collect::<Result<_, _>>().map_err(err)
+    }
+
+    fn purge_ended_before(&self, before_ms: u64) -> Result<usize, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(err)?;
+        let b = before_ms as i64;
+        tx.execute(
+            "DELETE FROM key_usage WHERE id IN (SELECT id FROM api_keys
+               WHERE (revoked_at IS NOT NULL AND revoked_at < ?1) OR (expires_at IS NOT NULL AND expires_at < ?1))",
+            params![b],
+        )
+        .map_err(err)?;
+        let n = tx
+            .execute(
+                "DELETE FROM api_keys WHERE (revoked_at IS NOT NULL AND revoked_at < ?1)
+                   OR (expires_at IS NOT NULL AND expires_at < ?1)",
+                params![b],
+            )
+            .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(n)
+    }
+
+    fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.conn()?
+            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(err)
+    }
+
+    fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn()?
+            .execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    fn put_token_value(&self, v: &StoredTokenValue) -> Result<(), StoreError> {
+        self.conn()?
+            .execute(
+                "INSERT INTO token_values (name, nonce, ciphertext, version, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(name) DO UPDATE SET nonce = excluded.nonce, ciphertext = excluded.ciphertext,
+                   version = excluded.version, updated_at = excluded.updated_at",
+                params![v.name, v.nonce, v.ciphertext, v.version as i64, v.updated_ms as i64],
+            )
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    fn load_token_values(&self) -> Result<Vec<StoredTokenValue>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare("SELECT name, nonce, ciphertext, version, updated_at FROM token_values")
+            .map_err(err)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(StoredTokenValue {
+                    name: r.get(0)?,
+                    nonce: r.get(1)?,
+                    ciphertext: r.get(2)?,
+                    version: r.get::<_, i64>(3)? as u64,
+                    updated_ms: r.get::<_, i64>(4)? as u64,
+                })
+            })
+            .map_err(err)?;
+        rows.collect::<Result<_, _>>().map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: &str, d: u8) -> StoredKey {
+        StoredKey {
+            id: id.into(),
+            digest: [d; 32],
+            name: "n".into(),
+            client: "c".into(),
+            roles: Some(vec!["r".into()]),
+            display_prefix: "kg_abcde".into(),
+            created_ms: 1,
+            expires_ms: Some(100),
+            revoked_ms: None,
+            rolled_from: None,
+        }
+    }
+
+    #[test]
+    fn keys_round_trip_and_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sub/k.db");
+        {
+            let s = SqliteStore::open(&path).expect("open");
+            s.insert_key(&key("a", 1)).expect("insert");
+            s.roll(
+                "a",
+                50,
+                &StoredKey {
+                    rolled_from: Some("a".into()),
+                    ..key("b", 2)
+                },
+            )
+            .expect("roll");
+            s.set_revoked("b", 60).expect("revoke");
+            assert!(s.set_revoked("b", 61).is_err(), "revoking twice is refused");
+            s.record_usage(&[Usage {
+                id: "a",
+                last_used_ms: 7,
+                uses: 3,
+            }])
+            .expect("usage");
+        }
+        let s = SqliteStore::open(&path).expect("reopen");
+        let keys = s.load_keys().expect("load");
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[0].expires_ms, Some(50));
+        assert_eq!(keys[0].roles, Some(vec!["r".to_string()]));
+        assert_eq!(keys[1].revoked_ms, Some(60));
+        assert_eq!(s.load_usage().expect("usage")[0].uses, 3);
+        assert_eq!(s.purge_ended_before(55).expect("purge"), 1);
+        assert_eq!(s.load_keys().expect("load").len(), 1);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("k.db");
+        drop(SqliteStore::open(&path).expect("open"));
+        let c = Connection::open(&path).expect("raw");
+        c.execute_batch("PRAGMA user_version = 99").expect("bump");
+        drop(c);
+        assert!(SqliteStore::open(&path).is_err());
+    }
+}
