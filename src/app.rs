@@ -27,8 +27,10 @@ use crate::keys;
 use crate::proxy::{Listener, Proxy};
 use crate::server::{self, Drain, DrainControl};
 use crate::state::{ReloadStatus, Shared, Snapshot, now_rfc3339};
+use crate::store::sealed;
 use crate::store::sqlite::SqliteStore;
 use crate::tls::{self, CertResolver};
+use crate::token_values;
 
 /// A dedicated connector listener.
 #[derive(Debug)]
@@ -96,8 +98,16 @@ impl App {
         let store_path = config.store.sqlite.clone();
         let store = SqliteStore::open(&store_path)
             .map_err(|e| format!("cannot open the store {}: {e}", store_path.display()))?;
-        let shared = Arc::new(Shared::new(snapshot, Arc::new(store)));
+        let master = sealed::load_or_create(&config.store.master_key, &store)?;
+        let shared = Arc::new(Shared::new(snapshot, Arc::new(store), master));
         shared.tokens.sync(&config, false);
+        let restored = token_values::restore(&shared)?;
+        if restored > 0 {
+            tracing::info!(
+                tokens = restored,
+                "run-time token values restored from the store"
+            );
+        }
         shared.sync_config_keys(&config);
         let stored = keys::load(&shared)?;
         tracing::info!(path = %store_path.display(), keys = stored, "store opened");
@@ -122,7 +132,7 @@ impl App {
             tracing::warn!(token = %name, reason = %why, "token has no value; connectors using it answer 503");
         }
 
-        let (drain_ctl, drain) = DrainControl::new();
+        let (drain_ctl, drain) = DrainControl::new(shared.metrics.open_connections.clone());
         let mut stops = Vec::new();
 
         let tls = match &config.server.tls {
@@ -249,6 +259,7 @@ impl App {
     /// Reloads the config file. On any error the running config stays.
     pub async fn reload(&self) -> Result<u64, Vec<ConfigError>> {
         let result = self.try_reload().await;
+        self.shared.metrics.reload(result.is_ok());
         let status = match &result {
             Ok(generation) => {
                 tracing::info!(generation, "config reloaded");
@@ -303,6 +314,9 @@ impl App {
         self.start_dedicated(&mut current, &config, fresh);
         drop(current);
         self.shared.tokens.sync(&config, false);
+        if let Err(e) = token_values::restore(&self.shared) {
+            tracing::error!(error = %e, "stored token values could not be restored");
+        }
         self.shared.sync_config_keys(&config);
         self.check_tls(&config);
         Ok(generation)

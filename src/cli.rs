@@ -126,3 +126,34 @@ pub const KEY_COLUMNS: &[(&str, &str)] = &[
     ("LAST USED", "last_used_at"),
     ("SOURCE", "source"),
 ];
+
+pub const TOKEN_COLUMNS: &[(&str, &str)] = &[
+    ("NAME", "name"),
+    ("TYPE", "type"),
+    ("HEADER", "header"),
+    ("PREFIX", "prefix"),
+    ("STATE", "state"),
+    ("VERSION", "version"),
+    ("FINGERPRINT", "fingerprint"),
+    ("UPDATED", "updated_at"),
+    ("LAST ERROR", "last_error"),
+];
+
+/// Reads a token value from stdin: one trailing newline (LF or CRLF) is
+/// dropped, as `echo` and editors add one.
+pub fn read_value_from_stdin() -> Result<String, String> {
+    use std::io::Read;
+    let mut buf = String::new();
+    std::io::stdin()
+        .read_to_string(&mut buf)
+        .map_err(|e| format!("cannot read the value from stdin: {e}"))?;
+    let v = buf.strip_suffix('\n').unwrap_or(&buf);
+    let v = v.strip_suffix('\r').unwrap_or(v);
+    if v.is_empty() {
+        return Err(
+            "no value on stdin (pipe it in: `printf %s \"$VALUE\" | keygate tokens set NAME`)"
+                .into(),
+        );
+    }
+    Ok(v.to_string())
+}

@@ -18,7 +18,7 @@ use crate::config::validate::BUILTIN_ADMIN;
 use crate::error::GatewayError;
 use crate::secret::Secret;
 use crate::state::Shared;
-use crate::store::{StoredKey, Usage};
+use crate::store::{StoredKey, Usage, write_private};
 
 const META_BOOTSTRAPPED: &str = "bootstrapped";
 pub const INITIAL_ADMIN_FILE: &str = "initial-admin.key";
@@ -386,34 +386,6 @@ pub fn bootstrap(
         .set_meta(META_BOOTSTRAPPED, &stored.id)
         .map_err(|e| e.to_string())?;
     Ok(Some(path))
-}
-
-/// Writes `content` to `path` readable by the owner only, flushed to disk.
-pub fn write_private(path: &Path, content: &str) -> Result<(), String> {
-    use std::io::Write;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts
-        .open(path)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| format!("cannot restrict {}: {e}", path.display()))?;
-    }
-    f.write_all(content.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// A key's metadata as the admin API shows it; never the key or its hash.

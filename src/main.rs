@@ -51,6 +51,16 @@ enum Command {
         #[arg(long, default_value = "kg_")]
         prefix: String,
     },
+    /// Inspect and set token values through the admin API (key from KEYGATE_ADMIN_KEY).
+    Tokens {
+        #[arg(long, global = true, default_value = DEFAULT_ADMIN_URL)]
+        admin_url: String,
+        /// Print the admin API's JSON instead of a table.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
     /// Manage API keys through the admin API (key from KEYGATE_ADMIN_KEY).
     Keys {
         #[arg(long, global = true, default_value = DEFAULT_ADMIN_URL)]
@@ -64,6 +74,16 @@ enum Command {
 }
 
 const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:8081";
+
+#[derive(Subcommand)]
+enum TokensCommand {
+    /// Every token's state, version and fingerprint (never values).
+    List,
+    /// Set a run-time value, read from stdin (never from the command line).
+    Set { name: String },
+    /// Refresh an http_request token now.
+    Refresh { name: String },
+}
 
 #[derive(Subcommand)]
 enum KeysCommand {
@@ -160,6 +180,11 @@ fn main() -> ExitCode {
             json,
             command,
         } => cli_runtime(keys_command(&admin_url, json, command)),
+        Command::Tokens {
+            admin_url,
+            json,
+            command,
+        } => cli_runtime(tokens_command(&admin_url, json, command)),
         Command::Run { config, log_format } => {
             init_logging(log_format);
             run(config)
@@ -190,6 +215,50 @@ fn cli_runtime(fut: impl std::future::Future<Output = Result<ExitCode, String>>)
 
 fn print_json(v: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+async fn tokens_command(
+    admin_url: &str,
+    json: bool,
+    command: TokensCommand,
+) -> Result<ExitCode, String> {
+    let client = cli::AdminClient::from_env(admin_url)?;
+    let (status, v) = match command {
+        TokensCommand::List => client.call(Method::GET, "/api/v1/tokens", None).await?,
+        TokensCommand::Set { name } => {
+            let value = cli::read_value_from_stdin()?;
+            let body = serde_json::json!({ "value": value });
+            client
+                .call(
+                    Method::PUT,
+                    &format!("/api/v1/tokens/{name}/value"),
+                    Some(body),
+                )
+                .await?
+        }
+        TokensCommand::Refresh { name } => {
+            client
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/tokens/{name}/refresh"),
+                    None,
+                )
+                .await?
+        }
+    };
+    if status != StatusCode::OK {
+        return Ok(cli::fail(status, &v));
+    }
+    if json {
+        print_json(&v);
+    } else {
+        let items = match v["tokens"].as_array() {
+            Some(list) => list.clone(),
+            None => vec![v],
+        };
+        println!("{}", cli::table(&items, cli::TOKEN_COLUMNS));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn keys_command(

@@ -19,6 +19,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
@@ -49,6 +50,8 @@ impl Handler for crate::proxy::Proxy {
 pub struct Drain {
     stop: watch::Receiver<bool>,
     alive: mpsc::Sender<()>,
+    /// Counts open connections for `/metrics`.
+    open: Gauge,
 }
 
 #[derive(Debug)]
@@ -59,12 +62,13 @@ pub struct DrainControl {
 }
 
 impl DrainControl {
-    pub fn new() -> (Self, Drain) {
+    pub fn new(open: Gauge) -> (Self, Drain) {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (alive_tx, done) = mpsc::channel(1);
         let drain = Drain {
             stop: stop_rx,
             alive: alive_tx.clone(),
+            open,
         };
         (
             DrainControl {
@@ -153,7 +157,12 @@ async fn connection<I, H>(
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     H: Handler,
 {
-    let Drain { mut stop, alive } = drain;
+    let Drain {
+        mut stop,
+        alive,
+        open,
+    } = drain;
+    open.inc();
     let svc = service_fn(move |req| {
         let handler = handler.clone();
         async move { Ok::<_, Infallible>(handler.call(req, peer).await) }
@@ -174,5 +183,6 @@ async fn connection<I, H>(
             let _ = conn.await;
         }
     }
+    open.dec();
     drop(alive);
 }

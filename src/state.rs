@@ -14,7 +14,9 @@ use arc_swap::ArcSwap;
 
 use crate::auth::{KeyIndex, KeyRecord, KeySource};
 use crate::config::{Config, ConfigError, Connector};
+use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::store::sealed::MasterKey;
 use crate::tokens::TokenStore;
 use crate::upstream::{self, HttpClient};
 
@@ -94,15 +96,18 @@ pub struct ReloadStatus {
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     pub store: Arc<dyn Store>,
+    /// Encrypts run-time token values at rest.
+    pub master: MasterKey,
     pub tokens: TokenStore,
     pub keys: KeyIndex,
     pub reload: Mutex<ReloadStatus>,
+    pub metrics: Metrics,
     next_request: AtomicU64,
     request_seed: u64,
 }
 
 impl Shared {
-    pub fn new(snapshot: Snapshot, store: Arc<dyn Store>) -> Self {
+    pub fn new(snapshot: Snapshot, store: Arc<dyn Store>, master: MasterKey) -> Self {
         let seed = getrandom::u64().unwrap_or_else(|_| {
             SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -112,6 +117,7 @@ impl Shared {
         Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             store,
+            master,
             tokens: TokenStore::new(),
             keys: KeyIndex::new(),
             reload: Mutex::new(ReloadStatus {
@@ -119,6 +125,7 @@ impl Shared {
                 at: Some(now_rfc3339()),
                 errors: Vec::new(),
             }),
+            metrics: Metrics::new(),
             next_request: AtomicU64::new(1),
             request_seed: seed,
         }

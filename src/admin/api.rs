@@ -19,6 +19,7 @@ use crate::config::{AuthMode, ValueSource};
 use crate::error::GatewayError;
 use crate::keys::{self, NewKey};
 use crate::state::{Shared, rfc3339};
+use crate::token_values;
 
 /// Admin request bodies are small JSON documents.
 const MAX_BODY: usize = 64 * 1024;
@@ -40,6 +41,26 @@ pub async fn dispatch(
         }
         ["connectors"] => only(&method, Method::GET).map(|()| connectors(shared)),
         ["tokens"] => only(&method, Method::GET).map(|()| tokens(shared)),
+        ["tokens", name, "value"] => {
+            only(&method, Method::PUT)?;
+            let body: SetValue = read_json(req).await?;
+            let (s, n) = (Arc::clone(shared), name.to_string());
+            blocking(move || token_values::set(&s, &n, &body.value)).await?;
+            Ok(json(StatusCode::OK, &token_json(shared, name)))
+        }
+        ["tokens", name, "refresh"] => {
+            only(&method, Method::POST)?;
+            let snap = shared.snapshot.load();
+            let spec = snap
+                .config
+                .tokens
+                .get(*name)
+                .ok_or_else(|| GatewayError::NotFound(format!("no token named `{name}`")))?;
+            Err(GatewayError::Conflict(format!(
+                "token `{name}` is of type `{}`; only http_request tokens are refreshed",
+                spec.type_name()
+            )))
+        }
         ["clients"] => only(&method, Method::GET).map(|()| clients(shared)),
         ["keys"] => match method {
             Method::GET => Ok(list_keys(shared)),
@@ -174,6 +195,22 @@ fn connectors(shared: &Shared) -> Response<Body> {
     json(StatusCode::OK, &serde_json::json!({ "connectors": list }))
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetValue {
+    value: String,
+}
+
+fn token_json(shared: &Shared, name: &str) -> serde_json::Value {
+    let snap = shared.snapshot.load();
+    let set = shared.tokens.load();
+    snap.config
+        .tokens
+        .get(name)
+        .map(|spec| one_token(spec, &set))
+        .unwrap_or(serde_json::Value::Null)
+}
+
 fn tokens(shared: &Shared) -> Response<Body> {
     let snap = shared.snapshot.load();
     let set = shared.tokens.load();
@@ -181,33 +218,36 @@ fn tokens(shared: &Shared) -> Response<Body> {
         .config
         .tokens
         .values()
-        .map(|spec| {
-            let value = set.get(&spec.name);
-            let source = match spec.source() {
-                Some(ValueSource::Env(name)) => serde_json::json!({"kind": "env", "env": name}),
-                Some(ValueSource::File(p)) => {
-                    serde_json::json!({"kind": "file", "file": p.display().to_string()})
-                }
-                Some(ValueSource::Literal(_)) => serde_json::json!({"kind": "literal"}),
-                None => serde_json::json!({"kind": "admin"}),
-            };
-            serde_json::json!({
-                "name": spec.name,
-                "description": spec.description,
-                "type": spec.type_name(),
-                "header": spec.header.as_str(),
-                "prefix": spec.prefix,
-                "source": source,
-                "state": if value.is_some() { "ready" } else { "unavailable" },
-                "version": value.map(|v| v.version),
-                "fingerprint": value.map(|v| v.fingerprint.clone()),
-                "updated_at": value.map(|v| rfc3339(v.updated_at)),
-                "expires_at": serde_json::Value::Null,
-                "last_error": set.errors.get(&spec.name),
-            })
-        })
+        .map(|spec| one_token(spec, &set))
         .collect();
     json(StatusCode::OK, &serde_json::json!({ "tokens": list }))
+}
+
+/// A token's state for the admin API: never its value.
+fn one_token(spec: &crate::config::TokenSpec, set: &crate::tokens::TokenSet) -> serde_json::Value {
+    let value = set.get(&spec.name);
+    let source = match spec.source() {
+        Some(ValueSource::Env(name)) => serde_json::json!({"kind": "env", "env": name}),
+        Some(ValueSource::File(p)) => {
+            serde_json::json!({"kind": "file", "file": p.display().to_string()})
+        }
+        Some(ValueSource::Literal(_)) => serde_json::json!({"kind": "literal"}),
+        None => serde_json::json!({"kind": "admin"}),
+    };
+    serde_json::json!({
+        "name": spec.name,
+        "description": spec.description,
+        "type": spec.type_name(),
+        "header": spec.header.as_str(),
+        "prefix": spec.prefix,
+        "source": source,
+        "state": if value.is_some() { "ready" } else { "unavailable" },
+        "version": value.map(|v| v.version),
+        "fingerprint": value.map(|v| v.fingerprint.clone()),
+        "updated_at": value.map(|v| rfc3339(v.updated_at)),
+        "expires_at": serde_json::Value::Null,
+        "last_error": set.errors.get(&spec.name),
+    })
 }
 
 fn clients(shared: &Shared) -> Response<Body> {

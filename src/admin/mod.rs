@@ -4,6 +4,7 @@
 //! | --- | --- | --- |
 //! | `GET /healthz` | no | liveness |
 //! | `GET /readyz` | no | 200 once every attached token has a value, else 503 |
+//! | `GET /metrics` | no | Prometheus metrics (OpenMetrics text) |
 //! | `GET /api/v1/status` | admin | config generation, loaded-at, last reload result |
 //! | `POST /api/v1/reload` | admin | reload the config file now |
 //! | `GET /api/v1/connectors` | admin | connectors, their tokens' names, headers, prefixes |
@@ -35,6 +36,60 @@ use crate::caller;
 use crate::config::ConfigError;
 use crate::error::{GatewayError, X_REQUEST_ID};
 use crate::state::Shared;
+
+/// Every route the admin listener serves: the router refuses anything not
+/// listed here before dispatching, so this table is the truth, and
+/// `openapi.yaml` beside this file is checked against it by a test.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/api/v1/status"),
+    ("POST", "/api/v1/reload"),
+    ("GET", "/api/v1/connectors"),
+    ("GET", "/api/v1/tokens"),
+    ("PUT", "/api/v1/tokens/{name}/value"),
+    ("POST", "/api/v1/tokens/{name}/refresh"),
+    ("GET", "/api/v1/clients"),
+    ("GET", "/api/v1/keys"),
+    ("POST", "/api/v1/keys"),
+    ("DELETE", "/api/v1/keys/{id}"),
+    ("POST", "/api/v1/keys/{id}/roll"),
+];
+
+/// The OpenAPI 3 description of this API.
+pub const OPENAPI: &str = include_str!("openapi.yaml");
+
+fn pattern_matches(pattern: &str, path: &str) -> bool {
+    let p: Vec<&str> = pattern.trim_matches('/').split('/').collect();
+    let s: Vec<&str> = path.trim_matches('/').split('/').collect();
+    p.len() == s.len()
+        && p.iter().zip(&s).all(|(a, b)| {
+            if a.starts_with('{') {
+                !b.is_empty()
+            } else {
+                a == b
+            }
+        })
+}
+
+/// 404 for a path no route has, 405 for a known path with another method.
+fn check_route(method: &Method, path: &str) -> Result<(), GatewayError> {
+    let mut path_known = false;
+    for (m, pattern) in ROUTES {
+        if pattern_matches(pattern, path) {
+            if *m == method.as_str() {
+                return Ok(());
+            }
+            path_known = true;
+        }
+    }
+    Err(if path_known {
+        GatewayError::MethodNotAllowed
+    } else {
+        GatewayError::NotFound("no such admin route".into())
+    })
+}
 
 /// A request to reload, answered with the new generation or the errors.
 pub type ReloadRequest = oneshot::Sender<Result<u64, Vec<ConfigError>>>;
@@ -74,6 +129,7 @@ impl Admin {
         let path = req.uri().path().to_string();
         let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
         let method = req.method().clone();
+        check_route(&method, &path)?;
         match segs.as_slice() {
             ["healthz"] => only(&method, Method::GET)
                 .map(|()| json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
@@ -89,6 +145,18 @@ impl Admin {
                     )
                 })
             }
+            ["metrics"] => {
+                only(&method, Method::GET)?;
+                let text = self.shared.metrics.render(&self.shared.tokens.load());
+                let mut r = Response::new(Body::full(text));
+                r.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                Ok(r)
+            }
             ["api", "v1", rest @ ..] => {
                 self.authorize(&req)?;
                 let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
@@ -101,14 +169,19 @@ impl Admin {
     /// A valid key whose roles include an admin role.
     fn authorize(&self, req: &Request<Incoming>) -> Result<(), GatewayError> {
         let snap = self.shared.snapshot.load();
-        let record = caller::authenticate(&self.shared, &snap, req.headers())?;
-        let roles =
-            effective_roles(&snap.config.clients, &record).ok_or(GatewayError::InvalidApiKey)?;
-        if grants::is_admin(&snap.config.roles, &roles) {
-            Ok(())
-        } else {
-            Err(GatewayError::Forbidden)
+        let result = caller::authenticate(&self.shared, &snap, req.headers()).and_then(|record| {
+            let roles = effective_roles(&snap.config.clients, &record)
+                .ok_or(GatewayError::InvalidApiKey)?;
+            if grants::is_admin(&snap.config.roles, &roles) {
+                Ok(())
+            } else {
+                Err(GatewayError::Forbidden)
+            }
+        });
+        if let Err(e) = &result {
+            self.shared.metrics.auth_failure(e.code());
         }
+        result
     }
 }
 

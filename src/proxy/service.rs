@@ -96,6 +96,20 @@ impl Proxy {
             .map(|(n, f)| format!("{n}:{f}"))
             .collect::<Vec<_>>()
             .join(",");
+        let elapsed = started.elapsed().as_secs_f64();
+        let metrics = &self.shared.metrics;
+        if let Some(c) = &out.connector {
+            metrics.request(c, resp.status().as_u16(), elapsed);
+            for (token, _) in &out.tokens {
+                metrics.injected(c, token);
+            }
+        }
+        if let Some(
+            code @ ("missing_api_key" | "invalid_api_key" | "api_key_expired" | "forbidden"),
+        ) = out.error
+        {
+            metrics.auth_failure(code);
+        }
         tracing::info!(
             target: "keygate::access",
             request_id = %request_id,
@@ -108,7 +122,7 @@ impl Proxy {
             status = resp.status().as_u16(),
             upstream_status = out.upstream_status.unwrap_or(0),
             error = out.error.unwrap_or("-"),
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            duration_ms = elapsed * 1000.0,
             bytes_in = bytes_in.unwrap_or(0),
             bytes_out = content_length(resp.headers()).unwrap_or(0),
         );

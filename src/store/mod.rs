@@ -7,7 +7,10 @@
 //! The request path never calls the store: keys are served from the
 //! in-memory index, usage is written in batches.
 
+pub mod sealed;
 pub mod sqlite;
+
+use std::path::Path;
 
 use std::fmt;
 
@@ -91,4 +94,32 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError>;
     fn put_token_value(&self, value: &StoredTokenValue) -> Result<(), StoreError>;
     fn load_token_values(&self) -> Result<Vec<StoredTokenValue>, StoreError>;
+}
+
+/// Writes `content` to `path` readable by the owner only, flushed to disk.
+pub fn write_private(path: &Path, content: &str) -> Result<(), String> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("cannot restrict {}: {e}", path.display()))?;
+    }
+    f.write_all(content.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }

@@ -113,29 +113,32 @@ impl TokenStore {
         }
     }
 
-    /// Sets a run-time value (admin API). The caller has checked the value.
-    pub fn set_admin_value(
+    /// Publishes a run-time (admin) value with the given version; the
+    /// caller has checked and persisted it.
+    pub fn put(
         &self,
         spec: &TokenSpec,
         secret: Secret,
+        version: u64,
+        updated_at: SystemTime,
     ) -> Result<Arc<TokenValue>, &'static str> {
-        let mut result = Err("not applied");
+        let value = Arc::new(TokenValue {
+            header_value: render(spec.prefix.as_deref(), &secret)?,
+            fingerprint: secret.fingerprint(),
+            prefix: spec.prefix.clone(),
+            secret,
+            version,
+            updated_at,
+            origin: Origin::Admin,
+        });
         self.set.rcu(|old| {
             let mut values = old.values.clone();
             let mut errors = old.errors.clone();
-            result = build(
-                old.values.get(&spec.name),
-                spec,
-                secret.clone(),
-                Origin::Admin,
-            );
-            if let Ok(v) = &result {
-                values.insert(spec.name.clone(), Arc::clone(v));
-                errors.remove(&spec.name);
-            }
+            values.insert(spec.name.clone(), Arc::clone(&value));
+            errors.remove(&spec.name);
             TokenSet { values, errors }
         });
-        result
+        Ok(value)
     }
 }
 

@@ -1,0 +1,255 @@
+//! Prometheus metrics (SPEC §6), served at `GET /metrics` on the admin
+//! listener. Label values are config names (connector, token), status
+//! codes and error codes only: bounded cardinality, no per-key or per-path
+//! labels, and never a secret.
+
+use std::sync::atomic::AtomicU64;
+use std::time::SystemTime;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::tokens::TokenSet;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectorStatus {
+    pub connector: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectorLabel {
+    pub connector: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenResult {
+    pub token: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectorToken {
+    pub connector: String,
+    pub token: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabel {
+    pub token: String,
+}
+
+type HistogramFamily = Family<ConnectorLabel, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms … ~16 s
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<ConnectorStatus, Counter>,
+    pub duration: HistogramFamily,
+    pub auth_failures: Family<Reason, Counter>,
+    pub token_refresh: Family<TokenResult, Counter>,
+    pub config_reloads: Family<ResultLabel, Counter>,
+    pub token_injections: Family<ConnectorToken, Counter>,
+    pub token_age: Family<TokenLabel, Gauge<f64, AtomicU64>>,
+    pub open_connections: Gauge,
+    resident_memory: Gauge,
+    cpu_seconds: Gauge<f64, AtomicU64>,
+    open_fds: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            auth_failures: Family::default(),
+            token_refresh: Family::default(),
+            config_reloads: Family::default(),
+            token_injections: Family::default(),
+            token_age: Family::default(),
+            open_connections: Gauge::default(),
+            resident_memory: Gauge::default(),
+            cpu_seconds: Gauge::default(),
+            open_fds: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "keygate_requests",
+            "Proxied requests by connector and status",
+            m.requests.clone(),
+        );
+        registry.register(
+            "keygate_request_duration_seconds",
+            "Time from request to response headers",
+            m.duration.clone(),
+        );
+        registry.register(
+            "keygate_auth_failures",
+            "Refused callers by reason",
+            m.auth_failures.clone(),
+        );
+        registry.register(
+            "keygate_token_refresh",
+            "Token refreshes by result",
+            m.token_refresh.clone(),
+        );
+        registry.register(
+            "keygate_config_reloads",
+            "Config reloads by result",
+            m.config_reloads.clone(),
+        );
+        registry.register(
+            "keygate_token_injections",
+            "Upstream credentials injected, by connector and token",
+            m.token_injections.clone(),
+        );
+        registry.register(
+            "keygate_token_age_seconds",
+            "Age of each token's current value",
+            m.token_age.clone(),
+        );
+        registry.register(
+            "keygate_open_connections",
+            "Open client connections",
+            m.open_connections.clone(),
+        );
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory",
+            m.resident_memory.clone(),
+        );
+        registry.register(
+            "process_cpu_seconds",
+            "User and system CPU time",
+            m.cpu_seconds.clone(),
+        );
+        registry.register(
+            "process_open_fds",
+            "Open file descriptors",
+            m.open_fds.clone(),
+        );
+        // Both outcomes exist from the start, so a dashboard can alert on
+        // `failure` before the first failed reload.
+        for result in ["success", "failure"] {
+            m.config_reloads
+                .get_or_create(&ResultLabel {
+                    result: result.into(),
+                })
+                .inc_by(0);
+        }
+        Metrics { registry, ..m }
+    }
+
+    pub fn request(&self, connector: &str, status: u16, seconds: f64) {
+        let connector = connector.to_string();
+        self.requests
+            .get_or_create(&ConnectorStatus {
+                connector: connector.clone(),
+                status: status.to_string(),
+            })
+            .inc();
+        self.duration
+            .get_or_create(&ConnectorLabel { connector })
+            .observe(seconds);
+    }
+
+    pub fn auth_failure(&self, reason: &str) {
+        self.auth_failures
+            .get_or_create(&Reason {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" }.to_string();
+        self.config_reloads
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    pub fn injected(&self, connector: &str, token: &str) {
+        self.token_injections
+            .get_or_create(&ConnectorToken {
+                connector: connector.to_string(),
+                token: token.to_string(),
+            })
+            .inc();
+    }
+
+    /// The text exposition, with scrape-time gauges refreshed first.
+    pub fn render(&self, tokens: &TokenSet) -> String {
+        let now = SystemTime::now();
+        self.token_age.clear();
+        for (name, v) in &tokens.values {
+            let age = now
+                .duration_since(v.updated_at)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            self.token_age
+                .get_or_create(&TokenLabel {
+                    token: name.clone(),
+                })
+                .set(age);
+        }
+        self.sample_process();
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            tracing::error!("metrics encoding failed");
+        }
+        out
+    }
+
+    fn sample_process(&self) {
+        // Linux /proc; elsewhere these stay at zero.
+        if let Ok(statm) = std::fs::read_to_string("/proc/self/statm")
+            && let Some(pages) = statm
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<i64>().ok())
+        {
+            self.resident_memory.set(pages * 4096);
+        }
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat")
+            && let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r)
+        {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            // utime and stime are fields 14 and 15 (1-based), in clock ticks.
+            if let (Some(u), Some(s)) = (
+                f.get(11).and_then(|v| v.parse::<f64>().ok()),
+                f.get(12).and_then(|v| v.parse::<f64>().ok()),
+            ) {
+                self.cpu_seconds.set((u + s) / 100.0);
+            }
+        }
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            self.open_fds.set(dir.count() as i64);
+        }
+    }
+}

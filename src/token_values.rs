@@ -1,0 +1,110 @@
+//! Token values set at run time through the admin API ("under the token
+//! value, enter your API key"): checked at the door, encrypted with the
+//! master key, persisted, then published to the token store. They survive
+//! restarts and config reloads; only tokens without a config `value:` can
+//! hold one.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::auth::index::to_ms;
+use crate::error::GatewayError;
+use crate::secret::{Secret, check_header_safe};
+use crate::state::Shared;
+use crate::store::StoredTokenValue;
+use crate::tokens::TokenValue;
+
+/// Longest value accepted (SPEC issue: over 8 KiB is refused).
+pub const MAX_VALUE: usize = 8 * 1024;
+
+/// Serializes writers so versions stay strictly increasing.
+static WRITE: Mutex<()> = Mutex::new(());
+
+fn internal(e: impl std::fmt::Display) -> GatewayError {
+    tracing::error!(error = %e, "token value store failure");
+    GatewayError::Internal
+}
+
+/// Sets `name` to `value`: 404 unknown token, 409 if its value comes from
+/// the config, 400 for an empty, oversized or header-breaking value.
+pub fn set(shared: &Shared, name: &str, value: &str) -> Result<Arc<TokenValue>, GatewayError> {
+    let snap = shared.snapshot.load_full();
+    let spec = snap
+        .config
+        .tokens
+        .get(name)
+        .ok_or_else(|| GatewayError::NotFound(format!("no token named `{name}`")))?;
+    if let Some(src) = spec.source() {
+        return Err(GatewayError::Conflict(format!(
+            "token `{name}` takes its value from `{}` in the config; change it there",
+            src.kind()
+        )));
+    }
+    if value.len() > MAX_VALUE {
+        return Err(GatewayError::BadRequest(format!(
+            "the value is over {MAX_VALUE} bytes"
+        )));
+    }
+    check_header_safe(value)
+        .map_err(|why| GatewayError::BadRequest(format!("the value is refused: {why}")))?;
+    let _guard = WRITE.lock().map_err(|_| GatewayError::Internal)?;
+    let version = shared.tokens.load().get(name).map_or(1, |v| v.version + 1);
+    let now = SystemTime::now();
+    let (nonce, ciphertext) = shared
+        .master
+        .seal(name, value.as_bytes())
+        .map_err(internal)?;
+    shared
+        .store
+        .put_token_value(&StoredTokenValue {
+            name: name.to_string(),
+            nonce,
+            ciphertext,
+            version,
+            updated_ms: to_ms(now),
+        })
+        .map_err(internal)?;
+    shared
+        .tokens
+        .put(spec, Secret::new(value), version, now)
+        .map_err(|why| GatewayError::BadRequest(format!("the value is refused: {why}")))
+}
+
+/// Loads stored values for tokens that take them at run time and have none
+/// in memory (at start, and after a reload re-adds such a token).
+pub fn restore(shared: &Shared) -> Result<usize, String> {
+    let snap = shared.snapshot.load_full();
+    let set = shared.tokens.load();
+    let wanted: Vec<_> = snap
+        .config
+        .tokens
+        .values()
+        .filter(|s| s.source().is_none() && set.get(&s.name).is_none())
+        .collect();
+    if wanted.is_empty() {
+        return Ok(0);
+    }
+    let mut restored = 0;
+    for stored in shared
+        .store
+        .load_token_values()
+        .map_err(|e| e.to_string())?
+    {
+        let Some(spec) = wanted.iter().find(|s| s.name == stored.name) else {
+            continue;
+        };
+        let plain = shared
+            .master
+            .open(&stored.name, &stored.nonce, &stored.ciphertext)
+            .map_err(|e| format!("token `{}`: {e}", stored.name))?;
+        let text = String::from_utf8(plain)
+            .map_err(|_| format!("token `{}`: stored value is not UTF-8", stored.name))?;
+        let at = UNIX_EPOCH + Duration::from_millis(stored.updated_ms);
+        shared
+            .tokens
+            .put(spec, Secret::new(text), stored.version, at)
+            .map_err(|why| format!("token `{}`: {why}", stored.name))?;
+        restored += 1;
+    }
+    Ok(restored)
+}

@@ -1,0 +1,557 @@
+//! Admin API for tokens and status, encrypted run-time values, metrics
+//! (issue 5), against the real binary, its SQLite file and master key.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{BIN, Gateway, Reply, Upstream, bearer, get, initial_admin_key, send};
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const ENV_VALUE: &str = "env-token-value-31337";
+const LITERAL_VALUE: &str = "literal-token-value-4242";
+
+fn yaml(up: &str, extra: &str) -> String {
+    format!(
+        r#"
+server: {{ listen: 127.0.0.1:0, shutdown_grace: 5s }}
+admin: {{ listen: 127.0.0.1:0 }}
+tokens:
+  runtime: {{ prefix: Bearer, header: Authorization }}
+  from-env: {{ value: {{ env: KG_ADMIN_TEST_ENV }}, header: X-Env }}
+  from-literal: {{ value: {{ literal: "{LITERAL_VALUE}" }}, header: X-Lit }}
+connectors:
+  svc: {{ upstream: "{up}", tokens: [runtime, from-env, from-literal] }}
+{extra}
+roles:
+  caller: {{ allow: [ {{ connector: svc }} ] }}
+clients:
+  app: {{ roles: [caller] }}
+"#
+    )
+}
+
+struct Env {
+    gw: Gateway,
+    up: Upstream,
+    admin_key: String,
+    app_key: String,
+    /// Every admin response body, for the final sweep.
+    seen: Vec<String>,
+}
+
+impl Env {
+    async fn start() -> Env {
+        let up = Upstream::start().await;
+        let gw = Gateway::start_with(
+            &yaml(&up.url(), ""),
+            &[("KG_ADMIN_TEST_ENV", ENV_VALUE)],
+            |_| {},
+        );
+        let admin_key = initial_admin_key(&gw);
+        let mut env = Env {
+            gw,
+            up,
+            admin_key: admin_key.clone(),
+            app_key: String::new(),
+            seen: Vec::new(),
+        };
+        let r = env
+            .admin(
+                Method::POST,
+                "/api/v1/keys",
+                Some(json!({"client": "app", "name": "t"})),
+            )
+            .await;
+        env.app_key = r.json()["key"].as_str().expect("key").to_string();
+        env.gw.secrets = vec![
+            admin_key,
+            env.app_key.clone(),
+            ENV_VALUE.into(),
+            LITERAL_VALUE.into(),
+        ];
+        env
+    }
+
+    async fn admin(&mut self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        let auth = bearer(&self.admin_key);
+        let b = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        let r = send(
+            method,
+            &self.gw.admin_url(path),
+            &[("authorization", &auth)],
+            b,
+        )
+        .await;
+        self.seen.push(r.text());
+        r
+    }
+
+    async fn proxied(&self) -> Reply {
+        get(
+            &self.gw.url("/svc/v1/x"),
+            &[("authorization", &bearer(&self.app_key))],
+        )
+        .await
+    }
+
+    fn db(&self) -> Vec<u8> {
+        let mut all = Vec::new();
+        for f in ["keygate.db", "keygate.db-wal"] {
+            if let Ok(b) = std::fs::read(self.gw.dir.path().join("data").join(f)) {
+                all.extend(b);
+            }
+        }
+        all
+    }
+
+    /// The sweep: no admin response holds a token value or an API key
+    /// (the create-key response is the one place a key is shown, and is
+    /// excluded by the caller), then the process output sweep.
+    fn finish(self, values: &[&str]) {
+        let Env {
+            gw, seen, app_key, ..
+        } = self;
+        for body in &seen {
+            for v in values.iter().copied().chain([ENV_VALUE, LITERAL_VALUE]) {
+                assert!(!body.contains(v), "an admin response holds a token value");
+            }
+            assert!(
+                !body.contains(&app_key) || body.contains("\"created_at\""),
+                "an admin response holds a key"
+            );
+        }
+        let mut gw = gw;
+        gw.secrets.extend(values.iter().map(|v| v.to_string()));
+        assert_eq!(gw.finish(), Some(0));
+    }
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn run_time_value_is_hot_swapped_persisted_encrypted_and_survives() {
+    let mut env = Env::start().await;
+    let r = env.proxied().await;
+    assert_eq!(
+        (r.status, r.error_code().as_deref()),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("credential_unavailable")
+        )
+    );
+    assert_eq!(
+        get(&env.gw.admin_url("/readyz"), &[]).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    let r = env
+        .admin(
+            Method::PUT,
+            "/api/v1/tokens/runtime/value",
+            Some(json!({"value": "sk_live_runtime_1"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["version"], 1);
+    assert_eq!(r.json()["state"], "ready");
+    assert_eq!(env.proxied().await.status, StatusCode::OK);
+    assert_eq!(
+        env.up.last().header("authorization").as_deref(),
+        Some("Bearer sk_live_runtime_1")
+    );
+    assert_eq!(
+        get(&env.gw.admin_url("/readyz"), &[]).await.status,
+        StatusCode::OK
+    );
+
+    let r = env
+        .admin(
+            Method::PUT,
+            "/api/v1/tokens/runtime/value",
+            Some(json!({"value": "sk_live_runtime_2"})),
+        )
+        .await;
+    assert_eq!(r.json()["version"], 2);
+    env.proxied().await;
+    assert_eq!(
+        env.up.last().header("authorization").as_deref(),
+        Some("Bearer sk_live_runtime_2")
+    );
+    assert!(
+        !contains(&env.db(), "sk_live_runtime"),
+        "the store never holds a value in plaintext"
+    );
+
+    // A reload of an unrelated part keeps it.
+    let extra = format!("  other: {{ upstream: \"{}\" }}", env.up.url());
+    env.gw.write_config(&yaml(&env.up.url(), &extra));
+    assert!(env.gw.wait_log("config reloaded", 3));
+    env.proxied().await;
+    assert_eq!(
+        env.up.last().header("authorization").as_deref(),
+        Some("Bearer sk_live_runtime_2")
+    );
+
+    // A restart keeps it (decrypted from the store).
+    env.gw.restart(false);
+    assert_eq!(env.proxied().await.status, StatusCode::OK);
+    assert_eq!(
+        env.up.last().header("authorization").as_deref(),
+        Some("Bearer sk_live_runtime_2")
+    );
+    let r = env.admin(Method::GET, "/api/v1/tokens", None).await;
+    let t = r.json()["tokens"]
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .find(|t| t["name"] == "runtime")
+        .cloned()
+        .expect("runtime");
+    assert_eq!(t["version"], 2);
+    assert_eq!(t["source"]["kind"], "admin");
+    assert_eq!(t["fingerprint"].as_str().map(str::len), Some(8));
+    env.finish(&["sk_live_runtime_1", "sk_live_runtime_2"]);
+}
+
+#[tokio::test]
+async fn wrong_or_missing_master_key_refuses_to_start_and_loses_nothing() {
+    let mut env = Env::start().await;
+    env.admin(
+        Method::PUT,
+        "/api/v1/tokens/runtime/value",
+        Some(json!({"value": "kept-value-9"})),
+    )
+    .await;
+    let key_path = env.gw.dir.path().join("data/master.key");
+    let good = std::fs::read_to_string(&key_path).expect("master key");
+    env.gw.signal("TERM");
+    let _ = env.gw.child.wait();
+
+    for (bad, needle) in [(Some(hex_of(3)), "does not match"), (None, "missing")] {
+        match &bad {
+            Some(k) => std::fs::write(&key_path, k).expect("write"),
+            None => std::fs::remove_file(&key_path).expect("rm"),
+        }
+        let out = Command::new(BIN)
+            .args(["run", "-c"])
+            .arg(&env.gw.config_path)
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "must refuse to start");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{err}");
+        assert!(
+            !key_path.exists() || std::fs::read_to_string(&key_path).ok() == bad,
+            "a missing key is never regenerated over existing ciphertext"
+        );
+    }
+    std::fs::write(&key_path, &good).expect("restore");
+    env.gw.restart(true);
+    env.proxied().await;
+    assert_eq!(
+        env.up.last().header("authorization").as_deref(),
+        Some("Bearer kept-value-9")
+    );
+    env.finish(&["kept-value-9"]);
+}
+
+fn hex_of(b: u8) -> String {
+    std::iter::repeat_n(format!("{b:02x}"), 32).collect()
+}
+
+#[tokio::test]
+async fn token_routes_refuse_bad_input() {
+    let mut env = Env::start().await;
+    for (name, code) in [
+        ("from-env", StatusCode::CONFLICT),
+        ("from-literal", StatusCode::CONFLICT),
+        ("ghost", StatusCode::NOT_FOUND),
+    ] {
+        let r = env
+            .admin(
+                Method::PUT,
+                &format!("/api/v1/tokens/{name}/value"),
+                Some(json!({"value": "x"})),
+            )
+            .await;
+        assert_eq!(r.status, code, "{name}: {}", r.text());
+        assert!(r.error_code().is_some());
+    }
+    let long = "y".repeat(8 * 1024 + 1);
+    for bad in ["a\r\nX-Evil: 1", "nul\u{0}", "", long.as_str()] {
+        let r = env
+            .admin(
+                Method::PUT,
+                "/api/v1/tokens/runtime/value",
+                Some(json!({"value": bad})),
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.error_code().as_deref()),
+            (StatusCode::BAD_REQUEST, Some("bad_request"))
+        );
+    }
+    let r = env
+        .admin(
+            Method::PUT,
+            "/api/v1/tokens/runtime/value",
+            Some(json!({"valu": "x"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = env
+        .admin(Method::POST, "/api/v1/tokens/runtime/refresh", None)
+        .await;
+    assert_eq!(
+        (r.status, r.error_code().as_deref()),
+        (StatusCode::CONFLICT, Some("conflict"))
+    );
+    let r = env
+        .admin(Method::POST, "/api/v1/tokens/ghost/refresh", None)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // Nothing was set by the refused writes.
+    assert_eq!(env.proxied().await.status, StatusCode::SERVICE_UNAVAILABLE);
+    env.finish(&[]);
+}
+
+#[tokio::test]
+async fn metrics_parse_and_count_per_connector() {
+    let mut env = Env::start().await;
+    env.admin(
+        Method::PUT,
+        "/api/v1/tokens/runtime/value",
+        Some(json!({"value": "metric-value-5"})),
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(env.proxied().await.status, StatusCode::OK);
+    }
+    get(&env.gw.url("/svc/v1/x"), &[]).await; // 401
+    let r = get(&env.gw.admin_url("/metrics"), &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let text = r.text();
+    env.seen.push(text.clone());
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        // name{labels} value — the value must be a number.
+        let (name_labels, value) = line.rsplit_once(' ').expect("sample line");
+        assert!(value.parse::<f64>().is_ok(), "not a number: {line}");
+        let name = name_labels.split('{').next().expect("name");
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad name: {line}"
+        );
+        samples.push((
+            name_labels.to_string(),
+            value.parse::<f64>().expect("value"),
+        ));
+    }
+    let get_sample = |needle: &str| samples.iter().find(|(k, _)| k == needle).map(|(_, v)| *v);
+    assert_eq!(
+        get_sample(r#"keygate_requests_total{connector="svc",status="200"}"#),
+        Some(3.0)
+    );
+    assert_eq!(
+        get_sample(r#"keygate_requests_total{connector="svc",status="401"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        get_sample(r#"keygate_auth_failures_total{reason="missing_api_key"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        get_sample(r#"keygate_token_injections_total{connector="svc",token="runtime"}"#),
+        Some(3.0)
+    );
+    assert!(
+        get_sample(r#"keygate_request_duration_seconds_count{connector="svc"}"#)
+            .is_some_and(|c| c >= 4.0)
+    );
+    assert!(get_sample(r#"keygate_token_age_seconds{token="runtime"}"#).is_some());
+    assert!(get_sample("process_resident_memory_bytes").is_some_and(|m| m > 1e6));
+    assert_eq!(
+        get_sample(r#"keygate_config_reloads_total{result="failure"}"#),
+        Some(0.0)
+    );
+    for name in [
+        "keygate_config_reloads",
+        "keygate_open_connections",
+        "process_cpu_seconds",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {name}")),
+            "{name} is declared"
+        );
+    }
+    env.finish(&["metric-value-5"]);
+}
+
+#[tokio::test]
+async fn status_reports_a_bad_config_write_and_reload_route_applies_a_good_one() {
+    let mut env = Env::start().await;
+    let r = env.admin(Method::GET, "/api/v1/status", None).await;
+    assert_eq!(r.json()["generation"], 1);
+    assert_eq!(r.json()["last_reload"]["ok"], true);
+
+    let good = yaml(&env.up.url(), "");
+    let broken = good.replace("  svc: {", "  svc: { bogus_field: 1,");
+    env.gw.write_config(&broken);
+    assert!(env.gw.wait_log("config reload rejected", 3));
+    let r = env.admin(Method::GET, "/api/v1/status", None).await;
+    let last = &r.json()["last_reload"];
+    assert_eq!(last["ok"], false);
+    let err = &last["errors"][0];
+    assert!(
+        err["message"]
+            .as_str()
+            .expect("message")
+            .contains("bogus_field"),
+        "{r:?}",
+        r = r.text()
+    );
+    assert!(err["line"].as_u64().is_some(), "the position is kept");
+    assert_eq!(r.json()["generation"], 1, "the old config keeps serving");
+
+    // Reload through the API: the fixed file applies.
+    std::fs::write(&env.gw.config_path, &good).expect("write");
+    let r = env.admin(Method::POST, "/api/v1/reload", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = env.admin(Method::GET, "/api/v1/status", None).await;
+    assert_eq!(r.json()["last_reload"]["ok"], true);
+    assert!(r.json()["generation"].as_u64().expect("gen") >= 2);
+
+    let r = env.admin(Method::GET, "/api/v1/connectors", None).await;
+    let c = &r.json()["connectors"][0];
+    assert_eq!(c["name"], "svc");
+    assert_eq!(c["tokens"][0]["name"], "runtime");
+    assert_eq!(c["tokens"][0]["header"], "authorization");
+    assert_eq!(c["tokens"][0]["prefix"], "Bearer");
+    let r = env.admin(Method::GET, "/api/v1/clients", None).await;
+    let names: Vec<String> = r.json()["clients"]
+        .as_array()
+        .expect("clients")
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        names.contains(&"app".to_string()) && names.contains(&"keygate-admin".to_string()),
+        "{names:?}"
+    );
+    env.finish(&[]);
+}
+
+#[tokio::test]
+async fn openapi_matches_the_router_both_ways() {
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(keygate::admin::OPENAPI).expect("openapi parses");
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_mapping().expect("paths") {
+        for (method, _) in item.as_mapping().expect("operations") {
+            let m = method.as_str().expect("method").to_ascii_uppercase();
+            documented.insert((m, path.as_str().expect("path").to_string()));
+        }
+    }
+    let served: BTreeSet<(String, String)> = keygate::admin::ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(documented, served, "openapi.yaml and the router differ");
+
+    // And every listed route is really answered (not "no such route").
+    let mut env = Env::start().await;
+    for (m, p) in keygate::admin::ROUTES {
+        let path = p
+            .replace("{name}", "runtime")
+            .replace("{id}", "key_missing");
+        let method = Method::from_bytes(m.as_bytes()).expect("method");
+        let body = match (*m, *p) {
+            ("PUT", _) => Some(json!({"value": "route-probe-1"})),
+            ("POST", "/api/v1/keys") => Some(json!({"client": "app", "name": "probe"})),
+            _ => None,
+        };
+        let r = env.admin(method, &path, body).await;
+        assert_ne!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{m} {p}");
+        assert!(
+            !r.text().contains("no such admin route"),
+            "{m} {p} is not served"
+        );
+    }
+    let r = env.admin(Method::GET, "/api/v1/nothing", None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let probe_keys: Vec<String> = env
+        .seen
+        .iter()
+        .filter_map(|b| serde_json::from_str::<Value>(b).ok())
+        .filter_map(|v| v["key"].as_str().map(str::to_string))
+        .collect();
+    env.gw.secrets.extend(probe_keys);
+    env.finish(&["route-probe-1"]);
+}
+
+#[tokio::test]
+async fn tokens_cli_lists_and_sets_from_stdin() {
+    let env = Env::start().await;
+    let url = format!("http://{}", env.gw.admin);
+    let mut child = Command::new(BIN)
+        .args(["tokens", "set", "runtime", "--admin-url", &url])
+        .env("KEYGATE_ADMIN_KEY", &env.admin_key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cli");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"cli-value-77\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("cli-value-77"));
+    assert_eq!(env.proxied().await.status, StatusCode::OK);
+    assert_eq!(
+        env.up.last().header("authorization").as_deref(),
+        Some("Bearer cli-value-77"),
+        "the trailing newline is dropped"
+    );
+
+    let out = Command::new(BIN)
+        .args(["tokens", "list", "--admin-url", &url])
+        .env("KEYGATE_ADMIN_KEY", &env.admin_key)
+        .output()
+        .expect("cli");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        text.starts_with("NAME") && text.contains("runtime") && text.contains("ready"),
+        "{text}"
+    );
+    assert!(!text.contains("cli-value-77") && !text.contains(ENV_VALUE));
+    let out = Command::new(BIN)
+        .args(["tokens", "refresh", "runtime", "--admin-url", &url])
+        .env("KEYGATE_ADMIN_KEY", &env.admin_key)
+        .output()
+        .expect("cli");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("409"));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    env.finish(&["cli-value-77"]);
+}
