@@ -101,6 +101,7 @@ impl App {
         let master = sealed::load_or_create(&config.store.master_key, &store)?;
         let shared = Arc::new(Shared::new(snapshot, Arc::new(store), master));
         shared.tokens.sync(&config, false);
+        shared.sync_dynamic(&config);
         let restored = token_values::restore(&shared)?;
         if restored > 0 {
             tracing::info!(
@@ -314,6 +315,7 @@ impl App {
         self.start_dedicated(&mut current, &config, fresh);
         drop(current);
         self.shared.tokens.sync(&config, false);
+        self.shared.sync_dynamic(&config);
         if let Err(e) = token_values::restore(&self.shared) {
             tracing::error!(error = %e, "stored token values could not be restored");
         }

@@ -13,12 +13,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 
 use crate::auth::{KeyIndex, KeyRecord, KeySource};
+use crate::config::TokenKind;
 use crate::config::{Config, ConfigError, Connector};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::store::sealed::MasterKey;
 use crate::tokens::TokenStore;
+use crate::tokens::refresh::Refresher;
+use crate::tokens::user::UserVerifier;
 use crate::upstream::{self, HttpClient};
+use dashmap::DashMap;
 
 #[derive(Debug)]
 pub struct ConnectorRuntime {
@@ -98,7 +102,12 @@ pub struct Shared {
     pub store: Arc<dyn Store>,
     /// Encrypts run-time token values at rest.
     pub master: MasterKey,
-    pub tokens: TokenStore,
+    pub tokens: Arc<TokenStore>,
+    /// One refresher per `http_request` token, kept across reloads while
+    /// its spec is unchanged.
+    pub refreshers: DashMap<String, Arc<Refresher>>,
+    /// One verifier per `user` token.
+    pub users: DashMap<String, Arc<UserVerifier>>,
     pub keys: KeyIndex,
     pub reload: Mutex<ReloadStatus>,
     pub metrics: Metrics,
@@ -118,7 +127,9 @@ impl Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             store,
             master,
-            tokens: TokenStore::new(),
+            tokens: Arc::new(TokenStore::new()),
+            refreshers: DashMap::new(),
+            users: DashMap::new(),
             keys: KeyIndex::new(),
             reload: Mutex::new(ReloadStatus {
                 ok: true,
@@ -185,16 +196,100 @@ impl Shared {
         }
     }
 
-    /// Tokens attached to some connector that have no usable value.
+    /// Starts, keeps or stops refreshers and user verifiers so they match
+    /// `config`. Unchanged specs keep their state (and fetched values).
+    pub fn sync_dynamic(&self, config: &Config) {
+        // Only tokens some connector uses: an unattached http_request token
+        // must not poll its endpoint.
+        let attached: std::collections::HashSet<&str> = config
+            .connectors
+            .values()
+            .flat_map(|c| c.headers.tokens().iter().map(|(_, t)| t.as_str()))
+            .collect();
+        for (name, spec) in config
+            .tokens
+            .iter()
+            .filter(|(n, _)| attached.contains(n.as_str()))
+        {
+            match &spec.kind {
+                TokenKind::HttpRequest(h) => {
+                    let same = self.refreshers.get(name).is_some_and(|r| {
+                        *r.spec == **h
+                            && r.token.header == spec.header
+                            && r.token.prefix == spec.prefix
+                    });
+                    if same {
+                        continue;
+                    }
+                    match Refresher::for_http(
+                        Arc::clone(spec),
+                        Arc::clone(h),
+                        Arc::clone(&self.tokens),
+                        self.metrics.token_refresh.clone(),
+                    ) {
+                        Ok(r) => {
+                            r.start();
+                            if let Some(old) = self.refreshers.insert(name.clone(), r) {
+                                old.stop();
+                            }
+                        }
+                        Err(e) => self.tokens.set_error(name, &e),
+                    }
+                }
+                TokenKind::User(u) => {
+                    if self.users.get(name).is_some_and(|v| *v.spec == **u) {
+                        continue;
+                    }
+                    match UserVerifier::new(name, Arc::clone(u)) {
+                        Ok(v) => {
+                            self.users.insert(name.clone(), Arc::new(v));
+                        }
+                        Err(e) => {
+                            tracing::error!(token = %name, error = %e, "user token verifier unavailable");
+                            self.users.remove(name);
+                        }
+                    }
+                }
+                TokenKind::Text { .. } => {}
+            }
+        }
+        let is = |name: &str, http: bool| {
+            attached.contains(name)
+                && config.tokens.get(name).is_some_and(|s| match s.kind {
+                    TokenKind::HttpRequest(_) => http,
+                    TokenKind::User(_) => !http,
+                    TokenKind::Text { .. } => false,
+                })
+        };
+        self.refreshers.retain(|name, r| {
+            let keep = is(name, true);
+            if !keep {
+                r.stop();
+            }
+            keep
+        });
+        self.users.retain(|name, _| is(name, false));
+    }
+
+    /// Tokens attached to some connector that need a value and have no
+    /// usable one (`user` tokens come with each request and never count).
     pub fn missing_tokens(&self) -> Vec<String> {
         let snap = self.snapshot.load();
         let set = self.tokens.load();
+        let now = SystemTime::now();
         let mut missing: Vec<String> = snap
             .config
             .connectors
             .values()
             .flat_map(|c| c.headers.tokens().iter().map(|(_, t)| t.clone()))
-            .filter(|t| set.get(t).is_none())
+            .filter(|t| {
+                let is_user = snap
+                    .config
+                    .tokens
+                    .get(t)
+                    .is_some_and(|s| matches!(s.kind, TokenKind::User(_)));
+                !is_user && !set.get(t).is_some_and(|v| v.usable(now))
+            })
             .collect();
         missing.sort();
         missing.dedup();

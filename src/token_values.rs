@@ -34,10 +34,10 @@ pub fn set(shared: &Shared, name: &str, value: &str) -> Result<Arc<TokenValue>, 
         .tokens
         .get(name)
         .ok_or_else(|| GatewayError::NotFound(format!("no token named `{name}`")))?;
-    if let Some(src) = spec.source() {
+    if !spec.takes_admin_value() {
+        let from = spec.source().map_or(spec.type_name(), |s| s.kind());
         return Err(GatewayError::Conflict(format!(
-            "token `{name}` takes its value from `{}` in the config; change it there",
-            src.kind()
+            "token `{name}` takes its value from `{from}`, not from the admin API"
         )));
     }
     if value.len() > MAX_VALUE {
@@ -79,7 +79,7 @@ pub fn restore(shared: &Shared) -> Result<usize, String> {
         .config
         .tokens
         .values()
-        .filter(|s| s.source().is_none() && set.get(&s.name).is_none())
+        .filter(|s| s.takes_admin_value() && set.get(&s.name).is_none())
         .collect();
     if wanted.is_empty() {
         return Ok(0);

@@ -249,9 +249,61 @@ connectors:
 }
 
 #[test]
-fn unsupported_token_types_say_so() {
-    let yaml = "tokens:\n  o:\n    type: http_request\n    header: Authorization\n";
-    assert_error(yaml, 3, "not supported yet");
+fn dynamic_token_rules() {
+    // http_request without url, with a malformed pointer, with a value.
+    let yaml = r#"tokens:
+  o:
+    type: http_request
+    request: { method: POST }
+    response: { token: access_token }
+    value: { literal: "x" }
+    header: Authorization
+"#;
+    let (ok, _, err) = check(yaml);
+    assert!(!ok);
+    assert!(err.contains("`request.url` is missing"), "{err}");
+    assert!(
+        err.contains("K:5:") && err.contains("not a JSON pointer"),
+        "{err}"
+    );
+    assert!(
+        err.contains("K:6:") && err.contains("is fetched; remove `value`"),
+        "{err}"
+    );
+    // a user token with a static value; a request naming an unknown token.
+    let yaml = r#"tokens:
+  u:
+    type: user
+    value: { literal: "x" }
+  o:
+    type: http_request
+    request:
+      url: https://auth.example/token
+      form: { client_secret: { token: nope } }
+    response: { token: /access_token, expires_in: /expires_in }
+"#;
+    let (ok, _, err) = check(yaml);
+    assert!(!ok);
+    assert!(
+        err.contains("K:4:") && err.contains("comes from the caller"),
+        "{err}"
+    );
+    assert!(err.contains("unknown token `nope`"), "{err}");
+    let good = r#"tokens:
+  o:
+    type: http_request
+    request:
+      url: https://auth.example/token
+      form: { grant_type: client_credentials, client_secret: { env: S } }
+    response: { token: /access_token, expires_in: /expires_in }
+    refresh_before: 30s
+  u:
+    type: user
+    header: X-User
+    jwt: { hs256_secret: { env: JWT }, audience: api }
+"#;
+    let (ok, _, err) = check(good);
+    assert!(ok, "{err}");
 }
 
 #[test]

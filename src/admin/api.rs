@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{ReloadRequest, json, only};
 use crate::body::Body;
 use crate::config::units::{format_duration, parse_duration};
-use crate::config::{AuthMode, ValueSource};
+use crate::config::{AuthMode, TokenKind, ValueSource};
 use crate::error::GatewayError;
 use crate::keys::{self, NewKey};
 use crate::state::{Shared, rfc3339};
@@ -50,16 +50,28 @@ pub async fn dispatch(
         }
         ["tokens", name, "refresh"] => {
             only(&method, Method::POST)?;
-            let snap = shared.snapshot.load();
+            let snap = shared.snapshot.load_full();
             let spec = snap
                 .config
                 .tokens
                 .get(*name)
                 .ok_or_else(|| GatewayError::NotFound(format!("no token named `{name}`")))?;
-            Err(GatewayError::Conflict(format!(
-                "token `{name}` is of type `{}`; only http_request tokens are refreshed",
-                spec.type_name()
-            )))
+            if !matches!(spec.kind, TokenKind::HttpRequest(_)) {
+                return Err(GatewayError::Conflict(format!(
+                    "token `{name}` is of type `{}`; only http_request tokens are refreshed",
+                    spec.type_name()
+                )));
+            }
+            let r = shared
+                .refreshers
+                .get(*name)
+                .map(|r| Arc::clone(r.value()))
+                .ok_or_else(|| GatewayError::CredentialUnavailable(name.to_string()))?;
+            let seen = shared.tokens.load().get(name).map(|v| v.version);
+            r.refresh_after(seen)
+                .await
+                .map_err(|_| GatewayError::CredentialUnavailable(name.to_string()))?;
+            Ok(json(StatusCode::OK, &token_json(shared, name)))
         }
         ["clients"] => only(&method, Method::GET).map(|()| clients(shared)),
         ["keys"] => match method {
@@ -207,7 +219,7 @@ fn token_json(shared: &Shared, name: &str) -> serde_json::Value {
     snap.config
         .tokens
         .get(name)
-        .map(|spec| one_token(spec, &set))
+        .map(|spec| one_token(shared, spec, &set))
         .unwrap_or(serde_json::Value::Null)
 }
 
@@ -218,22 +230,45 @@ fn tokens(shared: &Shared) -> Response<Body> {
         .config
         .tokens
         .values()
-        .map(|spec| one_token(spec, &set))
+        .map(|spec| one_token(shared, spec, &set))
         .collect();
     json(StatusCode::OK, &serde_json::json!({ "tokens": list }))
 }
 
 /// A token's state for the admin API: never its value.
-fn one_token(spec: &crate::config::TokenSpec, set: &crate::tokens::TokenSet) -> serde_json::Value {
-    let value = set.get(&spec.name);
-    let source = match spec.source() {
-        Some(ValueSource::Env(name)) => serde_json::json!({"kind": "env", "env": name}),
-        Some(ValueSource::File(p)) => {
+fn one_token(
+    shared: &Shared,
+    spec: &crate::config::TokenSpec,
+    set: &crate::tokens::TokenSet,
+) -> serde_json::Value {
+    let now = SystemTime::now();
+    let value = set.get(&spec.name).filter(|v| v.usable(now));
+    let source = match (&spec.kind, spec.source()) {
+        (TokenKind::HttpRequest(h), _) => {
+            serde_json::json!({"kind": "http_request", "url": h.url.to_string()})
+        }
+        (TokenKind::User(u), _) => {
+            serde_json::json!({"kind": "caller", "from_header": u.from_header.as_str()})
+        }
+        (_, Some(ValueSource::Env(name))) => serde_json::json!({"kind": "env", "env": name}),
+        (_, Some(ValueSource::File(p))) => {
             serde_json::json!({"kind": "file", "file": p.display().to_string()})
         }
-        Some(ValueSource::Literal(_)) => serde_json::json!({"kind": "literal"}),
-        None => serde_json::json!({"kind": "admin"}),
+        (_, Some(ValueSource::Literal(_))) => serde_json::json!({"kind": "literal"}),
+        (_, None) => serde_json::json!({"kind": "admin"}),
     };
+    let refresher = shared.refreshers.get(&spec.name).map(|r| r.state());
+    let user_error = shared.users.get(&spec.name).and_then(|u| u.last_error());
+    let state = match (&spec.kind, &refresher) {
+        (TokenKind::User(_), _) => "per_request",
+        (_, Some(r)) if r.refreshing => "refreshing",
+        _ if value.is_some() => "ready",
+        _ => "unavailable",
+    };
+    let last_error = refresher
+        .and_then(|r| r.last_error)
+        .or(user_error)
+        .or_else(|| set.errors.get(&spec.name).cloned());
     serde_json::json!({
         "name": spec.name,
         "description": spec.description,
@@ -241,12 +276,12 @@ fn one_token(spec: &crate::config::TokenSpec, set: &crate::tokens::TokenSet) -> 
         "header": spec.header.as_str(),
         "prefix": spec.prefix,
         "source": source,
-        "state": if value.is_some() { "ready" } else { "unavailable" },
+        "state": state,
         "version": value.map(|v| v.version),
         "fingerprint": value.map(|v| v.fingerprint.clone()),
         "updated_at": value.map(|v| rfc3339(v.updated_at)),
-        "expires_at": serde_json::Value::Null,
-        "last_error": set.errors.get(&spec.name),
+        "expires_at": value.and_then(|v| v.expires_at).map(rfc3339),
+        "last_error": last_error,
     })
 }
 

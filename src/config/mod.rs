@@ -13,8 +13,9 @@ use std::fmt;
 use std::path::Path;
 
 pub use validate::{
-    AuthMode, Client, Config, Connector, DeclaredKey, Grant, HeaderPlan, Role, TokenKind,
-    TokenSpec, Upstream, ValueSource,
+    AuthMode, Client, Config, Connector, DeclaredKey, Expiry, FetchBody, Grant, HeaderPlan,
+    HttpRequestSpec, JsonTemplate, JwtKey, JwtSpec, Param, Role, TokenKind, TokenSpec, Upstream,
+    UserSpec, ValueSource,
 };
 
 /// One problem in a config file, with its 1-based position where known.

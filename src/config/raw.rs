@@ -101,13 +101,68 @@ pub struct RawToken {
     pub value: Option<RawValueSource>,
     pub prefix: Option<String>,
     pub header: Option<String>,
-    // `http_request` and `user` fields: accepted by the schema so that the
-    // validator can explain that the type is not supported by this build.
-    pub request: Option<serde_yaml::Value>,
-    pub response: Option<serde_yaml::Value>,
+    // http_request
+    pub request: Option<RawRequest>,
+    pub response: Option<RawResponse>,
     pub refresh_before: Option<Scalar>,
+    // user
     pub from_header: Option<String>,
-    pub jwt: Option<serde_yaml::Value>,
+    pub jwt: Option<RawJwt>,
+}
+
+/// How to call a token endpoint. Values in `headers`, `form` and `json`
+/// may be plain strings or sources (`{ env: … }`, `{ file: … }`,
+/// `{ literal: … }`, `{ token: other-token }`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequest {
+    pub method: Option<String>,
+    pub url: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, RawParam>,
+    pub form: Option<BTreeMap<String, RawParam>>,
+    pub json: Option<serde_yaml::Value>,
+    pub ca_file: Option<String>,
+    pub timeout: Option<Scalar>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawParam {
+    Plain(String),
+    Number(i64),
+    Bool(bool),
+    Source(RawParamSource),
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawParamSource {
+    pub env: Option<String>,
+    pub file: Option<String>,
+    pub literal: Option<String>,
+    pub token: Option<String>,
+}
+
+/// Where the token and its lifetime are in the endpoint's JSON answer
+/// (RFC 6901 JSON pointers), or a fixed `ttl`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResponse {
+    pub token: String,
+    pub expires_in: Option<String>,
+    pub expires_at: Option<String>,
+    pub ttl: Option<Scalar>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwt {
+    pub hs256_secret: Option<RawValueSource>,
+    pub jwks_url: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

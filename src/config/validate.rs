@@ -18,7 +18,9 @@ use http::uri::{Authority, Scheme, Uri};
 
 use super::locate::{Seg, locate};
 use super::pattern::PathPattern;
-use super::raw::{RawConfig, RawConnector, RawToken, RawValueSource, Scalar};
+use super::raw::{
+    RawConfig, RawConnector, RawParam, RawParamSource, RawToken, RawValueSource, Scalar,
+};
 use super::units::{parse_duration, parse_size};
 use super::{ConfigError, ConfigErrors};
 use crate::secret::{Secret, check_header_safe};
@@ -139,20 +141,111 @@ pub struct TokenSpec {
 pub enum TokenKind {
     /// A static value; `None` means "set at run time through the admin API".
     Text { source: Option<ValueSource> },
+    /// Fetched from a token endpoint and refreshed before it expires.
+    HttpRequest(Arc<HttpRequestSpec>),
+    /// Supplied by the caller on each request.
+    User(Arc<UserSpec>),
 }
 
 impl TokenSpec {
     pub fn type_name(&self) -> &'static str {
         match self.kind {
             TokenKind::Text { .. } => "text",
+            TokenKind::HttpRequest(_) => "http_request",
+            TokenKind::User(_) => "user",
         }
     }
 
+    /// The config source of a `text` token's value.
     pub fn source(&self) -> Option<&ValueSource> {
         match &self.kind {
             TokenKind::Text { source } => source.as_ref(),
+            TokenKind::HttpRequest(_) | TokenKind::User(_) => None,
         }
     }
+
+    /// Whether an operator may set this token's value at run time.
+    pub fn takes_admin_value(&self) -> bool {
+        matches!(self.kind, TokenKind::Text { source: None })
+    }
+}
+
+impl PartialEq for ValueSource {
+    fn eq(&self, other: &Self) -> bool {
+        self.same_as(other)
+    }
+}
+
+/// A value in a token endpoint request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    Plain(String),
+    Source(ValueSource),
+    /// Another token's current value.
+    Token(String),
+}
+
+/// A JSON body whose leaves may be [`Param`]s.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JsonTemplate {
+    Value(serde_json::Value),
+    Param(Param),
+    Object(Vec<(String, JsonTemplate)>),
+    Array(Vec<JsonTemplate>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FetchBody {
+    None,
+    Form(Vec<(String, Param)>),
+    Json(JsonTemplate),
+}
+
+/// Where a fetched token's lifetime comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expiry {
+    /// Seconds from now, at this JSON pointer.
+    In(String),
+    /// Unix seconds or an RFC 3339 time, at this JSON pointer.
+    At(String),
+    /// A fixed lifetime.
+    Ttl(Duration),
+    /// No expiry: refreshed only when an upstream answers 401.
+    Never,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpRequestSpec {
+    pub method: Method,
+    pub url: Uri,
+    pub headers: Vec<(HeaderName, Param)>,
+    pub body: FetchBody,
+    /// JSON pointer to the token in the answer.
+    pub token_pointer: String,
+    pub expiry: Expiry,
+    pub refresh_before: Duration,
+    pub ca_file: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserSpec {
+    /// The caller's header that carries it (default `Keygate-Token-<name>`).
+    pub from_header: HeaderName,
+    pub jwt: Option<JwtSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JwtSpec {
+    pub key: JwtKey,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum JwtKey {
+    Hs256(ValueSource),
+    Jwks { url: Uri, ca_file: Option<PathBuf> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -573,7 +666,7 @@ pub fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, Confi
     // tokens
     let mut tokens = BTreeMap::new();
     for (name, t) in &raw.tokens {
-        if let Some(spec) = token(&mut e, name, t, &base) {
+        if let Some(spec) = token(&mut e, name, t, &base, &raw.tokens) {
             tokens.insert(name.clone(), Arc::new(spec));
         }
     }
@@ -787,7 +880,319 @@ pub fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, Confi
     })
 }
 
-fn token(e: &mut Errors<'_>, name: &str, t: &RawToken, base: &Path) -> Option<TokenSpec> {
+const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(60);
+const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// RFC 6901: empty, or `/`-separated reference tokens with `~0`/`~1` only.
+fn valid_pointer(p: &str) -> bool {
+    if p.is_empty() {
+        return true;
+    }
+    if !p.starts_with('/') {
+        return false;
+    }
+    let b = p.as_bytes();
+    b.iter()
+        .enumerate()
+        .all(|(i, c)| *c != b'~' || matches!(b.get(i + 1), Some(b'0' | b'1')))
+}
+
+fn absolute_url(text: &str) -> Result<Uri, String> {
+    let up = parse_upstream(text)?;
+    let _ = up;
+    text.parse::<Uri>()
+        .map_err(|_| format!("`{text}` is not a URL"))
+}
+
+fn param(
+    e: &mut Errors<'_>,
+    path: &[Seg<'_>],
+    raw: &RawParam,
+    base: &Path,
+    tokens: &BTreeMap<String, RawToken>,
+) -> Option<Param> {
+    match raw {
+        RawParam::Plain(s) => Some(Param::Plain(s.clone())),
+        RawParam::Number(n) => Some(Param::Plain(n.to_string())),
+        RawParam::Bool(b) => Some(Param::Plain(b.to_string())),
+        RawParam::Source(src) => {
+            if let Some(t) = &src.token {
+                if src.env.is_some() || src.file.is_some() || src.literal.is_some() {
+                    e.at(
+                        path,
+                        "a value needs exactly one of `env`, `file`, `literal` or `token`",
+                    );
+                    return None;
+                }
+                if !tokens.contains_key(t) {
+                    e.at(path, format!("names unknown token `{t}`"));
+                    return None;
+                }
+                return Some(Param::Token(t.clone()));
+            }
+            let vs = RawValueSource {
+                env: src.env.clone(),
+                file: src.file.clone(),
+                literal: src.literal.clone(),
+            };
+            value_source(e, path, &vs, base).map(Param::Source)
+        }
+    }
+}
+
+fn json_template(
+    e: &mut Errors<'_>,
+    path: &[Seg<'_>],
+    v: &serde_yaml::Value,
+    base: &Path,
+    tokens: &BTreeMap<String, RawToken>,
+) -> Option<JsonTemplate> {
+    use serde_yaml::Value as Y;
+    match v {
+        Y::Mapping(m) => {
+            let is_source = m.len() == 1
+                && m.keys()
+                    .next()
+                    .and_then(|k| k.as_str())
+                    .is_some_and(|k| matches!(k, "env" | "file" | "literal" | "token"))
+                && m.values().next().is_some_and(|v| v.is_string());
+            if is_source {
+                let raw: RawParamSource = serde_yaml::from_value(v.clone()).ok()?;
+                return param(e, path, &RawParam::Source(raw), base, tokens)
+                    .map(JsonTemplate::Param);
+            }
+            let mut fields = Vec::new();
+            for (k, val) in m {
+                let Some(key) = k.as_str() else {
+                    e.at(path, "JSON object keys must be strings");
+                    return None;
+                };
+                fields.push((key.to_string(), json_template(e, path, val, base, tokens)?));
+            }
+            Some(JsonTemplate::Object(fields))
+        }
+        Y::Sequence(items) => items
+            .iter()
+            .map(|i| json_template(e, path, i, base, tokens))
+            .collect::<Option<Vec<_>>>()
+            .map(JsonTemplate::Array),
+        other => match serde_json::to_value(other) {
+            Ok(j) => Some(JsonTemplate::Value(j)),
+            Err(_) => {
+                e.at(path, "this value cannot be written as JSON");
+                None
+            }
+        },
+    }
+}
+
+fn http_request_spec(
+    e: &mut Errors<'_>,
+    name: &str,
+    t: &RawToken,
+    base: &Path,
+    tokens: &BTreeMap<String, RawToken>,
+) -> Option<HttpRequestSpec> {
+    use Seg::Key;
+    let field = |k: &'static str| [Key("tokens"), Key(name), Key(k)];
+    let Some(req) = &t.request else {
+        e.at(
+            &[Key("tokens"), Key(name)],
+            format!("token `{name}`: an http_request token needs `request` (with a `url`)"),
+        );
+        return None;
+    };
+    let rp = |k: &'static str| [Key("tokens"), Key(name), Key("request"), Key(k)];
+    let url = match &req.url {
+        None => {
+            e.at(
+                &field("request"),
+                format!("token `{name}`: `request.url` is missing"),
+            );
+            None
+        }
+        Some(u) => absolute_url(u).map_err(|m| e.at(&rp("url"), m)).ok(),
+    };
+    let method = match req.method.as_deref().unwrap_or("POST").to_ascii_uppercase() {
+        m if is_http_token(&m) => Method::from_bytes(m.as_bytes()).ok(),
+        m => {
+            e.at(&rp("method"), format!("`{m}` is not an HTTP method"));
+            None
+        }
+    };
+    let mut headers = Vec::new();
+    for (h, v) in &req.headers {
+        let hp = [
+            Key("tokens"),
+            Key(name),
+            Key("request"),
+            Key("headers"),
+            Key(h.as_str()),
+        ];
+        let Ok(hn) = HeaderName::from_bytes(h.as_bytes()) else {
+            e.at(&hp, format!("`{h}` is not a valid HTTP header name"));
+            continue;
+        };
+        if let Some(p) = param(e, &hp, v, base, tokens) {
+            headers.push((hn, p));
+        }
+    }
+    let body = match (&req.form, &req.json) {
+        (Some(_), Some(_)) => {
+            e.at(
+                &rp("json"),
+                format!("token `{name}`: use `form` or `json`, not both"),
+            );
+            FetchBody::None
+        }
+        (Some(form), None) => FetchBody::Form(
+            form.iter()
+                .filter_map(|(k, v)| {
+                    let fp = [
+                        Key("tokens"),
+                        Key(name),
+                        Key("request"),
+                        Key("form"),
+                        Key(k.as_str()),
+                    ];
+                    param(e, &fp, v, base, tokens).map(|p| (k.clone(), p))
+                })
+                .collect(),
+        ),
+        (None, Some(j)) => {
+            json_template(e, &rp("json"), j, base, tokens).map_or(FetchBody::None, FetchBody::Json)
+        }
+        (None, None) => FetchBody::None,
+    };
+    let Some(resp) = &t.response else {
+        e.at(
+            &[Key("tokens"), Key(name)],
+            format!(
+                "token `{name}`: an http_request token needs `response: {{ token: /json/pointer }}`"
+            ),
+        );
+        return None;
+    };
+    let rsp = |k: &'static str| [Key("tokens"), Key(name), Key("response"), Key(k)];
+    let mut ok = true;
+    for (p, k) in [
+        (Some(&resp.token), "token"),
+        (resp.expires_in.as_ref(), "expires_in"),
+        (resp.expires_at.as_ref(), "expires_at"),
+    ] {
+        if let Some(p) = p
+            && !valid_pointer(p)
+        {
+            e.at(
+                &rsp(k),
+                format!("`{p}` is not a JSON pointer (write it like /access_token)"),
+            );
+            ok = false;
+        }
+    }
+    let set = [
+        resp.expires_in.is_some(),
+        resp.expires_at.is_some(),
+        resp.ttl.is_some(),
+    ];
+    if set.iter().filter(|b| **b).count() > 1 {
+        e.at(
+            &field("response"),
+            "use one of `expires_in`, `expires_at` or `ttl`",
+        );
+        ok = false;
+    }
+    let expiry = match (&resp.expires_in, &resp.expires_at, &resp.ttl) {
+        (Some(p), _, _) => Expiry::In(p.clone()),
+        (_, Some(p), _) => Expiry::At(p.clone()),
+        (_, _, Some(t)) => Expiry::Ttl(duration(
+            e,
+            &rsp("ttl"),
+            &Some(t.clone()),
+            Duration::from_secs(3600),
+        )),
+        _ => Expiry::Never,
+    };
+    let refresh_before = duration(
+        e,
+        &field("refresh_before"),
+        &t.refresh_before,
+        DEFAULT_REFRESH_BEFORE,
+    );
+    let timeout = duration(e, &rp("timeout"), &req.timeout, DEFAULT_FETCH_TIMEOUT);
+    if !ok {
+        return None;
+    }
+    Some(HttpRequestSpec {
+        method: method?,
+        url: url?,
+        headers,
+        body,
+        token_pointer: resp.token.clone(),
+        expiry,
+        refresh_before,
+        ca_file: req.ca_file.as_ref().map(|f| resolve(base, f)),
+        timeout,
+    })
+}
+
+fn user_spec(e: &mut Errors<'_>, name: &str, t: &RawToken, base: &Path) -> Option<UserSpec> {
+    use Seg::Key;
+    let field = |k: &'static str| [Key("tokens"), Key(name), Key(k)];
+    let default_header = format!("Keygate-Token-{name}");
+    let from = t.from_header.as_deref().unwrap_or(&default_header);
+    let from_header = if is_http_token(from) {
+        HeaderName::from_bytes(from.as_bytes()).ok()
+    } else {
+        e.at(
+            &field("from_header"),
+            format!("`{from}` is not a valid HTTP header name"),
+        );
+        None
+    };
+    let jwt = match &t.jwt {
+        None => None,
+        Some(j) => {
+            let jp = |k: &'static str| [Key("tokens"), Key(name), Key("jwt"), Key(k)];
+            let key = match (&j.hs256_secret, &j.jwks_url) {
+                (Some(src), None) => {
+                    value_source(e, &jp("hs256_secret"), src, base).map(JwtKey::Hs256)
+                }
+                (None, Some(url)) => absolute_url(url)
+                    .map_err(|m| e.at(&jp("jwks_url"), m))
+                    .ok()
+                    .map(|url| JwtKey::Jwks {
+                        url,
+                        ca_file: j.ca_file.as_ref().map(|f| resolve(base, f)),
+                    }),
+                _ => {
+                    e.at(
+                        &field("jwt"),
+                        "jwt needs exactly one of `hs256_secret` or `jwks_url`",
+                    );
+                    None
+                }
+            };
+            Some(JwtSpec {
+                key: key?,
+                issuer: j.issuer.clone(),
+                audience: j.audience.clone(),
+            })
+        }
+    };
+    Some(UserSpec {
+        from_header: from_header?,
+        jwt,
+    })
+}
+
+fn token(
+    e: &mut Errors<'_>,
+    name: &str,
+    t: &RawToken,
+    base: &Path,
+    all: &BTreeMap<String, RawToken>,
+) -> Option<TokenSpec> {
     use Seg::Key;
     let p = [Key("tokens"), Key(name)];
     if !valid_name(name) {
@@ -798,39 +1203,22 @@ fn token(e: &mut Errors<'_>, name: &str, t: &RawToken, base: &Path) -> Option<To
     }
     let kind = t.kind.as_deref().unwrap_or("text");
     let field = |k: &'static str| [Key("tokens"), Key(name), Key(k)];
-    match kind {
-        "text" => {}
-        "http_request" | "user" => {
-            e.at(
-                &field("type"),
-                format!(
-                    "token `{name}`: type `{kind}` is not supported yet by this build (only `text`)"
-                ),
-            );
-            return None;
+    let not_for = |e: &mut Errors<'_>, fields: &[(bool, &'static str)], why: &str| {
+        for (present, f) in fields {
+            if *present {
+                e.at(&field(f), format!("token `{name}`: `{f}` {why}"));
+            }
         }
-        other => {
-            e.at(
-                &field("type"),
-                format!("token `{name}`: unknown type `{other}` (use text, http_request or user)"),
-            );
-            return None;
-        }
-    }
-    for (present, f) in [
+    };
+    let fetch_fields = [
         (t.request.is_some(), "request"),
         (t.response.is_some(), "response"),
         (t.refresh_before.is_some(), "refresh_before"),
+    ];
+    let user_fields = [
         (t.from_header.is_some(), "from_header"),
         (t.jwt.is_some(), "jwt"),
-    ] {
-        if present {
-            e.at(
-                &field(f),
-                format!("token `{name}`: `{f}` does not apply to a `text` token"),
-            );
-        }
-    }
+    ];
     let header = header_name(
         e,
         &field("header"),
@@ -845,14 +1233,50 @@ fn token(e: &mut Errors<'_>, name: &str, t: &RawToken, base: &Path) -> Option<To
             format!("token `{name}`: prefix `{pfx}` is not a valid HTTP token (like Bearer)"),
         );
     }
-    let source = t
-        .value
-        .as_ref()
-        .and_then(|v| value_source(e, &field("value"), v, base));
+    let kind = match kind {
+        "text" => {
+            not_for(e, &fetch_fields, "only applies to an http_request token");
+            not_for(e, &user_fields, "only applies to a user token");
+            let source = t
+                .value
+                .as_ref()
+                .and_then(|v| value_source(e, &field("value"), v, base));
+            TokenKind::Text { source }
+        }
+        "http_request" => {
+            not_for(e, &user_fields, "only applies to a user token");
+            if t.value.is_some() {
+                e.at(
+                    &field("value"),
+                    format!("token `{name}`: an http_request token is fetched; remove `value`"),
+                );
+            }
+            TokenKind::HttpRequest(Arc::new(http_request_spec(e, name, t, base, all)?))
+        }
+        "user" => {
+            not_for(e, &fetch_fields, "only applies to an http_request token");
+            if t.value.is_some() {
+                e.at(
+                    &field("value"),
+                    format!(
+                        "token `{name}`: a user token's value comes from the caller; remove `value`"
+                    ),
+                );
+            }
+            TokenKind::User(Arc::new(user_spec(e, name, t, base)?))
+        }
+        other => {
+            e.at(
+                &field("type"),
+                format!("token `{name}`: unknown type `{other}` (use text, http_request or user)"),
+            );
+            return None;
+        }
+    };
     Some(TokenSpec {
         name: name.to_string(),
         description: t.description.clone(),
-        kind: TokenKind::Text { source },
+        kind,
         header: header?,
         prefix,
     })

@@ -18,10 +18,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, HOST, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, Version};
+use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
 use super::{hop, rewrite};
@@ -29,9 +29,11 @@ use crate::auth::{self, KeyRecord, grants};
 use crate::body::Body;
 use crate::caller::{self, X_API_KEY};
 use crate::config::AuthMode;
+use crate::config::TokenKind;
 use crate::error::{GatewayError, X_REQUEST_ID};
+use crate::secret::Secret;
 use crate::state::{ConnectorRuntime, Shared, Snapshot};
-use crate::tokens::TokenSet;
+use crate::tokens::{self, refresh::Refresher};
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// Prefix of the headers a caller uses to hand keygate a `user` token.
@@ -146,18 +148,208 @@ impl Proxy {
             out.key_id = Some(record.id.clone());
             authorize(&snap, &record, &conn, req.method(), &rest)?;
         }
+        let limit = conn.spec.max_request_body;
+        if content_length(req.headers()).is_some_and(|n| n > limit) {
+            return Err(GatewayError::BodyTooLarge);
+        }
 
+        let creds = credentials(&self.shared, &snap, &conn, req.headers()).await?;
+        let head = prepare(&mut req, &conn, &creds, uri, request_id, peer, out);
+        let fetched: Vec<(Arc<Refresher>, u64)> =
+            creds.into_iter().filter_map(|c| c.refresher).collect();
         let tripped = Arc::new(AtomicBool::new(false));
-        let tokens = self.shared.tokens.load();
-        let outbound = prepare(&mut req, &conn, &tokens, uri, request_id, peer, out)?;
         let incoming = req.into_body();
-        let body = Body::limited(incoming, conn.spec.max_request_body, Arc::clone(&tripped));
-        let outbound = outbound.body(body).map_err(|_| GatewayError::Internal)?;
 
-        let resp = forward(&conn, outbound, &tripped).await?;
-        out.upstream_status = Some(resp.status().as_u16());
-        Ok(finish(resp))
+        // A request that used a fetched token may be retried once after an
+        // upstream 401, if its body is empty or small enough to keep.
+        let (body, kept) = if fetched.is_empty() {
+            (Body::limited(incoming, limit, Arc::clone(&tripped)), None)
+        } else {
+            match keep_small_body(&head.headers, incoming).await? {
+                Kept::Bytes(b) => (Body::full(b.clone()), Some(b)),
+                Kept::Stream(incoming) => {
+                    (Body::limited(incoming, limit, Arc::clone(&tripped)), None)
+                }
+            }
+        };
+        let retry_head = kept.as_ref().map(|_| head.clone());
+        let resp = forward(&conn, head.into_request(body)?, &tripped).await?;
+        if resp.status() != StatusCode::UNAUTHORIZED || fetched.is_empty() {
+            out.upstream_status = Some(resp.status().as_u16());
+            return Ok(finish(resp));
+        }
+
+        // 401 with a fetched credential: refresh it (coalesced with every
+        // other request that saw the same version), then retry if we can.
+        let mut fresh = Vec::with_capacity(fetched.len());
+        for (r, version) in &fetched {
+            if let Ok(v) = r.refresh_after(Some(*version)).await {
+                fresh.push((r.token.header.clone(), r.token.name.clone(), v));
+            }
+        }
+        match (retry_head, kept) {
+            (Some(mut head), Some(bytes)) if fresh.len() == fetched.len() => {
+                drop(resp);
+                for (header, name, v) in &fresh {
+                    head.headers.insert(header.clone(), v.header_value.clone());
+                    if let Some(t) = out.tokens.iter_mut().find(|t| &t.0 == name) {
+                        t.1 = v.fingerprint.clone();
+                    }
+                }
+                let resp = forward(&conn, head.into_request(Body::full(bytes))?, &tripped).await?;
+                out.upstream_status = Some(resp.status().as_u16());
+                Ok(finish(resp))
+            }
+            _ => {
+                out.upstream_status = Some(resp.status().as_u16());
+                Ok(finish(resp))
+            }
+        }
     }
+}
+
+/// Bodies up to this size are kept so a request can be retried once after
+/// a credential refresh (larger ones stream and are not retried).
+const RETRY_KEEP: u64 = 64 * 1024;
+
+enum Kept {
+    Bytes(bytes::Bytes),
+    Stream(Incoming),
+}
+
+async fn keep_small_body(headers: &HeaderMap, incoming: Incoming) -> Result<Kept, GatewayError> {
+    use http_body::Body as _;
+    use http_body_util::BodyExt;
+    match content_length(headers) {
+        Some(n) if n <= RETRY_KEEP => {
+            let collected = http_body_util::Limited::new(incoming, RETRY_KEEP as usize)
+                .collect()
+                .await
+                .map_err(|_| {
+                    GatewayError::BadRequest("the request body could not be read".into())
+                })?;
+            Ok(Kept::Bytes(collected.to_bytes()))
+        }
+        None if incoming.is_end_stream() => Ok(Kept::Bytes(bytes::Bytes::new())),
+        _ => Ok(Kept::Stream(incoming)),
+    }
+}
+
+/// The outbound request head, kept apart from the body so a retry can
+/// reuse it.
+#[derive(Debug, Clone)]
+struct OutboundHead {
+    method: http::Method,
+    uri: http::Uri,
+    headers: HeaderMap,
+}
+
+impl OutboundHead {
+    fn into_request(self, body: Body) -> Result<Request<Body>, GatewayError> {
+        let mut req = Request::builder()
+            .method(self.method)
+            .uri(self.uri)
+            .version(Version::HTTP_11)
+            .body(body)
+            .map_err(|_| GatewayError::Internal)?;
+        *req.headers_mut() = self.headers;
+        Ok(req)
+    }
+}
+
+/// One credential to write upstream, resolved for this request.
+struct Credential {
+    header: HeaderName,
+    token: String,
+    value: HeaderValue,
+    fingerprint: String,
+    /// For fetched tokens: who refreshes it, and the version used.
+    refresher: Option<(Arc<Refresher>, u64)>,
+    /// For user tokens: the caller's header it came from (removed).
+    strip: Option<HeaderName>,
+}
+
+/// Resolves every credential first: a request is sent with all of them or
+/// not at all. Fetched tokens are fetched on first need (single flight);
+/// user tokens come from the caller and may be checked as JWTs.
+async fn credentials(
+    shared: &Shared,
+    snap: &Snapshot,
+    conn: &ConnectorRuntime,
+    headers: &HeaderMap,
+) -> Result<Vec<Credential>, GatewayError> {
+    let set = shared.tokens.load();
+    let now = SystemTime::now();
+    let plan = conn.spec.headers.tokens();
+    let mut out = Vec::with_capacity(plan.len());
+    for (header, name) in plan {
+        let unavailable = || GatewayError::CredentialUnavailable(name.clone());
+        let spec = snap.config.tokens.get(name).ok_or_else(unavailable)?;
+        let cred = match &spec.kind {
+            TokenKind::Text { .. } => {
+                let v = set.get(name).ok_or_else(unavailable)?;
+                Credential {
+                    header: header.clone(),
+                    token: name.clone(),
+                    value: v.header_value.clone(),
+                    fingerprint: v.fingerprint.clone(),
+                    refresher: None,
+                    strip: None,
+                }
+            }
+            TokenKind::HttpRequest(_) => {
+                let r = shared
+                    .refreshers
+                    .get(name)
+                    .map(|r| Arc::clone(r.value()))
+                    .ok_or_else(unavailable)?;
+                let v = match set.get(name).filter(|v| v.usable(now)) {
+                    Some(v) => Arc::clone(v),
+                    None => r.get().await.map_err(|_| unavailable())?,
+                };
+                Credential {
+                    header: header.clone(),
+                    token: name.clone(),
+                    value: v.header_value.clone(),
+                    fingerprint: v.fingerprint.clone(),
+                    refresher: Some((r, v.version)),
+                    strip: None,
+                }
+            }
+            TokenKind::User(u) => {
+                let invalid = || GatewayError::InvalidUserToken(name.clone());
+                let raw = headers
+                    .get(&u.from_header)
+                    .ok_or_else(|| GatewayError::MissingUserToken(name.clone()))?;
+                let text = raw
+                    .to_str()
+                    .ok()
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(invalid)?;
+                if u.jwt.is_some() {
+                    let verifier = shared
+                        .users
+                        .get(name)
+                        .map(|v| Arc::clone(v.value()))
+                        .ok_or_else(invalid)?;
+                    verifier.check(text).await.map_err(|_| invalid())?;
+                }
+                let secret = Secret::new(text);
+                Credential {
+                    header: header.clone(),
+                    token: name.clone(),
+                    value: tokens::render(spec.prefix.as_deref(), &secret)
+                        .map_err(|_| invalid())?,
+                    fingerprint: secret.fingerprint(),
+                    refresher: None,
+                    strip: Some(u.from_header.clone()),
+                }
+            }
+        };
+        out.push(cred);
+    }
+    Ok(out)
 }
 
 fn request_id(shared: &Shared, headers: &HeaderMap) -> String {
@@ -221,26 +413,13 @@ fn authorize(
 fn prepare(
     req: &mut Request<Incoming>,
     conn: &ConnectorRuntime,
-    tokens: &TokenSet,
+    creds: &[Credential],
     uri: http::Uri,
     request_id: &str,
     peer: SocketAddr,
     out: &mut Outcome,
-) -> Result<http::request::Builder, GatewayError> {
+) -> OutboundHead {
     let spec = &conn.spec;
-    if content_length(req.headers()).is_some_and(|n| n > spec.max_request_body) {
-        return Err(GatewayError::BodyTooLarge);
-    }
-    // Resolve every credential first: a request is sent with all of them or
-    // not at all.
-    let mut injected = Vec::with_capacity(spec.headers.tokens().len());
-    for (header, token) in spec.headers.tokens() {
-        let value = tokens
-            .get(token)
-            .ok_or_else(|| GatewayError::CredentialUnavailable(token.clone()))?;
-        injected.push((header, token, value));
-    }
-
     let h = req.headers_mut();
     hop::strip(h);
     if spec.auth == AuthMode::ApiKey {
@@ -255,12 +434,16 @@ fn prepare(
     for name in user_headers {
         h.remove(name);
     }
+    for c in creds {
+        if let Some(from) = &c.strip {
+            h.remove(from);
+        }
+    }
     h.remove(HOST);
-    for (header, token, value) in &injected {
+    for c in creds {
         // insert() replaces every caller value of that name.
-        h.insert((*header).clone(), value.header_value.clone());
-        out.tokens
-            .push(((*token).clone(), value.fingerprint.clone()));
+        h.insert(c.header.clone(), c.value.clone());
+        out.tokens.push((c.token.clone(), c.fingerprint.clone()));
     }
     for (name, value) in spec.headers.statics() {
         h.insert(name.clone(), value.clone());
@@ -278,15 +461,11 @@ fn prepare(
             h.insert(X_FORWARDED_FOR, v);
         }
     }
-
-    let mut builder = Request::builder()
-        .method(req.method().clone())
-        .uri(uri)
-        .version(Version::HTTP_11);
-    if let Some(hm) = builder.headers_mut() {
-        std::mem::swap(hm, req.headers_mut());
+    OutboundHead {
+        method: req.method().clone(),
+        uri,
+        headers: std::mem::take(req.headers_mut()),
     }
-    Ok(builder)
 }
 
 /// Phase 5: send, bounded by the response timeout until headers arrive.

@@ -9,7 +9,10 @@
 //! form (`<prefix> <value>`, marked sensitive) is rendered once per version,
 //! not per request.
 
+pub mod fetch;
+pub mod refresh;
 pub mod source;
+pub mod user;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +21,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 
-use crate::config::{Config, TokenSpec, ValueSource};
+use crate::config::{Config, TokenKind, TokenSpec, ValueSource};
 use crate::secret::Secret;
 
 /// Where the current value came from, for the admin API.
@@ -29,6 +32,8 @@ pub enum Origin {
     File,
     Literal,
     Admin,
+    /// Fetched from a token endpoint (`http_request`).
+    Fetched,
 }
 
 /// One version of a token's value, ready to inject.
@@ -42,6 +47,14 @@ pub struct TokenValue {
     pub version: u64,
     pub updated_at: SystemTime,
     pub origin: Origin,
+    /// When a fetched value stops being usable; `None` for static values.
+    pub expires_at: Option<SystemTime>,
+}
+
+impl TokenValue {
+    pub fn usable(&self, now: SystemTime) -> bool {
+        self.expires_at.is_none_or(|e| now < e)
+    }
 }
 
 /// The state of every token at one instant.
@@ -130,6 +143,7 @@ impl TokenStore {
             version,
             updated_at,
             origin: Origin::Admin,
+            expires_at: None,
         });
         self.set.rcu(|old| {
             let mut values = old.values.clone();
@@ -139,6 +153,51 @@ impl TokenStore {
             TokenSet { values, errors }
         });
         Ok(value)
+    }
+}
+
+impl TokenStore {
+    /// Publishes a freshly fetched value (next version) with its expiry.
+    pub fn put_fetched(
+        &self,
+        spec: &TokenSpec,
+        secret: Secret,
+        expires_at: Option<SystemTime>,
+    ) -> Result<Arc<TokenValue>, &'static str> {
+        let header_value = render(spec.prefix.as_deref(), &secret)?;
+        let mut out = None;
+        self.set.rcu(|old| {
+            let version = old.values.get(&spec.name).map_or(1, |v| v.version + 1);
+            let value = Arc::new(TokenValue {
+                header_value: header_value.clone(),
+                fingerprint: secret.fingerprint(),
+                prefix: spec.prefix.clone(),
+                secret: secret.clone(),
+                version,
+                updated_at: SystemTime::now(),
+                origin: Origin::Fetched,
+                expires_at,
+            });
+            out = Some(Arc::clone(&value));
+            let mut values = old.values.clone();
+            let mut errors = old.errors.clone();
+            values.insert(spec.name.clone(), value);
+            errors.remove(&spec.name);
+            TokenSet { values, errors }
+        });
+        out.ok_or("not published")
+    }
+
+    /// Records why a token has no usable value (shown by the admin API).
+    pub fn set_error(&self, name: &str, why: &str) {
+        self.set.rcu(|old| {
+            let mut errors = old.errors.clone();
+            errors.insert(name.to_string(), why.to_string());
+            TokenSet {
+                values: old.values.clone(),
+                errors,
+            }
+        });
     }
 }
 
@@ -181,24 +240,33 @@ fn compute(
     let mut next = TokenSet::default();
     for (name, spec) in &config.tokens {
         let prev = old.values.get(name);
-        let outcome: Result<Arc<TokenValue>, String> = match spec.source() {
-            None => match prev.filter(|p| p.origin == Origin::Admin) {
+        let outcome: Result<Arc<TokenValue>, String> = match (&spec.kind, spec.source()) {
+            (TokenKind::User(_), _) => continue,
+            (TokenKind::HttpRequest(_), _) => match prev.filter(|p| p.origin == Origin::Fetched) {
+                Some(p) => rerender(p, spec).map_err(str::to_string),
+                None => Err(old
+                    .errors
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| "not fetched yet".into())),
+            },
+            (_, None) => match prev.filter(|p| p.origin == Origin::Admin) {
                 Some(p) => rerender(p, spec).map_err(str::to_string),
                 None => Err("no value set yet (set it through the admin API)".into()),
             },
-            Some(ValueSource::File(_)) => match files.get(name) {
+            (_, Some(ValueSource::File(_))) => match files.get(name) {
                 Some(Ok(secret)) => {
                     build(prev, spec, secret.clone(), Origin::File).map_err(str::to_string)
                 }
                 Some(Err(source::Unavailable(why))) => Err(why.clone()),
                 None => Err("file not read".into()),
             },
-            Some(_) if files_only => match (prev, old.errors.get(name)) {
+            (_, Some(_)) if files_only => match (prev, old.errors.get(name)) {
                 (Some(p), _) => rerender(p, spec).map_err(str::to_string),
                 (None, Some(e)) => Err(e.clone()),
                 (None, None) => Err("not read yet".into()),
             },
-            Some(src) => source::read(src)
+            (_, Some(src)) => source::read(src)
                 .map_err(|source::Unavailable(why)| why)
                 .and_then(|secret| {
                     build(prev, spec, secret, origin_of(spec)).map_err(str::to_string)
@@ -254,5 +322,8 @@ fn build(
         version: prev.map_or(1, |p| p.version + 1),
         updated_at: SystemTime::now(),
         origin,
+        expires_at: prev
+            .filter(|p| p.origin == origin)
+            .and_then(|p| p.expires_at),
     }))
 }

@@ -439,3 +439,83 @@ pub fn initial_admin_key(gw: &Gateway) -> String {
 pub fn bearer(key: &str) -> String {
     format!("Bearer {key}")
 }
+
+/// A JSON server for token endpoints and JWKS: every request is counted
+/// and recorded (body included), and answered by `answer(n, body)` where
+/// `n` is the 1-based request number.
+pub struct JsonServer {
+    pub addr: SocketAddr,
+    pub hits: Arc<std::sync::atomic::AtomicUsize>,
+    pub bodies: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for JsonServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub type Answer = Arc<dyn Fn(usize, &str) -> (u16, String) + Send + Sync>;
+
+impl JsonServer {
+    pub async fn start(answer: Answer) -> JsonServer {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let (h, b) = (Arc::clone(&hits), Arc::clone(&bodies));
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (h, b, answer) = (Arc::clone(&h), Arc::clone(&b), Arc::clone(&answer));
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let (h, b, answer) =
+                                (Arc::clone(&h), Arc::clone(&b), Arc::clone(&answer));
+                            async move {
+                                let body = req
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map(|c| c.to_bytes())
+                                    .unwrap_or_default();
+                                let text = String::from_utf8_lossy(&body).into_owned();
+                                let n = h.fetch_add(1, Ordering::SeqCst) + 1;
+                                b.lock().expect("lock").push(text.clone());
+                                let (status, out) = answer(n, &text);
+                                let mut r = http::Response::new(Full::new(Bytes::from(out)));
+                                *r.status_mut() = StatusCode::from_u16(status).expect("status");
+                                r.headers_mut().insert(
+                                    "content-type",
+                                    "application/json".parse().expect("hv"),
+                                );
+                                Ok::<_, std::convert::Infallible>(r)
+                            }
+                        },
+                    );
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        JsonServer {
+            addr,
+            hits,
+            bodies,
+            task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

@@ -5,6 +5,8 @@
 //! - `/download/<bytes>`    streams that many bytes (deterministic pattern)
 //! - `/drip/<n>/<ms>`       streams n 1 KiB chunks, one every ms milliseconds
 //! - `/status/<code>`       answers with that status
+//! - `/require/<token>`     401 unless `Authorization: Bearer <token>`
+//! - `/require-tok/<n>`     401 unless `Authorization: Bearer tok-<n>`
 //! - anything else          reads the body, answers 200 with a JSON summary
 //!
 //! Received requests are kept in `requests()`, body hashed (SHA-256).
@@ -91,6 +93,30 @@ async fn answer(req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Response
             let ms: u64 = ms.parse().unwrap_or(1000);
             tokio::time::sleep(Duration::from_millis(ms)).await;
             json(StatusCode::OK, serde_json::json!({"slow": ms}))
+        }
+        ["require" | "require-tok", token, ..] => {
+            // 401 unless the request carries `Bearer <token>` (`require-tok/N`
+            // means `tok-N`, so the value itself never appears in a URL).
+            let want = if segs[0] == "require-tok" {
+                format!("Bearer tok-{token}")
+            } else {
+                format!("Bearer {token}")
+            };
+            let got = parts
+                .headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok());
+            if got == Some(want.as_str()) {
+                json(
+                    StatusCode::OK,
+                    serde_json::json!({"ok": true, "body_sha256": sha256_hex(&bytes)}),
+                )
+            } else {
+                json(
+                    StatusCode::UNAUTHORIZED,
+                    serde_json::json!({"error": "stale token"}),
+                )
+            }
         }
         ["status", code, ..] => {
             let code = StatusCode::from_u16(code.parse().unwrap_or(500))
