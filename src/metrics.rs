@@ -3,7 +3,10 @@
 //! codes and error codes only: bounded cardinality, no per-key or per-path
 //! labels, and never a secret.
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+
+use dashmap::DashMap;
 use std::time::SystemTime;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -74,6 +77,18 @@ pub struct Metrics {
     resident_memory: Gauge,
     cpu_seconds: Gauge<f64, AtomicU64>,
     open_fds: Gauge,
+    /// Handles of the per-request metrics by connector, so the hot path
+    /// finds them by `&str` instead of building owned label sets.
+    hot: DashMap<String, Arc<ConnectorHandles>>,
+}
+
+#[derive(Debug)]
+struct ConnectorHandles {
+    /// The duration histogram's label set, kept to look it up without
+    /// allocating (prometheus-client histograms are not shareable handles).
+    label: ConnectorLabel,
+    by_status: DashMap<u16, Counter>,
+    injections: DashMap<String, Counter>,
 }
 
 impl Default for Metrics {
@@ -98,6 +113,7 @@ impl Metrics {
             cpu_seconds: Gauge::default(),
             open_fds: Gauge::default(),
             registry: Registry::default(),
+            hot: DashMap::new(),
         };
         registry.register(
             "keygate_requests",
@@ -166,17 +182,38 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
+    fn handles(&self, connector: &str) -> Arc<ConnectorHandles> {
+        if let Some(h) = self.hot.get(connector) {
+            return Arc::clone(h.value());
+        }
+        let h = Arc::new(ConnectorHandles {
+            label: ConnectorLabel {
+                connector: connector.to_string(),
+            },
+            by_status: DashMap::new(),
+            injections: DashMap::new(),
+        });
+        Arc::clone(self.hot.entry(connector.to_string()).or_insert(h).value())
+    }
+
     pub fn request(&self, connector: &str, status: u16, seconds: f64) {
-        let connector = connector.to_string();
-        self.requests
-            .get_or_create(&ConnectorStatus {
-                connector: connector.clone(),
-                status: status.to_string(),
-            })
-            .inc();
-        self.duration
-            .get_or_create(&ConnectorLabel { connector })
-            .observe(seconds);
+        let h = self.handles(connector);
+        let counter = match h.by_status.get(&status) {
+            Some(c) => c.value().clone(),
+            None => {
+                let c = self
+                    .requests
+                    .get_or_create(&ConnectorStatus {
+                        connector: connector.to_string(),
+                        status: status.to_string(),
+                    })
+                    .clone();
+                h.by_status.insert(status, c.clone());
+                c
+            }
+        };
+        counter.inc();
+        self.duration.get_or_create(&h.label).observe(seconds);
     }
 
     pub fn auth_failure(&self, reason: &str) {
@@ -195,12 +232,20 @@ impl Metrics {
     }
 
     pub fn injected(&self, connector: &str, token: &str) {
-        self.token_injections
+        let h = self.handles(connector);
+        if let Some(c) = h.injections.get(token) {
+            c.inc();
+            return;
+        }
+        let c = self
+            .token_injections
             .get_or_create(&ConnectorToken {
                 connector: connector.to_string(),
                 token: token.to_string(),
             })
-            .inc();
+            .clone();
+        c.inc();
+        h.injections.insert(token.to_string(), c);
     }
 
     /// The text exposition, with scrape-time gauges refreshed first.

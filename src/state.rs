@@ -14,6 +14,7 @@ use arc_swap::ArcSwap;
 
 use crate::auth::{KeyIndex, KeyRecord, KeySource};
 use crate::config::TokenKind;
+use crate::config::validate::ClientKey;
 use crate::config::{Config, ConfigError, Connector};
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -49,15 +50,24 @@ impl Snapshot {
     ) -> Result<Self, Vec<ConfigError>> {
         let mut connectors = HashMap::with_capacity(config.connectors.len());
         let mut errors = Vec::new();
+        // Connectors with the same trust roots and connect timeout share one
+        // client (its pool is keyed by scheme and authority anyway), and the
+        // previous snapshot's clients are reused so warm connections stay.
+        let mut clients: HashMap<ClientKey, HttpClient> = HashMap::new();
+        for old in prev.into_iter().flat_map(|p| p.connectors.values()) {
+            clients
+                .entry(old.spec.client_key())
+                .or_insert_with(|| old.client.clone());
+        }
         for (name, spec) in &config.connectors {
-            let reuse = prev
-                .and_then(|p| p.connectors.get(name))
-                .filter(|old| old.spec.client_key() == spec.client_key())
-                .map(|old| old.client.clone());
-            let client = match reuse {
-                Some(c) => c,
+            let key = spec.client_key();
+            let client = match clients.get(&key) {
+                Some(c) => c.clone(),
                 None => match upstream::build(spec.ca_file.as_deref(), spec.connect_timeout) {
-                    Ok(c) => c,
+                    Ok(c) => {
+                        clients.insert(key, c.clone());
+                        c
+                    }
                     Err(message) => {
                         errors.push(ConfigError {
                             line: None,

@@ -8,14 +8,14 @@ use http::Method;
 
 use crate::config::Role;
 
-pub fn allows(
+pub fn allows<'a>(
     roles: &BTreeMap<String, Arc<Role>>,
-    held: &[String],
+    held: impl IntoIterator<Item = &'a String>,
     connector: &str,
     method: &Method,
     path: &str,
 ) -> bool {
-    held.iter()
+    held.into_iter()
         .filter_map(|r| roles.get(r))
         .flat_map(|r| r.grants.iter())
         .filter(|g| g.connector == connector)

@@ -318,6 +318,9 @@ impl HeaderPlan {
     }
 }
 
+/// Trust roots file and connect timeout: all an upstream client depends on.
+pub type ClientKey = (Option<PathBuf>, Duration);
+
 #[derive(Debug)]
 pub struct Connector {
     pub name: String,
@@ -334,14 +337,10 @@ pub struct Connector {
 }
 
 impl Connector {
-    /// What the pooled upstream client depends on; a reload that keeps this
-    /// equal keeps the client (and its warm connections).
-    pub fn client_key(&self) -> (Upstream, Option<PathBuf>, Duration) {
-        (
-            self.upstream.clone(),
-            self.ca_file.clone(),
-            self.connect_timeout,
-        )
+    /// What the pooled upstream client depends on; connectors (and reloads)
+    /// with an equal key share one client and its warm connections.
+    pub fn client_key(&self) -> ClientKey {
+        (self.ca_file.clone(), self.connect_timeout)
     }
 }
 

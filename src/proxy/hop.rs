@@ -8,7 +8,21 @@ use http::header::{CONNECTION, HeaderName, TE, TRAILER, TRANSFER_ENCODING, UPGRA
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+fn is_hop(name: &HeaderName) -> bool {
+    *name == CONNECTION
+        || *name == KEEP_ALIVE
+        || *name == PROXY_CONNECTION
+        || *name == TE
+        || *name == TRAILER
+        || *name == TRANSFER_ENCODING
+        || *name == UPGRADE
+}
+
 pub fn strip(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names, no removals.
+    if !headers.keys().any(is_hop) {
+        return;
+    }
     // Names listed in Connection first, while we can still read it.
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)

@@ -56,13 +56,19 @@ pub fn check_target<B>(req: &Request<B>) -> Result<(), GatewayError> {
     if !path.starts_with('/') {
         return Err(bad("the request target must be a path"));
     }
-    let segs: Vec<&str> = path[1..].split('/').collect();
-    let last = segs.len() - 1;
-    for (i, seg) in segs.iter().enumerate() {
-        if seg.is_empty() && i != last {
+    let mut segs = path[1..].split('/').enumerate().peekable();
+    while let Some((i, seg)) = segs.next() {
+        if seg.is_empty() && segs.peek().is_some() {
             return Err(bad("empty path segments (`//`) are not accepted"));
         }
-        let decoded = decode(seg).ok_or_else(|| bad("malformed percent-encoding in the path"))?;
+        // Only segments with escapes need decoding (and an allocation).
+        let decoded: std::borrow::Cow<'_, [u8]> = if seg.contains('%') {
+            decode(seg)
+                .ok_or_else(|| bad("malformed percent-encoding in the path"))?
+                .into()
+        } else {
+            seg.as_bytes().into()
+        };
         if decoded
             .iter()
             .any(|b| *b == b'\\' || *b < 0x20 || *b == 0x7f)

@@ -25,7 +25,7 @@ use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
 use super::{hop, rewrite};
-use crate::auth::{self, KeyRecord, grants};
+use crate::auth::{KeyRecord, grants};
 use crate::body::Body;
 use crate::caller::{self, X_API_KEY};
 use crate::config::AuthMode;
@@ -58,13 +58,14 @@ pub struct Proxy {
 
 /// What the access log line reports; filled in as the phases run.
 #[derive(Debug, Default)]
-struct Outcome {
-    connector: Option<String>,
-    client: Option<String>,
-    key_id: Option<String>,
-    tokens: Vec<(String, String)>,
-    upstream_status: Option<u16>,
-    error: Option<&'static str>,
+pub struct Outcome {
+    pub connector: Option<String>,
+    pub client: Option<String>,
+    pub key_id: Option<String>,
+    /// `(token name, fingerprint)` of every injected credential.
+    pub tokens: Vec<(String, String)>,
+    pub upstream_status: Option<u16>,
+    pub error: Option<&'static str>,
 }
 
 impl Proxy {
@@ -78,9 +79,15 @@ impl Proxy {
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let started = Instant::now();
         let request_id = request_id(&self.shared, req.headers());
-        let method = req.method().clone();
-        let path = req.uri().path().to_string();
-        let bytes_in = content_length(req.headers());
+        // What only the access log needs is captured only when it is on.
+        let logging = tracing::enabled!(target: "keygate::access", tracing::Level::INFO);
+        let logged = logging.then(|| {
+            (
+                req.method().clone(),
+                req.uri().path().to_string(),
+                content_length(req.headers()),
+            )
+        });
         let mut out = Outcome::default();
         let mut resp = match self.run(req, peer, &request_id, &mut out).await {
             Ok(resp) => resp,
@@ -92,12 +99,6 @@ impl Proxy {
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             resp.headers_mut().insert(X_REQUEST_ID, v);
         }
-        let tokens = out
-            .tokens
-            .iter()
-            .map(|(n, f)| format!("{n}:{f}"))
-            .collect::<Vec<_>>()
-            .join(",");
         let elapsed = started.elapsed().as_secs_f64();
         let metrics = &self.shared.metrics;
         if let Some(c) = &out.connector {
@@ -112,6 +113,15 @@ impl Proxy {
         {
             metrics.auth_failure(code);
         }
+        let Some((method, path, bytes_in)) = logged else {
+            return resp;
+        };
+        let tokens = out
+            .tokens
+            .iter()
+            .map(|(n, f)| format!("{n}:{f}"))
+            .collect::<Vec<_>>()
+            .join(",");
         tracing::info!(
             target: "keygate::access",
             request_id = %request_id,
@@ -238,10 +248,10 @@ async fn keep_small_body(headers: &HeaderMap, incoming: Incoming) -> Result<Kept
 /// The outbound request head, kept apart from the body so a retry can
 /// reuse it.
 #[derive(Debug, Clone)]
-struct OutboundHead {
-    method: http::Method,
-    uri: http::Uri,
-    headers: HeaderMap,
+pub struct OutboundHead {
+    pub method: http::Method,
+    pub uri: http::Uri,
+    pub headers: HeaderMap,
 }
 
 impl OutboundHead {
@@ -258,15 +268,15 @@ impl OutboundHead {
 }
 
 /// One credential to write upstream, resolved for this request.
-struct Credential {
-    header: HeaderName,
-    token: String,
-    value: HeaderValue,
-    fingerprint: String,
+pub struct Credential {
+    pub header: HeaderName,
+    pub token: String,
+    pub value: HeaderValue,
+    pub fingerprint: String,
     /// For fetched tokens: who refreshes it, and the version used.
-    refresher: Option<(Arc<Refresher>, u64)>,
+    pub refresher: Option<(Arc<Refresher>, u64)>,
     /// For user tokens: the caller's header it came from (removed).
-    strip: Option<HeaderName>,
+    pub strip: Option<HeaderName>,
 }
 
 /// Resolves every credential first: a request is sent with all of them or
@@ -400,9 +410,20 @@ fn authorize(
     method: &http::Method,
     rest: &str,
 ) -> Result<(), GatewayError> {
-    let roles =
-        auth::effective_roles(&snap.config.clients, record).ok_or(GatewayError::InvalidApiKey)?;
-    if grants::allows(&snap.config.roles, &roles, &conn.spec.name, method, rest) {
+    // The client's current roles, narrowed to the key's subset; borrowed,
+    // not collected (see `auth::effective_roles` for the same rule).
+    let client = snap
+        .config
+        .clients
+        .get(&record.client)
+        .ok_or(GatewayError::InvalidApiKey)?;
+    let held = client.roles.iter().filter(|r| {
+        record
+            .roles
+            .as_ref()
+            .is_none_or(|subset| subset.contains(r))
+    });
+    if grants::allows(&snap.config.roles, held, &conn.spec.name, method, rest) {
         Ok(())
     } else {
         Err(GatewayError::Forbidden)
@@ -410,8 +431,9 @@ fn authorize(
 }
 
 /// Phase 4: the outbound request head, built in place from the caller's.
-fn prepare(
-    req: &mut Request<Incoming>,
+/// Public (and generic over the body) so the benchmarks run this very code.
+pub fn prepare<B>(
+    req: &mut Request<B>,
     conn: &ConnectorRuntime,
     creds: &[Credential],
     uri: http::Uri,
