@@ -82,9 +82,9 @@ def children(pid):
 
 
 def to_ms(v):
-    m = re.match(r"([\d.]+)(us|ms|s)", v)
+    m = re.match(r"([\d.]+)(us|ms|s|m)$", v)
     n, unit = float(m.group(1)), m.group(2)
-    return n / 1000 if unit == "us" else n if unit == "ms" else n * 1000
+    return {"us": n / 1000, "ms": n, "s": n * 1000, "m": n * 60_000}[unit]
 
 
 def run_wrk(url, conns, duration, headers, script=None):
@@ -95,10 +95,16 @@ def run_wrk(url, conns, duration, headers, script=None):
         cmd += ["-s", script]
     cmd.append(url)
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    total = int(re.search(r"(\d+) requests in", out).group(1))
-    p50 = to_ms(re.search(r"50%\s+(\S+)", out).group(1))
-    p99 = to_ms(re.search(r"99%\s+(\S+)", out).group(1))
+    try:
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+        total = int(re.search(r"(\d+) requests in", out).group(1))
+        p50 = to_ms(re.search(r"50%\s+(\S+)", out).group(1))
+        p99 = to_ms(re.search(r"99%\s+(\S+)", out).group(1))
+    except (AttributeError, ValueError):
+        # A run that completed nothing: keep going, and show what wrk said.
+        print(f"wrk output not understood for {url}:\n{out}", file=sys.stderr)
+        return {"rps": 0.0, "total": 1, "p50": float("nan"), "p99": float("nan"),
+                "non2xx": 0, "socket_errors": "run failed"}
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
     return {"rps": rps, "total": total, "p50": p50, "p99": p99,
