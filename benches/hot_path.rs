@@ -130,7 +130,10 @@ fn routing_and_reload(c: &mut Criterion) {
         b.iter(|| {
             let (name, rest) =
                 rewrite::split_connector(black_box("/c7342/v1/charges")).expect("split");
-            black_box((snap.connectors.get(name).map(|c| c.spec.max_request_body), rest))
+            black_box((
+                snap.connectors.get(name).map(|c| c.spec.max_request_body),
+                rest,
+            ))
         })
     });
     let mut group = c.benchmark_group("reload");

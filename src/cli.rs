@@ -74,6 +74,26 @@ pub fn fail(status: StatusCode, body: &Value) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// How every admin command ends: an unexpected status fails with the API's
+/// error; otherwise the API's JSON (`--json`) or the human form is printed.
+pub fn finish(
+    status: StatusCode,
+    want: StatusCode,
+    v: &Value,
+    json: bool,
+    human: impl FnOnce(&Value),
+) -> ExitCode {
+    if status != want {
+        return fail(status, v);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    } else {
+        human(v);
+    }
+    ExitCode::SUCCESS
+}
+
 fn text(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),

@@ -218,10 +218,6 @@ fn cli_runtime(fut: impl std::future::Future<Output = Result<ExitCode, String>>)
     }
 }
 
-fn print_json(v: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
-}
-
 async fn tokens_command(
     admin_url: &str,
     json: bool,
@@ -251,19 +247,13 @@ async fn tokens_command(
                 .await?
         }
     };
-    if status != StatusCode::OK {
-        return Ok(cli::fail(status, &v));
-    }
-    if json {
-        print_json(&v);
-    } else {
+    Ok(cli::finish(status, StatusCode::OK, &v, json, |v| {
         let items = match v["tokens"].as_array() {
             Some(list) => list.clone(),
-            None => vec![v],
+            None => vec![v.clone()],
         };
         println!("{}", cli::table(&items, cli::TOKEN_COLUMNS));
-    }
-    Ok(ExitCode::SUCCESS)
+    }))
 }
 
 async fn keys_command(
@@ -272,7 +262,7 @@ async fn keys_command(
     command: KeysCommand,
 ) -> Result<ExitCode, String> {
     let client = cli::AdminClient::from_env(admin_url)?;
-    match command {
+    Ok(match command {
         KeysCommand::Create {
             client: owner,
             name,
@@ -289,12 +279,7 @@ async fn keys_command(
             let (status, v) = client
                 .call(Method::POST, "/api/v1/keys", Some(body))
                 .await?;
-            if status != StatusCode::CREATED {
-                return Ok(cli::fail(status, &v));
-            }
-            if json {
-                print_json(&v);
-            } else {
+            cli::finish(status, StatusCode::CREATED, &v, json, |v| {
                 println!("{}", v["key"].as_str().unwrap_or_default());
                 eprintln!(
                     "This key is shown only once and cannot be shown again: store it now.\nid {}  client {}  expires {}",
@@ -302,51 +287,37 @@ async fn keys_command(
                     v["client"].as_str().unwrap_or("-"),
                     v["expires_at"].as_str().unwrap_or("never")
                 );
-            }
+            })
         }
         KeysCommand::List => {
             let (status, v) = client.call(Method::GET, "/api/v1/keys", None).await?;
-            if status != StatusCode::OK {
-                return Ok(cli::fail(status, &v));
-            }
-            if json {
-                print_json(&v);
-            } else {
+            cli::finish(status, StatusCode::OK, &v, json, |v| {
                 let items = v["keys"].as_array().cloned().unwrap_or_default();
                 println!("{}", cli::table(&items, cli::KEY_COLUMNS));
-            }
+            })
         }
         KeysCommand::Revoke { id } => {
             let (status, v) = client
                 .call(Method::DELETE, &format!("/api/v1/keys/{id}"), None)
                 .await?;
-            if status != StatusCode::NO_CONTENT {
-                return Ok(cli::fail(status, &v));
-            }
-            if !json {
-                println!("revoked {id}");
-            }
+            cli::finish(status, StatusCode::NO_CONTENT, &v, false, |_| {
+                println!("revoked {id}")
+            })
         }
         KeysCommand::Roll { id, grace } => {
             let body = serde_json::json!({"grace": grace});
             let (status, v) = client
                 .call(Method::POST, &format!("/api/v1/keys/{id}/roll"), Some(body))
                 .await?;
-            if status != StatusCode::CREATED {
-                return Ok(cli::fail(status, &v));
-            }
-            if json {
-                print_json(&v);
-            } else {
+            cli::finish(status, StatusCode::CREATED, &v, json, |v| {
                 println!("{}", v["key"].as_str().unwrap_or_default());
                 eprintln!(
                     "New key {} shown only once; {id} keeps working for {grace}.",
                     v["id"].as_str().unwrap_or("-")
                 );
-            }
+            })
         }
-    }
-    Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn run(path: PathBuf) -> ExitCode {

@@ -208,13 +208,7 @@ async fn run_time_value_is_hot_swapped_persisted_encrypted_and_survives() {
         Some("Bearer sk_live_runtime_2")
     );
     let r = env.admin(Method::GET, "/api/v1/tokens", None).await;
-    let t = r.json()["tokens"]
-        .as_array()
-        .expect("tokens")
-        .iter()
-        .find(|t| t["name"] == "runtime")
-        .cloned()
-        .expect("runtime");
+    let t = common::find_in(&r.json(), "tokens", "name", "runtime");
     assert_eq!(t["version"], 2);
     assert_eq!(t["source"]["kind"], "admin");
     assert_eq!(t["fingerprint"].as_str().map(str::len), Some(8));

@@ -156,13 +156,7 @@ async fn injection_form_body_and_single_flight() {
         &[("authorization", &bearer(&admin_key))],
     )
     .await;
-    let t = r.json()["tokens"]
-        .as_array()
-        .expect("tokens")
-        .iter()
-        .find(|t| t["name"] == "partner")
-        .cloned()
-        .expect("partner");
+    let t = common::find_in(&r.json(), "tokens", "name", "partner");
     assert_eq!(t["type"], "http_request");
     assert_eq!(t["state"], "ready");
     assert!(t["expires_at"].as_str().is_some());
@@ -602,13 +596,7 @@ async fn unreachable_jwks_makes_user_tokens_unverifiable() {
         &[("authorization", &bearer(&admin_key))],
     )
     .await;
-    let t = r.json()["tokens"]
-        .as_array()
-        .expect("tokens")
-        .iter()
-        .find(|t| t["name"] == "end-user")
-        .cloned()
-        .expect("user");
+    let t = common::find_in(&r.json(), "tokens", "name", "end-user");
     assert!(
         t["last_error"].as_str().is_some_and(|e| e.contains("JWKS")),
         "{t}"

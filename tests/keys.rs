@@ -195,13 +195,7 @@ async fn create_use_list_revoke() {
 
     let r = admin(&gw, &admin_key, Method::GET, "/api/v1/keys", None).await;
     assert!(!r.text().contains(&key), "a listing never holds a key");
-    let listed = r.json()["keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .find(|k| k["id"] == id.as_str())
-        .cloned()
-        .expect("listed");
+    let listed = common::find_in(&r.json(), "keys", "id", &id);
     assert_eq!(listed["name"], "nightly");
     assert_eq!(listed["state"], "active");
 
@@ -221,13 +215,7 @@ async fn create_use_list_revoke() {
         "the very next use"
     );
     let r = admin(&gw, &admin_key, Method::GET, "/api/v1/keys", None).await;
-    let listed = r.json()["keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .find(|k| k["id"] == id.as_str())
-        .cloned()
-        .expect("still listed");
+    let listed = common::find_in(&r.json(), "keys", "id", &id);
     assert_eq!(listed["state"], "revoked");
     assert!(listed["revoked_at"].as_str().is_some());
     assert!(
@@ -512,15 +500,7 @@ async fn last_used_is_tracked_and_persisted_in_batches() {
     for _ in 0..3 {
         assert_eq!(call(&gw, &key).await.status, StatusCode::OK);
     }
-    let find = |v: Value| {
-        v["keys"]
-            .as_array()
-            .expect("keys")
-            .iter()
-            .find(|k| k["id"] == id.as_str())
-            .cloned()
-            .expect("key")
-    };
+    let find = |v: Value| common::find_in(&v, "keys", "id", &id);
     let r = admin(&gw, &admin_key, Method::GET, "/api/v1/keys", None).await;
     let k = find(r.json());
     assert!(
@@ -592,12 +572,8 @@ async fn cli_creates_lists_rolls_and_revokes() {
     let (ok, out, _) = cli(&gw, &admin_key, &["keys", "list", "--json"]);
     assert!(ok);
     let listed: Value = serde_json::from_str(&out).expect("json");
-    let id = listed["keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .find(|k| k["name"] == "from-cli")
-        .and_then(|k| k["id"].as_str())
+    let id = common::find_in(&listed, "keys", "name", "from-cli")["id"]
+        .as_str()
         .expect("id")
         .to_string();
 

@@ -537,7 +537,7 @@ async fn tls_certificate_replaced_on_disk_is_served_to_new_connections() {
         let url = url.clone();
         let key = key.clone();
         async move {
-            let c = tls_client(&ca);
+            let c = common::https_client(&ca);
             let req = http::Request::get(url)
                 .header("x-api-key", key)
                 .body(http_body_util::Full::new(Bytes::new()))
@@ -550,7 +550,7 @@ async fn tls_certificate_replaced_on_disk_is_served_to_new_connections() {
         StatusCode::OK
     );
     // Keep one connection open across the swap.
-    let held = tls_client(&ca1);
+    let held = common::https_client(&ca1);
     let req = http::Request::get(url.clone())
         .header("x-api-key", key.clone())
         .body(http_body_util::Full::new(Bytes::new()))
@@ -589,33 +589,6 @@ async fn tls_certificate_replaced_on_disk_is_served_to_new_connections() {
         StatusCode::OK
     );
     assert_eq!(gw.finish(), Some(0));
-}
-
-fn tls_client(
-    ca_pem: &str,
-) -> hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    http_body_util::Full<Bytes>,
-> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(c.expect("pem")).expect("add");
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(cfg)
-        .https_only()
-        .enable_http1()
-        .build();
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https)
 }
 
 #[tokio::test]

@@ -3,11 +3,9 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use common::upstream::make_certs;
-use common::{Gateway, Upstream, bearer, get, keygen};
+use common::{Gateway, Upstream, bearer, get, https_client, keygen};
 use http::StatusCode;
 use http_body_util::{BodyExt, Full};
 
@@ -100,31 +98,4 @@ async fn tls_listener_serves_https() {
     let _ = resp.into_body().collect().await;
     assert_eq!(up.last().uri, "/v1/over-tls");
     assert_eq!(gw.finish(), Some(0));
-}
-
-pub fn https_client(
-    ca_pem: &str,
-) -> hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    Full<Bytes>,
-> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(c.expect("pem")).expect("add");
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(cfg)
-        .https_only()
-        .enable_http1()
-        .build();
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https)
 }

@@ -519,3 +519,39 @@ impl JsonServer {
         self.hits.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
+
+/// A client that trusts only `ca_pem` (HTTP/1.1 over TLS).
+pub fn https_client(
+    ca_pem: &str,
+) -> Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.expect("pem")).expect("add");
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(cfg)
+        .https_only()
+        .enable_http1()
+        .build();
+    Client::builder(TokioExecutor::new()).build(https)
+}
+
+/// The item of admin listing `v[list]` whose `field` equals `value`.
+pub fn find_in(v: &serde_json::Value, list: &str, field: &str, value: &str) -> serde_json::Value {
+    v[list]
+        .as_array()
+        .unwrap_or_else(|| panic!("no `{list}` array in {v}"))
+        .iter()
+        .find(|item| item[field] == value)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {list} item with {field} = {value}"))
+}
