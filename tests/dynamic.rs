@@ -108,6 +108,21 @@ async fn setup(lifetime_s: u64, users_section: &str) -> Setup {
 }
 
 impl Setup {
+    /// `n` concurrent authenticated GETs of `path`; every one must be 200.
+    async fn concurrent_ok(&self, path: &str, n: usize) {
+        let mut tasks = Vec::new();
+        for _ in 0..n {
+            let url = self.gw.url(path);
+            let auth = bearer(&self.key);
+            tasks.push(tokio::spawn(async move {
+                get(&url, &[("authorization", &auth)]).await.status
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.expect("join"), StatusCode::OK);
+        }
+    }
+
     async fn call(&self, path: &str) -> common::Reply {
         get(&self.gw.url(path), &[("authorization", &bearer(&self.key))]).await
     }
@@ -123,17 +138,7 @@ impl Setup {
 #[tokio::test]
 async fn injection_form_body_and_single_flight() {
     let s = setup(3600, "").await;
-    let mut tasks = Vec::new();
-    for _ in 0..40 {
-        let url = s.gw.url("/partner/v1/x");
-        let auth = bearer(&s.key);
-        tasks.push(tokio::spawn(async move {
-            get(&url, &[("authorization", &auth)]).await.status
-        }));
-    }
-    for t in tasks {
-        assert_eq!(t.await.expect("join"), StatusCode::OK);
-    }
+    s.concurrent_ok("/partner/v1/x", 40).await;
     assert_eq!(
         s.ep.hits(),
         1,
@@ -324,17 +329,7 @@ async fn upstream_401_with_a_large_body_is_returned_and_the_next_request_uses_th
 async fn concurrent_401s_cause_one_refresh() {
     let s = setup(3600, "").await;
     assert_eq!(s.call("/partner/v1/warm").await.status, StatusCode::OK);
-    let mut tasks = Vec::new();
-    for _ in 0..10 {
-        let url = s.gw.url("/partner/require-tok/2");
-        let auth = bearer(&s.key);
-        tasks.push(tokio::spawn(async move {
-            get(&url, &[("authorization", &auth)]).await.status
-        }));
-    }
-    for t in tasks {
-        assert_eq!(t.await.expect("join"), StatusCode::OK);
-    }
+    s.concurrent_ok("/partner/require-tok/2", 10).await;
     assert_eq!(s.ep.hits(), 2, "ten 401s, one refresh");
     s.finish();
 }
