@@ -209,16 +209,6 @@ impl App {
         &self.config_path
     }
 
-    /// Dedicated connector addresses, as bound (port 0 resolved).
-    pub async fn dedicated_addrs(&self) -> HashMap<String, SocketAddr> {
-        self.dedicated
-            .lock()
-            .await
-            .iter()
-            .map(|(k, v)| (k.clone(), v.addr))
-            .collect()
-    }
-
     /// Phase 2 of a listener sync, after the snapshot swap: release ports of
     /// connectors that are gone or moved, start serving the fresh ones.
     fn start_dedicated(

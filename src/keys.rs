@@ -330,7 +330,7 @@ fn admin_key_exists(shared: &Shared, now: SystemTime) -> bool {
         r.revoked_at().is_none()
             && !r.is_expired(now)
             && effective_roles(&snap.config.clients, r)
-                .is_some_and(|roles| grants::is_admin(&snap.config.roles, &roles))
+                .is_some_and(|roles| grants::is_admin(&snap.config.roles, roles))
     })
 }
 

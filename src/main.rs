@@ -160,12 +160,8 @@ fn main() -> ExitCode {
             }
         },
         Command::Keygen { prefix } => {
-            if prefix.is_empty()
-                || !prefix
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-            {
-                eprintln!("keygate: --prefix must be letters, digits, `_` or `-`");
+            if !config::validate::valid_key_prefix(&prefix) {
+                eprintln!("keygate: --prefix must be 1 to 16 letters, digits, `_` or `-`");
                 return ExitCode::FAILURE;
             }
             match key::generate(&prefix) {

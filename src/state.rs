@@ -5,10 +5,10 @@
 //! API keys live outside the snapshot (their own stores) so that a reload
 //! never resets a value set at run time or a key's last-used time.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 
@@ -322,12 +322,3 @@ pub fn now_rfc3339() -> String {
 pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
-
-pub fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_millis() as u64
-}
-
-/// Roles by name, for grant checks.
-pub type Roles = BTreeMap<String, Arc<crate::config::Role>>;

@@ -3,7 +3,6 @@
 //! dropping the open ones. A read or parse failure keeps the last good
 //! certificate (and is logged).
 
-use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -74,8 +73,4 @@ pub fn server_config(resolver: Arc<CertResolver>) -> Result<Arc<rustls::ServerCo
     .with_cert_resolver(resolver);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
-}
-
-pub fn files_exist(files: &TlsFiles) -> bool {
-    Path::new(&files.cert).exists() && Path::new(&files.key).exists()
 }

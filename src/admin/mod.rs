@@ -172,7 +172,7 @@ impl Admin {
         let result = caller::authenticate(&self.shared, &snap, req.headers()).and_then(|record| {
             let roles = effective_roles(&snap.config.clients, &record)
                 .ok_or(GatewayError::InvalidApiKey)?;
-            if grants::is_admin(&snap.config.roles, &roles) {
+            if grants::is_admin(&snap.config.roles, roles) {
                 Ok(())
             } else {
                 Err(GatewayError::Forbidden)

@@ -27,6 +27,11 @@ pub fn allows<'a>(
         })
 }
 
-pub fn is_admin(roles: &BTreeMap<String, Arc<Role>>, held: &[String]) -> bool {
-    held.iter().filter_map(|r| roles.get(r)).any(|r| r.admin)
+pub fn is_admin<'a>(
+    roles: &BTreeMap<String, Arc<Role>>,
+    held: impl IntoIterator<Item = &'a String>,
+) -> bool {
+    held.into_iter()
+        .filter_map(|r| roles.get(r))
+        .any(|r| r.admin)
 }

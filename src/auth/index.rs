@@ -114,14 +114,6 @@ impl KeyIndex {
         self.by_digest.remove(digest);
     }
 
-    pub fn len(&self) -> usize {
-        self.by_digest.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_digest.is_empty()
-    }
-
     /// Every record; the admin API lists from here.
     pub fn all(&self) -> Vec<Arc<KeyRecord>> {
         self.by_digest

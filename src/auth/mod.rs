@@ -14,19 +14,17 @@ pub use index::{KeyIndex, KeyRecord, KeyRejection, KeySource};
 
 /// The roles a key holds right now: its client's current roles, narrowed to
 /// the subset named at creation. A key never exceeds its client, even after
-/// the client loses a role in a reload.
-pub fn effective_roles(
-    clients: &BTreeMap<String, Arc<Client>>,
-    record: &KeyRecord,
-) -> Option<Vec<String>> {
+/// the client loses a role in a reload. `None` when the client is gone.
+/// Borrowed, not collected: the proxy calls this on every request.
+pub fn effective_roles<'a>(
+    clients: &'a BTreeMap<String, Arc<Client>>,
+    record: &'a KeyRecord,
+) -> Option<impl Iterator<Item = &'a String>> {
     let client = clients.get(&record.client)?;
-    Some(match &record.roles {
-        None => client.roles.clone(),
-        Some(subset) => client
+    Some(client.roles.iter().filter(move |r| {
+        record
             .roles
-            .iter()
-            .filter(|r| subset.contains(r))
-            .cloned()
-            .collect(),
-    })
+            .as_ref()
+            .is_none_or(|subset| subset.contains(r))
+    }))
 }

@@ -312,10 +312,6 @@ impl HeaderPlan {
     pub fn statics(&self) -> &[(HeaderName, HeaderValue)] {
         &self.statics
     }
-
-    pub fn writes(&self, name: &HeaderName) -> bool {
-        self.tokens.iter().any(|t| t.0 == name) || self.statics.iter().any(|s| s.0 == name)
-    }
 }
 
 /// Trust roots file and connect timeout: all an upstream client depends on.
@@ -404,6 +400,17 @@ fn valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The rule for `keys.prefix` and `keygen --prefix`: 1 to 16 letters,
+/// digits, `_` or `-` (scanners match on it; it must never break the
+/// base62 body).
+pub fn valid_key_prefix(prefix: &str) -> bool {
+    !prefix.is_empty()
+        && prefix.len() <= 16
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// RFC 9110 §5.6.2 `token`.
@@ -639,12 +646,7 @@ pub fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, Confi
         .prefix
         .clone()
         .unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_string());
-    if prefix.is_empty()
-        || prefix.len() > 16
-        || !prefix
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
+    if !valid_key_prefix(&prefix) {
         e.at(
             &[Key("keys"), Key("prefix")],
             "keys.prefix must be 1 to 16 letters, digits, `_` or `-`",

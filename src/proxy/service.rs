@@ -25,7 +25,7 @@ use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
 use super::{hop, rewrite};
-use crate::auth::{KeyRecord, grants};
+use crate::auth::{self, KeyRecord, grants};
 use crate::body::Body;
 use crate::caller::{self, X_API_KEY};
 use crate::config::AuthMode;
@@ -410,19 +410,8 @@ fn authorize(
     method: &http::Method,
     rest: &str,
 ) -> Result<(), GatewayError> {
-    // The client's current roles, narrowed to the key's subset; borrowed,
-    // not collected (see `auth::effective_roles` for the same rule).
-    let client = snap
-        .config
-        .clients
-        .get(&record.client)
-        .ok_or(GatewayError::InvalidApiKey)?;
-    let held = client.roles.iter().filter(|r| {
-        record
-            .roles
-            .as_ref()
-            .is_none_or(|subset| subset.contains(r))
-    });
+    let held =
+        auth::effective_roles(&snap.config.clients, record).ok_or(GatewayError::InvalidApiKey)?;
     if grants::allows(&snap.config.roles, held, &conn.spec.name, method, rest) {
         Ok(())
     } else {

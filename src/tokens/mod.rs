@@ -145,14 +145,28 @@ impl TokenStore {
             origin: Origin::Admin,
             expires_at: None,
         });
+        self.publish(&spec.name, |_| Arc::clone(&value))
+    }
+
+    /// Publishes the value `make` builds from the current set under `name`,
+    /// clearing its error, in one swap (`make` may run again if another
+    /// writer raced). Returns the value published.
+    fn publish(
+        &self,
+        name: &str,
+        make: impl Fn(&TokenSet) -> Arc<TokenValue>,
+    ) -> Result<Arc<TokenValue>, &'static str> {
+        let mut out = None;
         self.set.rcu(|old| {
+            let value = make(old);
+            out = Some(Arc::clone(&value));
             let mut values = old.values.clone();
             let mut errors = old.errors.clone();
-            values.insert(spec.name.clone(), Arc::clone(&value));
-            errors.remove(&spec.name);
+            values.insert(name.to_string(), value);
+            errors.remove(name);
             TokenSet { values, errors }
         });
-        Ok(value)
+        out.ok_or("not published")
     }
 }
 
@@ -165,27 +179,18 @@ impl TokenStore {
         expires_at: Option<SystemTime>,
     ) -> Result<Arc<TokenValue>, &'static str> {
         let header_value = render(spec.prefix.as_deref(), &secret)?;
-        let mut out = None;
-        self.set.rcu(|old| {
-            let version = old.values.get(&spec.name).map_or(1, |v| v.version + 1);
-            let value = Arc::new(TokenValue {
+        self.publish(&spec.name, |old| {
+            Arc::new(TokenValue {
                 header_value: header_value.clone(),
                 fingerprint: secret.fingerprint(),
                 prefix: spec.prefix.clone(),
                 secret: secret.clone(),
-                version,
+                version: old.values.get(&spec.name).map_or(1, |v| v.version + 1),
                 updated_at: SystemTime::now(),
                 origin: Origin::Fetched,
                 expires_at,
-            });
-            out = Some(Arc::clone(&value));
-            let mut values = old.values.clone();
-            let mut errors = old.errors.clone();
-            values.insert(spec.name.clone(), value);
-            errors.remove(&spec.name);
-            TokenSet { values, errors }
-        });
-        out.ok_or("not published")
+            })
+        })
     }
 
     /// Records why a token has no usable value (shown by the admin API).
