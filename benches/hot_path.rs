@@ -80,6 +80,10 @@ connectors:
     store.sync(&cfg, false);
     let conn = Arc::clone(&snap.connectors["stripe"]);
     let set = store.load();
+    let target = Request::get("/stripe/v1/charges").body(()).expect("req");
+    let checked = rewrite::check_target(&target).expect("target");
+    let (_, rest) = checked.split_connector().expect("connector");
+    let path = rest.forward(false).expect("path");
     c.bench_function("build outbound request, 3 tokens", |b| {
         b.iter(|| {
             let creds: Vec<Credential> = conn
@@ -105,8 +109,8 @@ connectors:
                 .header("accept", "*/*")
                 .body(())
                 .expect("req");
-            let uri = rewrite::upstream_uri(&conn.spec.upstream, "/v1/charges", Some("limit=3"))
-                .expect("uri");
+            let uri =
+                rewrite::upstream_uri(&conn.spec.upstream, &path, Some("limit=3")).expect("uri");
             let mut out = Outcome::default();
             black_box(prepare(
                 &mut req,

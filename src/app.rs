@@ -21,7 +21,7 @@ use tokio::sync::{Mutex, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin::{Admin, ReloadRequest};
-use crate::config::validate::TlsFiles;
+use crate::config::validate::{TlsFiles, listen_matches};
 use crate::config::{self, Config, ConfigError};
 use crate::keys;
 use crate::proxy::{Listener, Proxy};
@@ -80,10 +80,6 @@ fn tls_files_digest(files: &TlsFiles) -> Option<[u8; 32]> {
     h.update(&cert);
     h.update(&key);
     Some(h.finalize().into())
-}
-
-fn same_port(have: SocketAddr, want: SocketAddr) -> bool {
-    have == want || want.port() == 0 && have.ip() == want.ip()
 }
 
 impl App {
@@ -222,7 +218,7 @@ impl App {
                 .connectors
                 .get(name)
                 .and_then(|c| c.listen)
-                .is_some_and(|want| same_port(d.addr, want))
+                .is_some_and(|want| listen_matches(d.addr, want))
                 && !fresh.iter().any(|f| &f.0 == name);
             if !stay {
                 let _ = d.stop.send(true);
@@ -238,7 +234,13 @@ impl App {
             tokio::spawn(server::serve(
                 listener,
                 None,
-                Proxy::new(Arc::clone(&self.shared), Listener::Dedicated(name.clone())),
+                Proxy::new(
+                    Arc::clone(&self.shared),
+                    Listener::Dedicated {
+                        connector: name.clone(),
+                        bound: addr,
+                    },
+                ),
                 rx,
                 drain.clone(),
             ));
@@ -287,7 +289,7 @@ impl App {
         if let Ok(mut d) = self.config_digest.lock() {
             *d = digest(text.as_bytes());
         }
-        let config = Arc::new(config::from_text(&text, &self.config_path).map_err(|e| e.0)?);
+        let mut config = config::from_text(&text, &self.config_path).map_err(|e| e.0)?;
         let old = self.shared.snapshot.load_full();
         if config.server.listen != old.config.server.listen
             || config.admin.listen != old.config.admin.listen
@@ -295,7 +297,12 @@ impl App {
             tracing::warn!(
                 "server.listen and admin.listen changes take effect at the next restart"
             );
+            // The running config states the sockets that are actually
+            // bound, never addresses that only the next start will use.
+            config.server.listen = old.config.server.listen;
+            config.admin.listen = old.config.admin.listen;
         }
+        let config = Arc::new(config);
         let generation = self.generation.load(Ordering::Acquire) + 1;
         let snapshot = Snapshot::build(Arc::clone(&config), Some(&old), generation)?;
         let fresh = bind_dedicated(&current, &config).await?;
@@ -423,7 +430,10 @@ async fn bind_dedicated(
     let mut errors = Vec::new();
     for (name, c) in &config.connectors {
         let Some(want) = c.listen else { continue };
-        if current.get(name).is_some_and(|d| same_port(d.addr, want)) {
+        if current
+            .get(name)
+            .is_some_and(|d| listen_matches(d.addr, want))
+        {
             continue;
         }
         match bind(want, &format!("connector {name}")).await {

@@ -181,6 +181,7 @@ pub struct RawConnector {
     pub timeouts: RawTimeouts,
     pub max_request_body: Option<Scalar>,
     pub forward_client_ip: Option<bool>,
+    pub allow_encoded_slash: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -50,6 +50,41 @@ const RESERVED_HEADERS: &[&str] = &[
     "content-length",
 ];
 
+/// Request headers keygate itself reads or removes, with why; a `user`
+/// token cannot be taken from one (it would be stripped, misread as the
+/// caller's API key, or break the connection). Compared lowercase.
+const CONSUMED_REQUEST_HEADERS: &[(&str, &str)] = &[
+    ("authorization", "it carries the caller's keygate API key"),
+    ("x-api-key", "it carries the caller's keygate API key"),
+    (
+        "proxy-authorization",
+        "keygate removes it (RFC 9110 §11.7.2: it is meant for the proxy)",
+    ),
+    ("host", "keygate sets the upstream's own Host"),
+    ("x-request-id", "keygate reads and sets the request id"),
+    (
+        "x-forwarded-for",
+        "keygate writes it when forward_client_ip is on",
+    ),
+    ("content-length", "it frames the request body"),
+    ("expect", "the HTTP server answers it (RFC 9110 §10.1.1)"),
+    ("connection", "it is hop-by-hop (RFC 9110 §7.6.1)"),
+    ("keep-alive", "it is hop-by-hop (RFC 9110 §7.6.1)"),
+    ("proxy-connection", "it is hop-by-hop (RFC 9110 §7.6.1)"),
+    ("te", "it is hop-by-hop (RFC 9110 §7.6.1)"),
+    ("trailer", "it is hop-by-hop (RFC 9110 §7.6.1)"),
+    ("transfer-encoding", "it is hop-by-hop (RFC 9110 §7.6.1)"),
+    ("upgrade", "it is hop-by-hop (RFC 9110 §7.6.1)"),
+];
+
+/// Why keygate cannot take a `user` token from `name`, if it cannot.
+fn consumed_request_header(name: &HeaderName) -> Option<&'static str> {
+    CONSUMED_REQUEST_HEADERS
+        .iter()
+        .find(|(h, _)| *h == name.as_str())
+        .map(|(_, why)| *why)
+}
+
 #[derive(Debug)]
 pub struct Config {
     /// The file this config was read from; relative paths resolved against
@@ -330,6 +365,9 @@ pub struct Connector {
     pub response_timeout: Duration,
     pub max_request_body: u64,
     pub forward_client_ip: bool,
+    /// Admit `%2F` inside a path segment (object keys). It stays encoded
+    /// and inside its segment, for grants and upstream alike.
+    pub allow_encoded_slash: bool,
 }
 
 impl Connector {
@@ -436,6 +474,12 @@ pub fn is_http_token(s: &str) -> bool {
                         | b'~'
                 )
         })
+}
+
+/// Whether a socket bound at `bound` is the one a config asks for with
+/// `configured` (port 0 means "any free port" on that address).
+pub fn listen_matches(bound: SocketAddr, configured: SocketAddr) -> bool {
+    bound == configured || configured.port() == 0 && bound.ip() == configured.ip()
 }
 
 pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
@@ -675,7 +719,7 @@ pub fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, Confi
     // connectors
     let mut connectors = BTreeMap::new();
     for (name, c) in &raw.connectors {
-        if let Some(conn) = connector(&mut e, name, c, &raw, &tokens, &base, server_listen) {
+        if let Some(conn) = connector(&mut e, name, c, &raw, &tokens, &base) {
             connectors.insert(name.clone(), Arc::new(conn));
         }
     }
@@ -1143,7 +1187,16 @@ fn user_spec(e: &mut Errors<'_>, name: &str, t: &RawToken, base: &Path) -> Optio
     let default_header = format!("Keygate-Token-{name}");
     let from = t.from_header.as_deref().unwrap_or(&default_header);
     let from_header = if is_http_token(from) {
-        HeaderName::from_bytes(from.as_bytes()).ok()
+        let h = HeaderName::from_bytes(from.as_bytes()).ok();
+        if let Some(why) = h.as_ref().and_then(consumed_request_header) {
+            e.at(
+                &field("from_header"),
+                format!("token `{name}`: from_header cannot be `{from}`: {why}"),
+            );
+            None
+        } else {
+            h
+        }
     } else {
         e.at(
             &field("from_header"),
@@ -1290,7 +1343,6 @@ fn connector(
     raw: &RawConfig,
     tokens: &BTreeMap<String, Arc<TokenSpec>>,
     base: &Path,
-    server_listen: SocketAddr,
 ) -> Option<Connector> {
     use Seg::Key;
     let field = |k: &'static str| [Key("connectors"), Key(name), Key(k)];
@@ -1366,13 +1418,21 @@ fn connector(
         .and_then(|l| parse_listen(l).map_err(|m| e.at(&field("listen"), m)).ok());
     let auth = match c.auth.as_deref() {
         None | Some("api_key") => AuthMode::ApiKey,
+        // Only the connector's own port counts: the shared listener never
+        // serves `auth: none`, so `server.listen` (which a reload cannot
+        // move anyway) has no say.
         Some("none") => {
-            let effective = listen.unwrap_or(server_listen);
-            if !effective.ip().is_loopback() {
-                e.at(
+            match listen {
+                Some(addr) if !addr.ip().is_loopback() => e.at(
                     &field("auth"),
-                    format!("connector `{name}`: `auth: none` is only allowed on a loopback listener, and {effective} is not one"),
-                );
+                    format!("connector `{name}`: `auth: none` is only allowed on a loopback listener, and {addr} is not one"),
+                ),
+                Some(_) => {}
+                None if c.listen.is_some() => {} // the bad `listen` is reported there
+                None => e.at(
+                    &field("auth"),
+                    format!("connector `{name}`: `auth: none` needs a dedicated loopback `listen` (like 127.0.0.1:9001); it is never served on the shared listener"),
+                ),
             }
             AuthMode::None
         }
@@ -1429,6 +1489,7 @@ fn connector(
         response_timeout,
         max_request_body,
         forward_client_ip: c.forward_client_ip.unwrap_or(false),
+        allow_encoded_slash: c.allow_encoded_slash.unwrap_or(false),
     })
 }
 

@@ -1,13 +1,38 @@
 //! Request target → (connector, upstream path). The upstream host is fixed
 //! by the connector; nothing in the request can move it: absolute-form
-//! targets, `CONNECT`, dot segments (plain or percent-encoded), empty
-//! segments (`//host`), backslashes and `@` in the leading segments are all
-//! refused with 400 before routing.
+//! targets and `CONNECT` are refused, and so is every path segment that an
+//! upstream could resolve differently from keygate, before routing and
+//! with 400:
+//!
+//! - dot segments in any spelling: `.`, `..`, percent-encoded (`%2e%2e`,
+//!   `.%2e`), with a path parameter (`..;`, `..;x=1`, which Tomcat and
+//!   Spring strip before resolving), double-encoded (`%252e%252e`), or
+//!   with trailing spaces or extra dots (Windows servers trim those);
+//! - `\` raw or encoded (`%5C`, `%255c`): many servers treat it as `/`;
+//! - an encoded `/` (`%2F`) inside a segment, unless the connector sets
+//!   `allow_encoded_slash` (object keys); a double-encoded one (`%252F`)
+//!   always;
+//! - empty segments (`//host`), control characters, overlong UTF-8 (the
+//!   `%c0%ae` spelling of `.`), and `@` in the leading segments.
+//!
+//! What passes is brought to RFC 3986 §6.2.2 normal form
+//! ([`normalize_escapes`]) and becomes the [`ForwardPath`]: the ONE string
+//! that role grants are matched on and that is sent upstream. Nothing is
+//! decoded further, so an admitted `%2F` stays inside its segment for the
+//! grant exactly as on the wire.
+
+use std::borrow::Cow;
 
 use http::{Method, Request, Uri, Version};
 
 use crate::config::Upstream;
+use crate::config::pattern::normalize_escapes;
 use crate::error::GatewayError;
+
+/// Decoding rounds after the first: `%25` nested deeper than this is never
+/// legitimate, and the bound keeps a crafted segment from costing more
+/// than a few passes.
+const MAX_EXTRA_DECODES: usize = 3;
 
 fn bad(msg: &str) -> GatewayError {
     GatewayError::BadRequest(msg.to_string())
@@ -22,27 +47,145 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
-/// Percent-decodes one segment; `None` if an escape is malformed.
-fn decode(seg: &str) -> Option<Vec<u8>> {
-    let b = seg.as_bytes();
+/// Percent-decodes once. Strict (`None` on a malformed escape) for what
+/// the caller sent; lenient (a stray `%` stays) for the later rounds that
+/// only model what a double-decoding upstream would see.
+fn decode(b: &[u8], strict: bool) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' {
-            let hi = hex(*b.get(i + 1)?)?;
-            let lo = hex(*b.get(i + 2)?)?;
-            out.push(hi << 4 | lo);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
+        let escape = (b[i] == b'%')
+            .then(|| Some(hex(*b.get(i + 1)?)? << 4 | hex(*b.get(i + 2)?)?))
+            .flatten();
+        match escape {
+            Some(v) => {
+                out.push(v);
+                i += 3;
+            }
+            None if b[i] == b'%' && strict => return None,
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
         }
     }
     Some(out)
 }
 
-/// Refuses any target that could reach anything but the connector's base.
-pub fn check_target<B>(req: &Request<B>) -> Result<(), GatewayError> {
+/// A piece of a segment that a server would resolve as `.` or `..`: only
+/// dots once a path parameter (`;…`) and trailing blanks are cut off.
+fn is_dot_piece(piece: &[u8]) -> bool {
+    let base = piece.split(|b| *b == b';').next().unwrap_or_default();
+    let end = base.iter().rposition(|b| *b != b' ').map_or(0, |i| i + 1);
+    end > 0 && base[..end].iter().all(|b| *b == b'.')
+}
+
+/// Every rule of the module doc for one raw segment. `leading`: one of
+/// the first two segments, where `@` could pass for userinfo.
+fn check_segment(seg: &str, leading: bool) -> Result<(), GatewayError> {
+    if seg.contains('\\') {
+        return Err(bad("backslashes are not accepted in the path"));
+    }
+    let once: Cow<'_, [u8]> = if seg.contains('%') {
+        decode(seg.as_bytes(), true)
+            .ok_or_else(|| bad("malformed percent-encoding in the path"))?
+            .into()
+    } else {
+        seg.as_bytes().into()
+    };
+    // What an upstream that decodes more than once would end up with.
+    let mut full = once.clone();
+    let mut rounds = 0;
+    while full.contains(&b'%') {
+        let next = decode(&full, false).unwrap_or_default();
+        if next == *full {
+            break;
+        }
+        rounds += 1;
+        if rounds > MAX_EXTRA_DECODES {
+            return Err(bad("percent-encoding nested too deeply in the path"));
+        }
+        full = next.into();
+    }
+    if full.contains(&b'\\') {
+        return Err(bad("backslashes are not accepted in the path"));
+    }
+    if full
+        .iter()
+        .any(|b| *b < 0x20 || *b == 0x7f || *b == 0xc0 || *b == 0xc1)
+    {
+        return Err(bad(
+            "control characters and overlong UTF-8 are not accepted in the path",
+        ));
+    }
+    let slashes = |b: &[u8]| b.iter().filter(|c| **c == b'/').count();
+    if slashes(&full) > slashes(&once) {
+        return Err(bad("double-encoded `/` is not accepted in the path"));
+    }
+    if full.split(|b| *b == b'/').any(is_dot_piece) {
+        return Err(bad(
+            "dot segments (`.`, `..`, in any spelling) are not accepted in the path",
+        ));
+    }
+    if leading && full.contains(&b'@') {
+        return Err(bad("`@` is not accepted in the leading path segments"));
+    }
+    Ok(())
+}
+
+/// A request path that passed every check, in normal form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedPath(String);
+
+/// The part of a [`CheckedPath`] that goes upstream: after the connector
+/// segment on the shared listener, the whole path on a dedicated one.
+#[derive(Debug, Clone, Copy)]
+pub struct RestPath<'a>(&'a str);
+
+/// The upstream-relative path exactly as it is forwarded (appended to the
+/// connector's base path), and exactly what role grants are matched on.
+/// Starts with `/`, or is empty for the connector's root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardPath(String);
+
+impl CheckedPath {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Shared listener: `/<connector>/<rest>`.
+    pub fn split_connector(&self) -> Option<(&str, RestPath<'_>)> {
+        split_connector(&self.0).map(|(name, rest)| (name, RestPath(rest)))
+    }
+
+    /// Dedicated listener: the whole path is the rest.
+    pub fn whole(&self) -> RestPath<'_> {
+        RestPath(&self.0)
+    }
+}
+
+impl RestPath<'_> {
+    /// The forwarded path under the connector's encoded-slash rule. The
+    /// path is in normal form, so `%2F` is the only spelling left to find.
+    pub fn forward(self, allow_encoded_slash: bool) -> Result<ForwardPath, GatewayError> {
+        if !allow_encoded_slash && self.0.contains("%2F") {
+            return Err(bad(
+                "an encoded `/` (%2F) inside a path segment is not accepted by this connector",
+            ));
+        }
+        Ok(ForwardPath(self.0.to_string()))
+    }
+}
+
+impl ForwardPath {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Refuses any target that could reach anything but the connector's base;
+/// returns the path in normal form.
+pub fn check_target<B>(req: &Request<B>) -> Result<CheckedPath, GatewayError> {
     if req.method() == Method::CONNECT {
         return Err(bad("CONNECT is not supported"));
     }
@@ -53,41 +196,17 @@ pub fn check_target<B>(req: &Request<B>) -> Result<(), GatewayError> {
         return Err(bad("absolute-form request targets are not accepted"));
     }
     let path = uri.path();
-    if !path.starts_with('/') {
+    let Some(segments) = path.strip_prefix('/') else {
         return Err(bad("the request target must be a path"));
-    }
-    let mut segs = path[1..].split('/').enumerate().peekable();
+    };
+    let mut segs = segments.split('/').enumerate().peekable();
     while let Some((i, seg)) = segs.next() {
         if seg.is_empty() && segs.peek().is_some() {
             return Err(bad("empty path segments (`//`) are not accepted"));
         }
-        // Only segments with escapes need decoding (and an allocation).
-        let decoded: std::borrow::Cow<'_, [u8]> = if seg.contains('%') {
-            decode(seg)
-                .ok_or_else(|| bad("malformed percent-encoding in the path"))?
-                .into()
-        } else {
-            seg.as_bytes().into()
-        };
-        if decoded
-            .iter()
-            .any(|b| *b == b'\\' || *b < 0x20 || *b == 0x7f)
-        {
-            return Err(bad(
-                "backslashes and control characters are not accepted in the path",
-            ));
-        }
-        if decoded
-            .split(|b| *b == b'/')
-            .any(|p| p == b"." || p == b"..")
-        {
-            return Err(bad("dot segments (`.`, `..`) are not accepted in the path"));
-        }
-        if i < 2 && decoded.contains(&b'@') {
-            return Err(bad("`@` is not accepted in the leading path segments"));
-        }
+        check_segment(seg, i < 2)?;
     }
-    Ok(())
+    Ok(CheckedPath(normalize_escapes(path).into_owned()))
 }
 
 /// Splits `/<connector>/<rest>` on the shared listener. `rest` keeps its
@@ -101,8 +220,13 @@ pub fn split_connector(path: &str) -> Option<(&str, &str)> {
     (!name.is_empty()).then_some((name, rest))
 }
 
-/// `<upstream base><rest>?<query>` with the connector's scheme and host.
-pub fn upstream_uri(up: &Upstream, rest: &str, query: Option<&str>) -> Result<Uri, GatewayError> {
+/// `<upstream base><path>?<query>` with the connector's scheme and host.
+pub fn upstream_uri(
+    up: &Upstream,
+    path: &ForwardPath,
+    query: Option<&str>,
+) -> Result<Uri, GatewayError> {
+    let rest = path.as_str();
     let mut pq = String::with_capacity(
         up.base_path.len() + rest.len() + query.map_or(0, |q| q.len() + 1) + 1,
     );
@@ -131,6 +255,13 @@ mod tests {
         Request::builder().uri(target).body(()).expect("request")
     }
 
+    /// The forwarded path of `target` on the shared listener.
+    fn forwarded(target: &str, allow_encoded_slash: bool) -> Result<String, GatewayError> {
+        let checked = check_target(&req(target))?;
+        let (_, rest) = checked.split_connector().expect("connector");
+        Ok(rest.forward(allow_encoded_slash)?.as_str().to_string())
+    }
+
     #[test]
     fn escapes_are_refused() {
         for t in [
@@ -138,14 +269,31 @@ mod tests {
             "/stripe/%2e%2e/admin",
             "/stripe/%2E%2e/admin",
             "/stripe/.%2e/admin",
+            "/stripe/%2e./admin",
             "/stripe/./x",
+            "/stripe/..;/admin",
+            "/stripe/..;x=1/admin",
+            "/stripe/%2e%2e;/admin",
+            "/stripe/..%3b/admin",
+            "/stripe/.;/x",
+            "/stripe/.../x",
+            "/stripe/..%20/x",
+            "/stripe/%252e%252e/admin",
+            "/stripe/%25252e%25252e/admin",
+            "/stripe/%c0%ae%c0%ae/admin",
             "/stripe//evil.example/x",
             "/stripe/@evil.example/x",
             "/stripe@evil.example/x",
             "/stripe/%40evil.example",
             "/stripe/a%5c..%5cb",
+            "/stripe/a%5Cb",
+            "/stripe/a%255cb",
             "/stripe/..%2f..%2fetc",
+            "/stripe/a%252fb",
+            "/stripe/a%00b",
             "/stripe/%zz",
+            "/stripe/%2",
+            "/stripe/%2525252541",
             "http://evil.example/stripe/v1",
         ] {
             assert!(check_target(&req(t)).is_err(), "{t} must be refused");
@@ -156,9 +304,43 @@ mod tests {
             "/stripe",
             "/stripe/v1/users/a@b.example",
             "/stripe/v1/x%20y",
+            "/stripe/v1/a%2Fb",
+            "/stripe/v1/file%252ejson",
+            "/stripe/v1/100%2525",
+            "/stripe/v1/a;b=1",
+            "/stripe/v1/.well-known",
+            "/stripe/v1/..x",
         ] {
             assert!(check_target(&req(t)).is_ok(), "{t} must pass");
         }
+    }
+
+    #[test]
+    fn encoded_slash_only_where_the_connector_allows_it() {
+        for t in ["/s/v1/a%2Fb", "/s/v1/a%2fb"] {
+            assert!(forwarded(t, false).is_err(), "{t}");
+            assert_eq!(forwarded(t, true).expect("allowed"), "/v1/a%2Fb");
+        }
+        // Even where admitted, the pieces must not be dot segments.
+        for t in [
+            "/s/v1/a%2F..%2Fb",
+            "/s/v1/..%2Fb",
+            "/s/v1/a%2F.",
+            "/s/v1/a%252Fb",
+        ] {
+            assert!(check_target(&req(t)).is_err(), "{t}");
+        }
+    }
+
+    #[test]
+    fn the_forwarded_path_is_in_normal_form() {
+        assert_eq!(forwarded("/s/v1/%7euser", false).expect("ok"), "/v1/~user");
+        assert_eq!(forwarded("/s/v1/a%3fb", false).expect("ok"), "/v1/a%3Fb");
+        assert_eq!(
+            forwarded("/s/v1/x%2520y", false).expect("ok"),
+            "/v1/x%2520y"
+        );
+        assert_eq!(forwarded("/s", false).expect("ok"), "");
     }
 
     #[test]
@@ -171,14 +353,17 @@ mod tests {
             authority: "api.example.com".parse().expect("authority"),
             base_path: "/base".into(),
         };
-        let u = upstream_uri(&up, "/v1/x", Some("a=1")).expect("uri");
+        let path = ForwardPath("/v1/x".into());
+        let u = upstream_uri(&up, &path, Some("a=1")).expect("uri");
         assert_eq!(u.to_string(), "https://api.example.com/base/v1/x?a=1");
         let bare = Upstream {
             base_path: String::new(),
             ..up
         };
         assert_eq!(
-            upstream_uri(&bare, "", None).expect("uri").to_string(),
+            upstream_uri(&bare, &ForwardPath(String::new()), None)
+                .expect("uri")
+                .to_string(),
             "https://api.example.com/"
         );
     }

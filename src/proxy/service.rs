@@ -20,16 +20,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
 
-use http::header::{AUTHORIZATION, CONTENT_LENGTH, HOST, HeaderMap, HeaderName, HeaderValue};
+use http::header::{
+    AUTHORIZATION, CONTENT_LENGTH, HOST, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHORIZATION,
+};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
-use super::{hop, rewrite};
+use super::hop;
+use super::rewrite::{self, ForwardPath};
 use crate::auth::{self, KeyRecord, grants};
 use crate::body::Body;
 use crate::caller::{self, X_API_KEY};
 use crate::config::AuthMode;
 use crate::config::TokenKind;
+use crate::config::validate::listen_matches;
 use crate::error::{GatewayError, X_REQUEST_ID};
 use crate::secret::Secret;
 use crate::state::{ConnectorRuntime, Shared, Snapshot};
@@ -44,10 +48,16 @@ const MAX_REQUEST_ID: usize = 128;
 /// Which listener a request arrived on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Listener {
-    /// `/<connector>/<rest>` on `server.listen`.
+    /// `/<connector>/<rest>` on `server.listen`. Never serves an
+    /// `auth: none` connector.
     Shared,
     /// A connector's dedicated `listen` port: the whole path is `<rest>`.
-    Dedicated(String),
+    /// `bound` is the address the socket actually has, which is what the
+    /// loopback rule is checked against on every request.
+    Dedicated {
+        connector: String,
+        bound: SocketAddr,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -149,14 +159,14 @@ impl Proxy {
         out: &mut Outcome,
     ) -> Result<Response<Body>, GatewayError> {
         let snap = self.shared.snapshot.load_full();
-        let (conn, uri, rest) = route(&snap, &self.listener, &req)?;
+        let (conn, uri, path) = route(&snap, &self.listener, &req)?;
         out.connector = Some(conn.spec.name.clone());
 
         if conn.spec.auth == AuthMode::ApiKey {
             let record = caller::authenticate(&self.shared, &snap, req.headers())?;
             out.client = Some(record.client.clone());
             out.key_id = Some(record.id.clone());
-            authorize(&snap, &record, &conn, req.method(), &rest)?;
+            authorize(&snap, &record, &conn, req.method(), &path)?;
         }
         let limit = conn.spec.max_request_body;
         if content_length(req.headers()).is_some_and(|n| n > limit) {
@@ -377,29 +387,52 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
     h.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
-/// Phase 1: the target stays inside a known connector.
+/// Phase 1: the target stays inside a known connector. The returned
+/// [`ForwardPath`] is both what grants are matched on and what the upstream
+/// URI is built from: one string, so the two can never disagree.
+///
+/// An `auth: none` connector exists only on its own dedicated listener,
+/// and only while that socket is bound to loopback: anywhere else it
+/// answers exactly like a connector that does not exist, so the shared
+/// listener does not even reveal its name.
+/// A dedicated listener serves its connector only while the connector's
+/// `listen` still names it: connections kept alive on a port a reload
+/// released reach nothing.
 fn route(
     snap: &Snapshot,
     listener: &Listener,
     req: &Request<Incoming>,
-) -> Result<(Arc<ConnectorRuntime>, http::Uri, String), GatewayError> {
-    rewrite::check_target(req)?;
-    let path = req.uri().path();
-    let (name, rest) = match listener {
-        Listener::Shared => rewrite::split_connector(path).ok_or(GatewayError::UnknownConnector)?,
-        Listener::Dedicated(name) => (name.as_str(), path),
+) -> Result<(Arc<ConnectorRuntime>, http::Uri, ForwardPath), GatewayError> {
+    let checked = rewrite::check_target(req)?;
+    let (conn, rest) = match listener {
+        Listener::Shared => {
+            let (name, rest) = checked
+                .split_connector()
+                .ok_or(GatewayError::UnknownConnector)?;
+            let conn = snap
+                .connectors
+                .get(name)
+                .filter(|c| c.spec.auth == AuthMode::ApiKey)
+                .ok_or(GatewayError::UnknownConnector)?;
+            (conn, rest)
+        }
+        Listener::Dedicated { connector, bound } => {
+            let conn = snap
+                .connectors
+                .get(connector)
+                .filter(|c| {
+                    c.spec
+                        .listen
+                        .is_some_and(|want| listen_matches(*bound, want))
+                        && (c.spec.auth == AuthMode::ApiKey || bound.ip().is_loopback())
+                })
+                .ok_or(GatewayError::UnknownConnector)?;
+            (conn, checked.whole())
+        }
     };
-    let conn = snap
-        .connectors
-        .get(name)
-        .ok_or(GatewayError::UnknownConnector)?;
-    let uri = rewrite::upstream_uri(&conn.spec.upstream, rest, req.uri().query())?;
-    let rest = if rest.is_empty() {
-        "/".to_string()
-    } else {
-        rest.to_string()
-    };
-    Ok((Arc::clone(conn), uri, rest))
+    let path = rest.forward(conn.spec.allow_encoded_slash)?;
+    let uri = rewrite::upstream_uri(&conn.spec.upstream, &path, req.uri().query())?;
+    Ok((Arc::clone(conn), uri, path))
 }
 
 /// Phase 3: the key's roles allow this connector, method and path.
@@ -408,11 +441,17 @@ fn authorize(
     record: &KeyRecord,
     conn: &ConnectorRuntime,
     method: &http::Method,
-    rest: &str,
+    path: &ForwardPath,
 ) -> Result<(), GatewayError> {
     let held =
         auth::effective_roles(&snap.config.clients, record).ok_or(GatewayError::InvalidApiKey)?;
-    if grants::allows(&snap.config.roles, held, &conn.spec.name, method, rest) {
+    if grants::allows(
+        &snap.config.roles,
+        held,
+        &conn.spec.name,
+        method,
+        path.as_str(),
+    ) {
         Ok(())
     } else {
         Err(GatewayError::Forbidden)
@@ -437,6 +476,10 @@ pub fn prepare<B>(
         h.remove(AUTHORIZATION);
         h.remove(X_API_KEY);
     }
+    // RFC 9110 §11.7.2: Proxy-Authorization is for the proxy that the
+    // client talks to (here: keygate, which does not use it); the next hop
+    // must never receive the caller's proxy credentials.
+    h.remove(PROXY_AUTHORIZATION);
     let user_headers: Vec<HeaderName> = h
         .keys()
         .filter(|k| k.as_str().starts_with(TOKEN_HEADER_PREFIX))
