@@ -195,6 +195,49 @@ fn auth_none_only_on_loopback() {
 }
 
 #[test]
+fn auth_none_needs_its_own_loopback_listen() {
+    // Without a dedicated port it would only exist on the shared
+    // listener, where `auth: none` is never served.
+    let yaml = "server:\n  listen: 127.0.0.1:8080\nconnectors:\n  api:\n    upstream: http://x.example\n    auth: none\n";
+    assert_error(yaml, 6, "needs a dedicated loopback `listen`");
+    let yaml = "connectors:\n  api:\n    upstream: http://x.example\n    listen: \"[::]:9555\"\n    auth: none\n";
+    assert_error(yaml, 5, "only allowed on a loopback listener");
+    let ok = "connectors:\n  api:\n    upstream: http://x.example\n    listen: \"[::1]:9555\"\n    auth: none\n    allow_encoded_slash: true\n";
+    let (ok, _, err) = check(ok);
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn user_token_cannot_come_from_a_header_keygate_consumes() {
+    for header in [
+        "Authorization",
+        "X-API-Key",
+        "x-api-key",
+        "Proxy-Authorization",
+        "Host",
+        "X-Request-Id",
+        "X-Forwarded-For",
+        "Content-Length",
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Connection",
+        "TE",
+        "Trailer",
+        "Transfer-Encoding",
+        "Upgrade",
+    ] {
+        let yaml = format!(
+            "tokens:\n  u:\n    type: user\n    header: X-User\n    from_header: {header}\n"
+        );
+        assert_error(&yaml, 5, &format!("from_header cannot be `{header}`"));
+    }
+    let ok =
+        "tokens:\n  u:\n    type: user\n    header: X-User\n    from_header: X-End-User-Token\n";
+    let (ok, _, err) = check(ok);
+    assert!(ok, "{err}");
+}
+
+#[test]
 fn duplicate_listen_addresses() {
     let yaml = "server:\n  listen: 127.0.0.1:9100\nconnectors:\n  api:\n    upstream: http://x.example\n    listen: 127.0.0.1:9100\n";
     assert_error(yaml, 6, "already used by server.listen");
