@@ -132,6 +132,8 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 
 /// `hyper::server::conn::http1::Builder::max_buf_size` minimum.
 const MIN_H1_BUF: usize = 8192;
+/// How often a listener at `max_connections` may log that it is.
+const LIMIT_WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// Runs the accept loop until `stop` turns true or the drain starts.
 ///
@@ -151,14 +153,20 @@ pub async fn serve<H: Handler>(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let (head_timeout, idle_timeout) = (limits.header_read_timeout, limits.idle_timeout);
     let mut drain_stop = drain.stop.clone();
+    // Under a sustained flood the limit is hit on every accept: say so at
+    // most once a minute.
+    let mut warned: Option<Instant> = None;
     loop {
         let slot = match Arc::clone(&slots).try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => {
-                tracing::warn!(
-                    max_connections = limits.max_connections,
-                    "connection limit reached; new connections wait in the listen backlog"
-                );
+                if warned.is_none_or(|at| at.elapsed() >= LIMIT_WARN_EVERY) {
+                    warned = Some(Instant::now());
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        "connection limit reached; new connections wait in the listen backlog"
+                    );
+                }
                 tokio::select! {
                     slot = Arc::clone(&slots).acquire_owned() => match slot {
                         Ok(slot) => slot,
@@ -356,8 +364,12 @@ async fn connection<I, H>(
     });
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
-    let mut closing = *stop.borrow();
-    if closing {
+    // Draining (SIGTERM) waits for in-flight requests without a bound of
+    // its own (the app's grace is the bound); an idle close may take one
+    // more `idle_timeout` to say goodbye, then the socket is dropped.
+    let mut draining = *stop.borrow();
+    let mut idle_closing = false;
+    if draining {
         conn.as_mut().graceful_shutdown();
     }
     let timer = tokio::time::sleep_until(timers.head_deadline);
@@ -370,23 +382,35 @@ async fn connection<I, H>(
                 }
                 break;
             }
-            _ = stop.changed(), if !closing => {
-                closing = true;
+            _ = stop.changed(), if !draining => {
+                draining = true;
                 conn.as_mut().graceful_shutdown();
             }
-            () = timer.as_mut(), if !closing => match activity.next(Instant::now(), timers) {
-                Next::At(at) => timer.as_mut().reset(at),
-                Next::NoRequest => {
-                    // Nothing was asked, so there is nobody to answer.
-                    tracing::debug!(%peer, "no request head within header_read_timeout; closing");
+            () = timer.as_mut(), if !draining => {
+                if idle_closing {
+                    if activity.in_flight.load(Ordering::Acquire) > 0 {
+                        // A stream that raced the GOAWAY: let it finish.
+                        timer.as_mut().reset(Instant::now() + timers.idle);
+                        continue;
+                    }
+                    tracing::debug!(%peer, "idle connection did not close in time; dropping it");
                     break;
                 }
-                Next::Idle => {
-                    tracing::debug!(%peer, "idle_timeout reached; closing");
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
+                match activity.next(Instant::now(), timers) {
+                    Next::At(at) => timer.as_mut().reset(at),
+                    Next::NoRequest => {
+                        // Nothing was asked, so there is nobody to answer.
+                        tracing::debug!(%peer, "no request head within header_read_timeout; closing");
+                        break;
+                    }
+                    Next::Idle => {
+                        tracing::debug!(%peer, "idle_timeout reached; closing");
+                        idle_closing = true;
+                        conn.as_mut().graceful_shutdown();
+                        timer.as_mut().reset(Instant::now() + timers.idle);
+                    }
                 }
-            },
+            }
         }
     }
     open.dec();

@@ -395,3 +395,83 @@ async fn h2_advertises_stream_and_header_limits() {
     }
     assert_eq!(gw.finish(), Some(0));
 }
+
+/// An HPACK header block of literal fields without indexing (RFC 7541
+/// §6.2.2), short enough for one-byte lengths.
+fn hpack(fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (name, value) in fields {
+        block.push(0x00);
+        block.push(u8::try_from(name.len()).expect("short name"));
+        block.extend_from_slice(name.as_bytes());
+        block.push(u8::try_from(value.len()).expect("short value"));
+        block.extend_from_slice(value.as_bytes());
+    }
+    block
+}
+
+const HEADERS: u8 = 0x1;
+const RST_STREAM: u8 = 0x3;
+const END_STREAM_AND_HEADERS: u8 = 0x1 | 0x4;
+/// RFC 9113 §7.
+const REFUSED_STREAM: u32 = 0x7;
+
+#[tokio::test]
+async fn h2_streams_past_the_limit_are_refused() {
+    let up = Upstream::start().await;
+    let ep = token_endpoint().await;
+    let (gw, key) = start(
+        "  max_concurrent_streams: 2\n",
+        &up.url(),
+        &ep.url("/token"),
+    );
+    let auth = bearer(&key);
+
+    // A client that ignores the advertised limit: three slow requests at
+    // once on streams 1, 3 and 5.
+    let mut s = connect(gw.proxy).await;
+    s.write_all(PREFACE).await.expect("preface");
+    s.write_all(&frame(SETTINGS, 0, 0, &[]))
+        .await
+        .expect("settings");
+    s.write_all(&frame(SETTINGS, ACK, 0, &[]))
+        .await
+        .expect("ack");
+    for stream in [1, 3, 5] {
+        let block = hpack(&[
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":authority", "keygate"),
+            (":path", "/api/slow/2000"),
+            ("authorization", &auth),
+        ]);
+        let f = frame(HEADERS, END_STREAM_AND_HEADERS, stream, &block);
+        s.write_all(&f).await.expect("headers");
+    }
+    let outcome = async {
+        let (mut answered, mut refused) = (Vec::new(), Vec::new());
+        while answered.len() + refused.len() < 3 {
+            let (kind, _, stream, payload) = read_frame(&mut s).await;
+            match kind {
+                HEADERS => answered.push(stream),
+                RST_STREAM => {
+                    let code = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
+                    refused.push((stream, code));
+                }
+                _ => {}
+            }
+        }
+        (answered, refused)
+    };
+    let (answered, refused) = tokio::time::timeout(BOUND, outcome)
+        .await
+        .expect("every stream answered or refused");
+    assert_eq!(refused, vec![(5, REFUSED_STREAM)], "answered: {answered:?}");
+    answered.iter().for_each(|id| assert!([1, 3].contains(id)));
+    assert_eq!(
+        up.requests().len(),
+        2,
+        "the refused stream never went upstream"
+    );
+    assert_eq!(gw.finish(), Some(0));
+}
