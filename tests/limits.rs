@@ -29,6 +29,16 @@ const BOUND: Duration = Duration::from_secs(15);
 /// token from `token_url`, a connector on the shared listener (`api`) and
 /// one on a dedicated port (`side`). Returns it and a key for both.
 fn start(limits: &str, upstream: &str, token_url: &str) -> (Gateway, String) {
+    start_in(limits, upstream, token_url, |_| {})
+}
+
+/// `start`, with a hook to place files (certificates) in the config folder.
+fn start_in(
+    limits: &str,
+    upstream: &str,
+    token_url: &str,
+    prepare: impl FnOnce(&std::path::Path),
+) -> (Gateway, String) {
     let (key, hash) = keygen("kg_");
     let yaml = format!(
         r#"
@@ -51,7 +61,7 @@ roles: {{ r: {{ allow: [ {{ connector: api }}, {{ connector: side }} ] }} }}
 clients: {{ c: {{ roles: [r], keys: [ {{ name: k, sha256: "{hash}" }} ] }} }}
 "#
     );
-    let mut gw = Gateway::start(&yaml);
+    let mut gw = Gateway::start_with(&yaml, &[], prepare);
     gw.secrets.push(key.clone());
     (gw, key)
 }
@@ -139,6 +149,61 @@ async fn silent_and_dribbling_sockets_are_closed_on_every_listener() {
     // Still serving after all that.
     let r = get(&gw.admin_url("/healthz"), &[]).await;
     assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(gw.finish(), Some(0));
+}
+
+#[tokio::test]
+async fn tls_sockets_silent_before_or_after_the_handshake_are_closed() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let up = Upstream::start().await;
+    let ep = token_endpoint().await;
+    let (ca, cert, key_pem) = common::upstream::make_certs();
+    let limits = "  header_read_timeout: 1s\n  tls: { cert: cert.pem, key: key.pem }\n";
+    let (gw, _key) = start_in(limits, &up.url(), &ep.url("/token"), |dir| {
+        std::fs::write(dir.join("cert.pem"), &cert).expect("cert");
+        std::fs::write(dir.join("key.pem"), &key_pem).expect("key");
+    });
+
+    // No ClientHello at all.
+    let mut silent = connect(gw.proxy).await;
+    assert!(
+        closed_by_server(&mut silent).await,
+        "silent TLS socket kept"
+    );
+
+    // A full handshake, then no request: the deadline runs from accept,
+    // not from the end of the handshake.
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+        roots.add(c.expect("pem")).expect("add");
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = ServerName::try_from("localhost").expect("name");
+    let tcp = connect(gw.proxy).await;
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake");
+    let mut buf = [0u8; 1024];
+    let wait = async {
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    assert!(
+        tokio::time::timeout(BOUND, wait).await.is_ok(),
+        "a TLS connection without a request was kept open"
+    );
     assert_eq!(gw.finish(), Some(0));
 }
 
