@@ -163,6 +163,7 @@ pub async fn serve<H: Handler>(
                 if warned.is_none_or(|at| at.elapsed() >= LIMIT_WARN_EVERY) {
                     warned = Some(Instant::now());
                     tracing::warn!(
+                        addr = ?listener.local_addr().ok(),
                         max_connections = limits.max_connections,
                         "connection limit reached; new connections wait in the listen backlog"
                     );
