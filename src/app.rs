@@ -21,7 +21,7 @@ use tokio::sync::{Mutex, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin::{Admin, ReloadRequest};
-use crate::config::validate::{TlsFiles, listen_matches};
+use crate::config::validate::{Limits, TlsFiles, listen_matches};
 use crate::config::{self, Config, ConfigError};
 use crate::keys;
 use crate::proxy::{Listener, Proxy};
@@ -56,6 +56,8 @@ pub struct App {
     /// Dedicated listeners; its lock also serializes reloads.
     dedicated: Mutex<HashMap<String, Dedicated>>,
     tls: Option<Arc<CertResolver>>,
+    /// `server:` connection limits as of start, for every listener.
+    limits: Limits,
     generation: AtomicU64,
     /// SHA-256 of the config text last tried (good or bad), so the watcher
     /// reloads on a content change, not on every touch.
@@ -142,6 +144,8 @@ impl App {
         };
         let tls_digest = config.server.tls.as_ref().and_then(tls_files_digest);
 
+        // Read once: listeners bound later (dedicated ports) share them.
+        let limits = config.server.limits.clone();
         let proxy_listener = bind(config.server.listen, "proxy").await?;
         let proxy_addr = proxy_listener.local_addr().map_err(|e| e.to_string())?;
         let admin_listener = bind(config.admin.listen, "admin").await?;
@@ -153,6 +157,7 @@ impl App {
             proxy_listener,
             acceptor,
             Proxy::new(Arc::clone(&shared), Listener::Shared),
+            limits.clone(),
             rx,
             drain.clone(),
         ));
@@ -165,6 +170,7 @@ impl App {
             admin_listener,
             None,
             Admin::new(Arc::clone(&shared), reload_tx),
+            limits.clone(),
             rx,
             drain.clone(),
         ));
@@ -180,6 +186,7 @@ impl App {
             stops,
             dedicated: Mutex::new(HashMap::new()),
             tls,
+            limits,
             generation: AtomicU64::new(1),
             config_digest: std::sync::Mutex::new(config_digest),
             tls_digest: std::sync::Mutex::new(tls_digest),
@@ -241,6 +248,7 @@ impl App {
                         bound: addr,
                     },
                 ),
+                self.limits.clone(),
                 rx,
                 drain.clone(),
             ));
@@ -293,9 +301,10 @@ impl App {
         let old = self.shared.snapshot.load_full();
         if config.server.listen != old.config.server.listen
             || config.admin.listen != old.config.admin.listen
+            || config.server.limits != self.limits
         {
             tracing::warn!(
-                "server.listen and admin.listen changes take effect at the next restart"
+                "server.listen, admin.listen and server connection limit changes take effect at the next restart"
             );
             // The running config states the sockets that are actually
             // bound, never addresses that only the next start will use.

@@ -52,6 +52,14 @@ pub struct RawServer {
     pub tls: Option<RawTls>,
     pub shutdown_grace: Option<Scalar>,
     pub workers: Option<usize>,
+    // Connection limits, applied to every listener (see `validate::Limits`).
+    pub max_connections: Option<u64>,
+    pub header_read_timeout: Option<Scalar>,
+    pub idle_timeout: Option<Scalar>,
+    pub h2_keep_alive_interval: Option<Scalar>,
+    pub h2_keep_alive_timeout: Option<Scalar>,
+    pub max_header_size: Option<Scalar>,
+    pub max_concurrent_streams: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -19,7 +19,7 @@ use http::uri::{Authority, Scheme, Uri};
 use super::locate::{Seg, locate};
 use super::pattern::PathPattern;
 use super::raw::{
-    RawConfig, RawConnector, RawParam, RawParamSource, RawToken, RawValueSource, Scalar,
+    RawConfig, RawConnector, RawParam, RawParamSource, RawServer, RawToken, RawValueSource, Scalar,
 };
 use super::units::{parse_duration, parse_size};
 use super::{ConfigError, ConfigErrors};
@@ -106,7 +106,62 @@ pub struct Server {
     pub tls: Option<TlsFiles>,
     pub shutdown_grace: Duration,
     pub workers: Option<usize>,
+    pub limits: Limits,
 }
+
+/// What one client connection may hold, on every listener (proxy, dedicated
+/// connector ports, admin). Without these a socket that sends nothing, or
+/// one byte at a time, holds a task and a file descriptor forever.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Open connections per listener. Past it the listener stops accepting,
+    /// so new connections wait in the kernel backlog; open ones are
+    /// untouched. Per listener, so a flood on the proxy port cannot lock
+    /// operators out of the admin port.
+    pub max_connections: usize,
+    /// From accept to the first complete request head: TLS handshake,
+    /// protocol detection and the head itself. On HTTP/1.1 hyper also
+    /// applies it to every later head, including the wait for it on an
+    /// idle keep-alive connection.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed
+    /// (HTTP/2: GOAWAY, RFC 9113 §6.8).
+    pub idle_timeout: Duration,
+    /// HTTP/2 PING interval and how long to wait for its ACK before the
+    /// connection is deemed dead (RFC 9113 §6.7).
+    pub h2_keep_alive_interval: Duration,
+    pub h2_keep_alive_timeout: Duration,
+    /// Request line plus headers (HTTP/1.1), or the decoded header list
+    /// (HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`). Over it: 431.
+    pub max_header_size: u32,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS` (RFC 9113 §6.5.2).
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for Limits {
+    /// nginx-like defaults: 10 s for a request head (nginx
+    /// `client_header_timeout` is 60 s, but a gateway's callers are
+    /// programs), 60 s idle (nginx `keepalive_timeout` 75 s, AWS ALB 60 s),
+    /// 64 KiB of headers (nginx allows 4 × 8 KiB buffers, Envoy 60 KiB),
+    /// 100 streams (RFC 9113 §6.5.2 recommends no fewer; nginx 128).
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            h2_keep_alive_interval: Duration::from_secs(20),
+            h2_keep_alive_timeout: Duration::from_secs(20),
+            max_header_size: 64 << 10,
+            max_concurrent_streams: 100,
+        }
+    }
+}
+
+/// hyper's HTTP/1.1 read buffer, which bounds the request head, cannot be
+/// smaller than 8 KiB (`http1::Builder::max_buf_size` panics below it).
+const MIN_HEADER_SIZE: u64 = 8 << 10;
+/// Far beyond any file descriptor limit; a typo guard.
+const MAX_CONNECTIONS: u64 = 1_000_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -608,6 +663,91 @@ fn header_name(e: &mut Errors<'_>, path: &[Seg<'_>], text: &str) -> Option<Heade
     Some(name)
 }
 
+/// The connection limits of `server:`; every bad value is reported and
+/// replaced by its default so validation can go on.
+fn limits(e: &mut Errors<'_>, raw: &RawServer) -> Limits {
+    use Seg::Key;
+    let d = Limits::default();
+    let mut positive = |field: &'static str, v: &Option<Scalar>, default: Duration| {
+        let path = [Key("server"), Key(field)];
+        let got = duration(e, &path, v, default);
+        if got.is_zero() {
+            e.at(&path, format!("{field} must be more than 0"));
+            return default;
+        }
+        got
+    };
+    let header_read_timeout = positive(
+        "header_read_timeout",
+        &raw.header_read_timeout,
+        d.header_read_timeout,
+    );
+    let idle_timeout = positive("idle_timeout", &raw.idle_timeout, d.idle_timeout);
+    let h2_keep_alive_interval = positive(
+        "h2_keep_alive_interval",
+        &raw.h2_keep_alive_interval,
+        d.h2_keep_alive_interval,
+    );
+    let h2_keep_alive_timeout = positive(
+        "h2_keep_alive_timeout",
+        &raw.h2_keep_alive_timeout,
+        d.h2_keep_alive_timeout,
+    );
+    let mut count = |field: &'static str, v: Option<u64>, max: u64, default: u64| match v {
+        None => default,
+        Some(n) if (1..=max).contains(&n) => n,
+        Some(_) => {
+            e.at(
+                &[Key("server"), Key(field)],
+                format!("{field} must be between 1 and {max}"),
+            );
+            default
+        }
+    };
+    let max_connections = count(
+        "max_connections",
+        raw.max_connections,
+        MAX_CONNECTIONS,
+        d.max_connections as u64,
+    );
+    let max_concurrent_streams = count(
+        "max_concurrent_streams",
+        raw.max_concurrent_streams,
+        u64::from(u32::MAX),
+        u64::from(d.max_concurrent_streams),
+    );
+    let max_header_size = match &raw.max_header_size {
+        None => d.max_header_size,
+        Some(s) => {
+            let path = [Key("server"), Key("max_header_size")];
+            match parse_size(&s.as_text()) {
+                Ok(n) if n >= MIN_HEADER_SIZE => u32::try_from(n).unwrap_or_else(|_| {
+                    e.at(&path, "max_header_size must be under 4GiB");
+                    d.max_header_size
+                }),
+                Ok(_) => {
+                    e.at(&path, "max_header_size must be at least 8KiB");
+                    d.max_header_size
+                }
+                Err(m) => {
+                    e.at(&path, m);
+                    d.max_header_size
+                }
+            }
+        }
+    };
+    Limits {
+        max_connections: usize::try_from(max_connections).unwrap_or(d.max_connections),
+        header_read_timeout,
+        idle_timeout,
+        h2_keep_alive_interval,
+        h2_keep_alive_timeout,
+        max_header_size,
+        max_concurrent_streams: u32::try_from(max_concurrent_streams)
+            .unwrap_or(d.max_concurrent_streams),
+    }
+}
+
 /// Turns the raw mirror into a validated [`Config`], or every error found.
 pub fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErrors> {
     let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
@@ -652,6 +792,7 @@ pub fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, Confi
         tls,
         shutdown_grace,
         workers: raw.server.workers.filter(|w| *w > 0),
+        limits: limits(&mut e, &raw.server),
     };
     let admin = Admin {
         listen: listen_of(
@@ -1515,6 +1656,57 @@ mod tests {
         assert!(parse_upstream("ftp://x").is_err());
         assert!(parse_upstream("/relative").is_err());
         assert!(parse_upstream("https://user@host").is_err());
+    }
+
+    fn limits_of(yaml: &str) -> Result<Limits, Vec<ConfigError>> {
+        crate::config::from_text(yaml, Path::new("/tmp/keygate.yaml"))
+            .map(|c| c.server.limits)
+            .map_err(|e| e.0)
+    }
+
+    #[test]
+    fn connection_limits_default_and_parse() {
+        assert_eq!(limits_of(""), Ok(Limits::default()));
+        let l = limits_of(
+            "server:\n  max_connections: 20\n  header_read_timeout: 500ms\n  idle_timeout: 2m\n  \
+             h2_keep_alive_interval: 5s\n  h2_keep_alive_timeout: 3s\n  max_header_size: 16KiB\n  \
+             max_concurrent_streams: 7\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            l,
+            Limits {
+                max_connections: 20,
+                header_read_timeout: Duration::from_millis(500),
+                idle_timeout: Duration::from_secs(120),
+                h2_keep_alive_interval: Duration::from_secs(5),
+                h2_keep_alive_timeout: Duration::from_secs(3),
+                max_header_size: 16 << 10,
+                max_concurrent_streams: 7,
+            }
+        );
+    }
+
+    #[test]
+    fn connection_limits_are_refused_with_positions() {
+        let errs = limits_of(
+            "server:\n  max_connections: 0\n  header_read_timeout: 0s\n  idle_timeout: soon\n  \
+             max_header_size: 4KiB\n  max_concurrent_streams: 0\n  h2_keep_alive_interval: 0ms\n",
+        )
+        .expect_err("invalid");
+        let at = |line: usize| {
+            errs.iter()
+                .find(|e| e.line == Some(line))
+                .map(|e| e.message.clone())
+                .unwrap_or_else(|| panic!("no error on line {line}: {errs:?}"))
+        };
+        assert!(at(2).contains("max_connections must be between 1"));
+        assert!(at(3).contains("header_read_timeout must be more than 0"));
+        assert!(at(4).contains("not a duration"));
+        assert!(at(5).contains("at least 8KiB"));
+        assert!(at(6).contains("max_concurrent_streams must be between 1"));
+        assert!(at(7).contains("h2_keep_alive_interval must be more than 0"));
+        assert_eq!(errs.len(), 6, "{errs:?}");
     }
 
     #[test]
