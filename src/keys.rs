@@ -605,3 +605,40 @@ pub fn metadata(shared: &Shared, r: &KeyRecord, now: SystemTime) -> serde_json::
         "state": state,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_durations_are_bounded_and_never_negative() {
+        let ok = |t: &str| parse_key_duration("grace", t);
+        assert_eq!(ok("0s"), Ok(Duration::ZERO));
+        assert_eq!(ok("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(ok("36500d"), Ok(MAX_KEY_DURATION));
+        for bad in [
+            "-5s",
+            "-1",
+            "36501d",
+            "9999999999999999s",
+            "99999999999999999d",
+            "99999999999999999999",
+            "18446744073709551615ms",
+            "soon",
+            "",
+        ] {
+            match ok(bad) {
+                Err(GatewayError::BadRequest(m)) => assert!(m.starts_with("grace: "), "{m}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        let long = "1".repeat(40);
+        match ok(&long) {
+            Err(GatewayError::BadRequest(m)) => assert!(!m.contains(&long), "not echoed"),
+            other => panic!("{other:?}"),
+        }
+        // The bound keeps every time form in range.
+        let far = SystemTime::now() + MAX_KEY_DURATION;
+        assert!(i64::try_from(to_ms(far)).is_ok());
+    }
+}

@@ -117,8 +117,14 @@ enum KeysCommand {
     },
     /// List every key's metadata (never the keys).
     List,
-    /// Revoke a key now.
-    Revoke { id: String },
+    /// Revoke a key now (and every key rolled from it).
+    Revoke {
+        id: String,
+        /// Revoke even the last live admin key (locks the admin API until
+        /// `keygate admin-key --reset`).
+        #[arg(long)]
+        force: bool,
+    },
     /// Issue a successor; the old key keeps working for the grace period.
     Roll {
         id: String,
@@ -310,9 +316,10 @@ async fn keys_command(
                 println!("{}", cli::table(&items, cli::KEY_COLUMNS));
             })
         }
-        KeysCommand::Revoke { id } => {
+        KeysCommand::Revoke { id, force } => {
+            let query = if force { "?force=true" } else { "" };
             let (status, v) = client
-                .call(Method::DELETE, &format!("/api/v1/keys/{id}"), None)
+                .call(Method::DELETE, &format!("/api/v1/keys/{id}{query}"), None)
                 .await?;
             cli::finish(status, StatusCode::NO_CONTENT, &v, false, |_| {
                 println!("revoked {id}")

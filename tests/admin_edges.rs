@@ -465,6 +465,17 @@ async fn the_last_admin_key_cannot_end_itself_and_reset_lets_the_operator_back_i
         (StatusCode::CONFLICT, Some("last_admin_key"))
     );
 
+    // The CLI says the same, and offers --force.
+    let out = Command::new(BIN)
+        .args(["keys", "revoke", &third_id])
+        .args(["--admin-url", &format!("http://{}", gw.admin)])
+        .env("KEYGATE_ADMIN_KEY", &third)
+        .output()
+        .expect("cli");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("409 last_admin_key"), "{err}");
+
     // Forced: done, and the key is dead at once.
     let r = admin(
         &gw,
