@@ -97,9 +97,9 @@ pub async fn dispatch(
 }
 
 /// `?force=true` overrides the last-admin-key rule (see `keys`). Only
-/// `force=true` or `force=false` is understood; anything else in the
-/// query is refused rather than ignored, so a typo never forces nothing
-/// silently (or something silently).
+/// `force=true` or `force=false` is understood; anything else in the query
+/// is refused rather than ignored, so a misspelt `force` is an error, not
+/// a request that quietly runs without it.
 fn force(req: &Request<Incoming>) -> Result<bool, GatewayError> {
     let mut force = false;
     for pair in req.uri().query().unwrap_or("").split('&') {
