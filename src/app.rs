@@ -469,11 +469,15 @@ const USAGE_FLUSH: Duration = Duration::from_secs(2);
 /// How often ended keys past `store.retention` are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
-/// Background upkeep: batched usage writes and retention purges.
+/// Background upkeep: batched usage writes, retention purges, and picking
+/// up an admin key written by `keygate admin-key --reset` (one indexed
+/// read per tick), so an operator locked out of the admin API gets back in
+/// without restarting the gateway.
 async fn maintenance(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(USAGE_FLUSH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_purge = tokio::time::Instant::now();
+    let mut reset_seen: Option<String> = None;
     loop {
         tick.tick().await;
         let s = Arc::clone(&shared);
@@ -481,6 +485,7 @@ async fn maintenance(shared: Arc<Shared>) {
         if purge {
             last_purge = tokio::time::Instant::now();
         }
+        let seen = reset_seen.clone();
         let result = tokio::task::spawn_blocking(move || {
             let flushed = keys::flush_usage(&s);
             if purge
@@ -489,11 +494,20 @@ async fn maintenance(shared: Arc<Shared>) {
             {
                 tracing::warn!(error = %e, "key purge failed");
             }
-            flushed
+            let reset = keys::pick_up_admin_reset(&s, seen.as_deref());
+            (flushed, reset)
         })
         .await;
-        if let Ok(Err(e)) = result {
-            tracing::warn!(error = %e, "key usage flush failed; will retry");
+        if let Ok((flushed, reset)) = result {
+            if let Err(e) = flushed {
+                tracing::warn!(error = %e, "key usage flush failed; will retry");
+            }
+            match reset {
+                Ok(mark) => reset_seen = mark,
+                Err(e) => {
+                    tracing::warn!(error = %e, "checking for a reset admin key failed; will retry")
+                }
+            }
         }
     }
 }

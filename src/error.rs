@@ -29,6 +29,9 @@ pub enum GatewayError {
     MethodNotAllowed,
     /// Admin API: the request conflicts with the current state.
     Conflict(String),
+    /// Admin API: the change would end the last live key that can use the
+    /// admin API, locking every operator out; refused unless forced.
+    LastAdminKey,
     BodyTooLarge,
     UpstreamUnavailable,
     CredentialUnavailable(String),
@@ -86,6 +89,12 @@ impl GatewayError {
                 "this route does not accept that method".into(),
             ),
             Conflict(m) => (StatusCode::CONFLICT, "conflict", m.clone()),
+            LastAdminKey => (
+                StatusCode::CONFLICT,
+                "last_admin_key",
+                "this would leave no live key that can use the admin API; create another admin key first, or repeat with ?force=true (recovery: `keygate admin-key --reset`)"
+                    .into(),
+            ),
             BodyTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",

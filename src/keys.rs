@@ -5,6 +5,13 @@
 //!
 //! These functions block on the store; async callers run them in
 //! `spawn_blocking`.
+//!
+//! The last-admin-key rule: a revoke or roll that would leave no live,
+//! unexpired key able to use the admin API (YAML-declared keys count) is
+//! refused with `409 last_admin_key` unless forced, because nothing else
+//! could then repair it over the API. A roll keeps an admin alive through
+//! its successor (same client, roles and expiry), so rolling the last
+//! admin key is allowed. `keygate admin-key --reset` is the way back in.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,11 +24,54 @@ use crate::auth::{KeyRecord, KeySource, effective_roles, grants, key};
 use crate::config::validate::BUILTIN_ADMIN;
 use crate::error::GatewayError;
 use crate::secret::Secret;
-use crate::state::Shared;
-use crate::store::{StoredKey, Usage, write_private};
+use crate::state::{Shared, Snapshot};
+use crate::store::{Store, StoredKey, Usage, write_private};
 
 const META_BOOTSTRAPPED: &str = "bootstrapped";
+/// Set by `keygate admin-key --reset` to the id of the key it wrote; a
+/// running gateway polls it to pick that key up without a restart.
+const META_ADMIN_RESET: &str = "admin_key_reset";
 pub const INITIAL_ADMIN_FILE: &str = "initial-admin.key";
+
+/// The longest `expires_in` or `grace` accepted: 100 years. Far past any
+/// real key's life, yet small enough that `now` plus it fits every form a
+/// time takes here (`SystemTime`, u64 and SQLite i64 milliseconds), so no
+/// arithmetic wraps and no huge value silently turns into "now".
+pub const MAX_KEY_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
+const MAX_KEY_DURATION_TEXT: &str = "36500d (100 years)";
+
+/// Parses a key lifetime or roll grace from the admin API, refusing what a
+/// plain duration parse would take badly: a sign, an overflowing number,
+/// anything over [`MAX_KEY_DURATION`]. `field` names the input in errors.
+pub fn parse_key_duration(field: &str, text: &str) -> Result<Duration, GatewayError> {
+    let t = text.trim();
+    let bad = |why: String| GatewayError::BadRequest(format!("{field}: {why}"));
+    // Long input is not echoed back: a duration is never that long.
+    if t.len() > 32 {
+        return Err(bad(
+            "not a duration (write it like 500ms, 30s, 12h or 90d)".into()
+        ));
+    }
+    if t.starts_with('-') {
+        return Err(bad(format!(
+            "`{t}` is negative; write zero or more, like 30s, 12h or 90d"
+        )));
+    }
+    // 16 digits or more is over the bound in every unit (10^15 ms is
+    // already 31 700 years) and may not even fit a u64.
+    if t.bytes().take_while(u8::is_ascii_digit).count() > 15 {
+        return Err(bad(format!(
+            "`{t}` is too large; the longest allowed is {MAX_KEY_DURATION_TEXT}"
+        )));
+    }
+    let d = crate::config::units::parse_duration(t).map_err(bad)?;
+    if d > MAX_KEY_DURATION {
+        return Err(bad(format!(
+            "`{t}` is too large; the longest allowed is {MAX_KEY_DURATION_TEXT}"
+        )));
+    }
+    Ok(d)
+}
 
 /// What `POST /api/v1/keys` asks for, validated here.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -132,8 +182,7 @@ pub fn create(
     }
     let ttl = match &req.expires_in {
         Some(text) => {
-            let d = crate::config::units::parse_duration(text)
-                .map_err(|m| GatewayError::BadRequest(format!("expires_in: {m}")))?;
+            let d = parse_key_duration("expires_in", text)?;
             if d.is_zero() {
                 return Err(GatewayError::BadRequest(
                     "expires_in must be more than zero".into(),
@@ -195,10 +244,17 @@ fn issue(
     };
     match rolled_from {
         None => shared.store.insert_key(&stored).map_err(internal)?,
-        Some((old, old_expiry)) => shared
-            .store
-            .roll(&old.id, to_ms(old_expiry), &stored)
-            .map_err(internal)?,
+        Some((old, old_expiry)) => {
+            if !shared
+                .store
+                .roll(&old.id, to_ms(old_expiry), &stored)
+                .map_err(internal)?
+            {
+                return Err(GatewayError::Conflict(
+                    "the key was revoked or expired before it could be rolled".into(),
+                ));
+            }
+        }
     }
     let record = record_from(&stored);
     shared.keys.insert(Arc::clone(&record));
@@ -215,8 +271,42 @@ fn find(shared: &Shared, id: &str) -> Result<Arc<KeyRecord>, GatewayError> {
         .ok_or_else(|| GatewayError::NotFound(format!("no key with id `{id}`")))
 }
 
-/// Revokes now; the very next use answers 401. Revoking twice is a no-op.
-pub fn revoke(shared: &Shared, id: &str, now: SystemTime) -> Result<(), GatewayError> {
+/// Whether `r` is live now and its client's current roles include an
+/// admin role.
+fn is_live_admin(snap: &Snapshot, r: &KeyRecord, now: SystemTime) -> bool {
+    r.revoked_at().is_none()
+        && !r.is_expired(now)
+        && effective_roles(&snap.config.clients, r)
+            .is_some_and(|roles| grants::is_admin(&snap.config.roles, roles))
+}
+
+/// The last-admin-key rule: after ending the keys in `ending`, does some
+/// live key (API or YAML) still hold admin rights? Call with
+/// `shared.key_writes` held so the answer stays true until the write.
+fn admin_remains(shared: &Shared, ending: &[String], now: SystemTime) -> bool {
+    let snap = shared.snapshot.load();
+    shared
+        .keys
+        .all()
+        .iter()
+        .any(|r| !ending.contains(&r.id) && is_live_admin(&snap, r, now))
+}
+
+fn lock_writes(shared: &Shared) -> Result<std::sync::MutexGuard<'_, ()>, GatewayError> {
+    shared
+        .key_writes
+        .lock()
+        .map_err(|_| internal("key write lock poisoned"))
+}
+
+/// Revokes now, together with every live key rolled from this one (a
+/// successor continues the key it replaced); the very next use of any of
+/// them answers 401. A key that is unknown or already revoked answers 404,
+/// so of concurrent revokes exactly one gets the 204. Refused with
+/// `last_admin_key` when it would end the last live admin key, unless
+/// `force`.
+pub fn revoke(shared: &Shared, id: &str, force: bool, now: SystemTime) -> Result<(), GatewayError> {
+    let _writes = lock_writes(shared)?;
     let record = find(shared, id)?;
     if record.source == KeySource::Config {
         return Err(GatewayError::Conflict(
@@ -224,24 +314,41 @@ pub fn revoke(shared: &Shared, id: &str, now: SystemTime) -> Result<(), GatewayE
         ));
     }
     if record.revoked_at().is_some() {
-        return Ok(());
+        return Err(GatewayError::NotFound(format!(
+            "key `{id}` is already revoked"
+        )));
     }
-    shared.store.set_revoked(id, to_ms(now)).map_err(internal)?;
-    if let Ok(mut r) = record.revoked_at.lock() {
-        *r = Some(now);
+    let mut ending = shared.store.live_successors(id).map_err(internal)?;
+    ending.push(id.to_string());
+    if !force && !admin_remains(shared, &ending, now) {
+        return Err(GatewayError::LastAdminKey);
+    }
+    let revoked = shared
+        .store
+        .revoke_chain(id, to_ms(now))
+        .map_err(internal)?
+        .ok_or_else(|| GatewayError::NotFound(format!("key `{id}` is already revoked")))?;
+    for r in shared.keys.all().iter().filter(|r| revoked.contains(&r.id)) {
+        if let Ok(mut at) = r.revoked_at.lock() {
+            at.get_or_insert(now);
+        }
     }
     Ok(())
 }
 
 /// Issues a successor with the same client, name and roles. The old key
 /// keeps working for `grace`, and the successor never outlives the
-/// original's expiry.
+/// original's expiry. The successor holds the old key's rights, so a roll
+/// ends an admin key only in name; the last-admin-key rule is still
+/// checked on the state after the roll.
 pub fn roll(
     shared: &Shared,
     id: &str,
     grace: Duration,
+    force: bool,
     now: SystemTime,
 ) -> Result<(Secret, Arc<KeyRecord>), GatewayError> {
+    let _writes = lock_writes(shared)?;
     let old = find(shared, id)?;
     if old.source == KeySource::Config {
         return Err(GatewayError::Conflict(
@@ -258,15 +365,29 @@ pub fn roll(
             "an expired key cannot be rolled".into(),
         ));
     }
-    let grace_end = now.checked_add(grace).unwrap_or(now);
+    // `grace` is at most MAX_KEY_DURATION, so this cannot overflow; were it
+    // to, refusing beats ending the old key now.
+    let grace_end = now
+        .checked_add(grace)
+        .ok_or_else(|| GatewayError::BadRequest("grace is too large".into()))?;
     let old_expiry = match old.expires_at() {
         Some(e) if e < grace_end => e,
         _ => grace_end,
     };
-    let prefix = shared.snapshot.load().config.keys.prefix.clone();
+    let snap = shared.snapshot.load_full();
+    // The successor has the old key's client, roles and expiry: it is a
+    // live admin after the roll exactly when the old key is one now.
+    let ending = if old_expiry <= now {
+        vec![old.id.clone()]
+    } else {
+        Vec::new()
+    };
+    if !force && !admin_remains(shared, &ending, now) && !is_live_admin(&snap, &old, now) {
+        return Err(GatewayError::LastAdminKey);
+    }
     issue(
         shared,
-        &prefix,
+        &snap.config.keys.prefix,
         &old.client,
         &old.name,
         old.roles.clone(),
@@ -325,13 +446,37 @@ pub fn purge(shared: &Shared, retention: Duration, now: SystemTime) -> Result<us
 
 /// Whether some live key may use the admin API.
 fn admin_key_exists(shared: &Shared, now: SystemTime) -> bool {
-    let snap = shared.snapshot.load();
-    shared.keys.all().iter().any(|r| {
-        r.revoked_at().is_none()
-            && !r.is_expired(now)
-            && effective_roles(&snap.config.clients, r)
-                .is_some_and(|roles| grants::is_admin(&snap.config.roles, roles))
-    })
+    admin_remains(shared, &[], now)
+}
+
+/// Mints a key for the built-in `keygate-admin` client: the file
+/// `<store_dir>/initial-admin.key` (mode 0600) first, then the store. A
+/// crash between the two leaves a key nobody can use, never a stored key
+/// nobody was given.
+fn mint_admin_key(
+    store: &dyn Store,
+    prefix: &str,
+    store_dir: &Path,
+    name: &str,
+    now: SystemTime,
+) -> Result<(PathBuf, StoredKey), String> {
+    let secret = key::generate(prefix).map_err(|e| e.to_string())?;
+    let path = store_dir.join(INITIAL_ADMIN_FILE);
+    write_private(&path, &format!("{}\n", secret.expose()))?;
+    let stored = StoredKey {
+        id: new_id().map_err(|e| e.to_string())?,
+        digest: key::digest(secret.expose()),
+        name: name.into(),
+        client: BUILTIN_ADMIN.into(),
+        roles: None,
+        display_prefix: key::display_prefix(secret.expose()),
+        created_ms: to_ms(now),
+        expires_ms: None,
+        revoked_ms: None,
+        rolled_from: None,
+    };
+    store.insert_key(&stored).map_err(|e| e.to_string())?;
+    Ok((path, stored))
 }
 
 /// On the very first start with no admin-capable key anywhere, creates one
@@ -359,33 +504,74 @@ pub fn bootstrap(
         return Ok(None);
     }
     let prefix = shared.snapshot.load().config.keys.prefix.clone();
-    let secret = key::generate(&prefix).map_err(|e| e.to_string())?;
-    // The file first: a crash before the store insert leaves a key nobody
-    // can use and the next start simply makes another.
-    let path = store_dir.join(INITIAL_ADMIN_FILE);
-    write_private(&path, &format!("{}\n", secret.expose()))?;
-    let stored = StoredKey {
-        id: new_id().map_err(|e| e.to_string())?,
-        digest: key::digest(secret.expose()),
-        name: "initial-admin".into(),
-        client: BUILTIN_ADMIN.into(),
-        roles: None,
-        display_prefix: key::display_prefix(secret.expose()),
-        created_ms: to_ms(now),
-        expires_ms: None,
-        revoked_ms: None,
-        rolled_from: None,
-    };
-    shared
-        .store
-        .insert_key(&stored)
-        .map_err(|e| e.to_string())?;
+    let (path, stored) = mint_admin_key(
+        shared.store.as_ref(),
+        &prefix,
+        store_dir,
+        "initial-admin",
+        now,
+    )?;
     shared.keys.insert(record_from(&stored));
     shared
         .store
         .set_meta(META_BOOTSTRAPPED, &stored.id)
         .map_err(|e| e.to_string())?;
     Ok(Some(path))
+}
+
+/// `keygate admin-key --reset`: the way back in after the last admin key
+/// was lost, revoked with `force`, or expired. Writes a fresh key for
+/// `keygate-admin` the way the first start does, run on the host against
+/// the store (SQLite WAL lets it write while the gateway runs), then marks
+/// the store so a running gateway picks the key up (see
+/// [`pick_up_admin_reset`]). Returns the file written and the key's id.
+pub fn reset_admin_key(
+    store: &dyn Store,
+    prefix: &str,
+    store_dir: &Path,
+    now: SystemTime,
+) -> Result<(PathBuf, String), String> {
+    let (path, stored) = mint_admin_key(store, prefix, store_dir, "reset-admin", now)?;
+    store.set_meta(META_ADMIN_RESET, &stored.id).map_err(|e| {
+        format!(
+            "the key is stored but a running gateway was not told ({e}); restart it to use the key"
+        )
+    })?;
+    Ok((path, stored.id))
+}
+
+/// Polled by the running gateway: when `keygate admin-key --reset` marked
+/// the store since `seen`, adds the stored keys the index does not hold
+/// (records already held keep their usage data). Returns the new mark.
+pub fn pick_up_admin_reset(shared: &Shared, seen: Option<&str>) -> Result<Option<String>, String> {
+    let mark = shared
+        .store
+        .get_meta(META_ADMIN_RESET)
+        .map_err(|e| e.to_string())?;
+    if mark.is_none() || mark.as_deref() == seen {
+        return Ok(mark);
+    }
+    let _writes = shared
+        .key_writes
+        .lock()
+        .map_err(|_| "key write lock poisoned".to_string())?;
+    let held: std::collections::HashSet<[u8; 32]> =
+        shared.keys.all().iter().map(|r| r.digest).collect();
+    let mut added = 0;
+    for k in shared.store.load_keys().map_err(|e| e.to_string())? {
+        if !held.contains(&k.digest) {
+            shared.keys.insert(record_from(&k));
+            added += 1;
+        }
+    }
+    if added > 0 {
+        tracing::warn!(
+            key_id = mark.as_deref().unwrap_or_default(),
+            added,
+            "admin key written by `keygate admin-key --reset` is now in use"
+        );
+    }
+    Ok(mark)
 }
 
 /// A key's metadata as the admin API shows it; never the key or its hash.
@@ -418,4 +604,41 @@ pub fn metadata(shared: &Shared, r: &KeyRecord, now: SystemTime) -> serde_json::
         "source": r.source,
         "state": state,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_durations_are_bounded_and_never_negative() {
+        let ok = |t: &str| parse_key_duration("grace", t);
+        assert_eq!(ok("0s"), Ok(Duration::ZERO));
+        assert_eq!(ok("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(ok("36500d"), Ok(MAX_KEY_DURATION));
+        for bad in [
+            "-5s",
+            "-1",
+            "36501d",
+            "9999999999999999s",
+            "99999999999999999d",
+            "99999999999999999999",
+            "18446744073709551615ms",
+            "soon",
+            "",
+        ] {
+            match ok(bad) {
+                Err(GatewayError::BadRequest(m)) => assert!(m.starts_with("grace: "), "{m}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        let long = "1".repeat(40);
+        match ok(&long) {
+            Err(GatewayError::BadRequest(m)) => assert!(!m.contains(&long), "not echoed"),
+            other => panic!("{other:?}"),
+        }
+        // The bound keeps every time form in range.
+        let far = SystemTime::now() + MAX_KEY_DURATION;
+        assert!(i64::try_from(to_ms(far)).is_ok());
+    }
 }

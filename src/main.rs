@@ -1,4 +1,5 @@
-//! The `keygate` command: `run`, `check`, `keygen` (SPEC §1).
+//! The `keygate` command: `run`, `check`, `keygen`, `admin-key --reset`
+//! (SPEC §1) and the admin API clients.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,6 +57,15 @@ enum Command {
         #[arg(long, default_value = "kg_")]
         prefix: String,
     },
+    /// Recover admin access: write a fresh admin key to initial-admin.key
+    /// beside the store (run on the gateway's host; the gateway may be running).
+    AdminKey {
+        /// Mint a new key for the built-in keygate-admin client.
+        #[arg(long, required = true)]
+        reset: bool,
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Inspect and set token values through the admin API (key from KEYGATE_ADMIN_KEY).
     Tokens {
         #[arg(long, global = true, default_value = DEFAULT_ADMIN_URL)]
@@ -107,8 +117,14 @@ enum KeysCommand {
     },
     /// List every key's metadata (never the keys).
     List,
-    /// Revoke a key now.
-    Revoke { id: String },
+    /// Revoke a key now (and every key rolled from it).
+    Revoke {
+        id: String,
+        /// Revoke even the last live admin key (locks the admin API until
+        /// `keygate admin-key --reset`).
+        #[arg(long)]
+        force: bool,
+    },
     /// Issue a successor; the old key keeps working for the grace period.
     Roll {
         id: String,
@@ -174,6 +190,14 @@ fn main() -> ExitCode {
                     eprintln!("keygate: no randomness from the OS: {e}");
                     ExitCode::FAILURE
                 }
+            }
+        }
+        Command::AdminKey { reset, config } => {
+            if reset {
+                admin_key_reset(&config)
+            } else {
+                eprintln!("keygate: admin-key needs --reset");
+                ExitCode::FAILURE
             }
         }
         Command::Keys {
@@ -292,9 +316,10 @@ async fn keys_command(
                 println!("{}", cli::table(&items, cli::KEY_COLUMNS));
             })
         }
-        KeysCommand::Revoke { id } => {
+        KeysCommand::Revoke { id, force } => {
+            let query = if force { "?force=true" } else { "" };
             let (status, v) = client
-                .call(Method::DELETE, &format!("/api/v1/keys/{id}"), None)
+                .call(Method::DELETE, &format!("/api/v1/keys/{id}{query}"), None)
                 .await?;
             cli::finish(status, StatusCode::NO_CONTENT, &v, false, |_| {
                 println!("revoked {id}")
@@ -314,6 +339,67 @@ async fn keys_command(
             })
         }
     })
+}
+
+/// `keygate admin-key --reset -c PATH`: writes a fresh admin key for the
+/// built-in `keygate-admin` client into the store the config names and to
+/// `initial-admin.key` beside it (mode 0600), the way the first start does.
+/// Prints the path and the key's id, never the key. A running gateway picks
+/// the key up within a few seconds; a stopped one at its next start.
+fn admin_key_reset(path: &std::path::Path) -> ExitCode {
+    let cfg = match config::load(path) {
+        Ok(c) => c,
+        Err(errs) => {
+            eprintln!("{}", errs.render(path));
+            return ExitCode::FAILURE;
+        }
+    };
+    let db = &cfg.store.sqlite;
+    // Refuse rather than create an empty store: a wrong -c must not leave a
+    // stray database holding an admin key nothing will ever read.
+    if !db.exists() {
+        eprintln!(
+            "keygate: no store at {}: start the gateway once (its first start creates an admin key), or check -c",
+            db.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let locked = |e: &str| {
+        if e.contains("locked") || e.contains("busy") {
+            format!(
+                "the store {} is locked by another writer; try again, or stop the gateway first",
+                db.display()
+            )
+        } else {
+            format!("cannot use the store {}: {e}", db.display())
+        }
+    };
+    let store = match keygate::store::sqlite::SqliteStore::open(db) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("keygate: {}", locked(&e.to_string()));
+            return ExitCode::FAILURE;
+        }
+    };
+    let dir = db.parent().map(PathBuf::from).unwrap_or_default();
+    match keygate::keys::reset_admin_key(
+        &store,
+        &cfg.keys.prefix,
+        &dir,
+        std::time::SystemTime::now(),
+    ) {
+        Ok((file, id)) => {
+            eprintln!(
+                "keygate: wrote a new admin key (id {id}, client keygate-admin) to {} (mode 0600); read it, then delete the file. A running gateway accepts it within a few seconds. Revoke lost admin keys once you are back in.",
+                file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("keygate: {}", locked(&e));
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn run(path: PathBuf) -> ExitCode {

@@ -119,6 +119,11 @@ pub struct Shared {
     /// One verifier per `user` token.
     pub users: DashMap<String, Arc<UserVerifier>>,
     pub keys: KeyIndex,
+    /// Held by every key change (revoke, roll, picking up keys written by
+    /// another process) across its check, store write and index update, so
+    /// the last-admin-key rule and the revoke/roll race are decided on a
+    /// state nobody else is changing. Never held across an `.await`.
+    pub key_writes: Mutex<()>,
     pub reload: Mutex<ReloadStatus>,
     pub metrics: Metrics,
     next_request: AtomicU64,
@@ -141,6 +146,7 @@ impl Shared {
             refreshers: DashMap::new(),
             users: DashMap::new(),
             keys: KeyIndex::new(),
+            key_writes: Mutex::new(()),
             reload: Mutex::new(ReloadStatus {
                 ok: true,
                 at: Some(now_rfc3339()),

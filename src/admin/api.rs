@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{ReloadRequest, json, only};
 use crate::body::Body;
-use crate::config::units::{format_duration, parse_duration};
+use crate::config::units::format_duration;
 use crate::config::{AuthMode, TokenKind, ValueSource};
 use crate::error::GatewayError;
 use crate::keys::{self, NewKey};
@@ -81,8 +81,9 @@ pub async fn dispatch(
         },
         ["keys", id] => {
             only(&method, Method::DELETE)?;
+            let force = force(&req)?;
             let (shared, id) = (Arc::clone(shared), id.to_string());
-            blocking(move || keys::revoke(&shared, &id, SystemTime::now())).await?;
+            blocking(move || keys::revoke(&shared, &id, force, SystemTime::now())).await?;
             let mut r = Response::new(Body::empty());
             *r.status_mut() = StatusCode::NO_CONTENT;
             Ok(r)
@@ -93,6 +94,32 @@ pub async fn dispatch(
         }
         _ => Err(GatewayError::NotFound("no such admin route".into())),
     }
+}
+
+/// `?force=true` overrides the last-admin-key rule (see `keys`). Only
+/// `force=true` or `force=false` is understood; anything else in the query
+/// is refused rather than ignored, so a misspelt `force` is an error, not
+/// a request that quietly runs without it.
+fn force(req: &Request<Incoming>) -> Result<bool, GatewayError> {
+    let mut force = false;
+    for pair in req.uri().query().unwrap_or("").split('&') {
+        match pair {
+            "" => {}
+            "force=true" => force = true,
+            "force=false" => force = false,
+            _ if pair.starts_with("force=") || pair == "force" => {
+                return Err(GatewayError::BadRequest(
+                    "force must be `true` or `false`".into(),
+                ));
+            }
+            _ => {
+                return Err(GatewayError::BadRequest(
+                    "unknown query parameter; this route takes only `force`".into(),
+                ));
+            }
+        }
+    }
+    Ok(force)
 }
 
 async fn blocking<T: Send + 'static>(
@@ -341,16 +368,16 @@ async fn roll_key(
     id: &str,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, GatewayError> {
+    let force = force(&req)?;
     let roll: Roll = read_json(req).await?;
     let grace = match roll.grace {
         None => DEFAULT_GRACE,
-        Some(g) => {
-            parse_duration(&g).map_err(|m| GatewayError::BadRequest(format!("grace: {m}")))?
-        }
+        Some(g) => keys::parse_key_duration("grace", &g)?,
     };
     let (s, id) = (Arc::clone(shared), id.to_string());
     let old_id = id.clone();
-    let (secret, record) = blocking(move || keys::roll(&s, &id, grace, SystemTime::now())).await?;
+    let (secret, record) =
+        blocking(move || keys::roll(&s, &id, grace, force, SystemTime::now())).await?;
     let mut body = keys::metadata(shared, &record, SystemTime::now());
     body["key"] = serde_json::Value::String(secret.expose().to_string());
     body["rolled_from"] = serde_json::Value::String(old_id);

@@ -12,8 +12,12 @@
 //! | `GET /api/v1/clients` | admin | clients and roles |
 //! | `POST /api/v1/keys` | admin | create a key (201, shown once) |
 //! | `GET /api/v1/keys` | admin | metadata of every key |
-//! | `DELETE /api/v1/keys/{id}` | admin | revoke now (204) |
+//! | `DELETE /api/v1/keys/{id}` | admin | revoke now, with its roll successors (204; 404 if already revoked) |
 //! | `POST /api/v1/keys/{id}/roll` | admin | successor key; the old one expires after the grace |
+//!
+//! Ending the last live admin key (revoke, roll) answers `409
+//! last_admin_key` unless `?force=true`. Every `/api/v1` answer carries
+//! `Cache-Control: no-store`: some carry a plaintext key.
 //!
 //! "admin" means an API key of a client holding a role with `admin: true`:
 //! 401 without a valid key, 403 with a non-admin one. Bodies are JSON, at
@@ -25,7 +29,7 @@ mod api;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::header::{CONTENT_TYPE, HeaderValue};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, PRAGMA};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::sync::{mpsc, oneshot};
@@ -115,12 +119,22 @@ impl Admin {
 
     pub async fn handle(&self, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
         let request_id = self.shared.request_id();
+        let api = req.uri().path().starts_with("/api/");
         let mut resp = match self.route(req).await {
             Ok(r) => r,
             Err(e) => e.to_response(&request_id),
         };
+        let h = resp.headers_mut();
         if let Ok(v) = HeaderValue::from_str(&request_id) {
-            resp.headers_mut().insert(X_REQUEST_ID, v);
+            h.insert(X_REQUEST_ID, v);
+        }
+        // Create and roll answer with a plaintext key, and every other API
+        // answer describes credentials: no browser, proxy or CLI cache may
+        // keep a copy (RFC 9111 §5.2.2.5; `Pragma` for HTTP/1.0 caches,
+        // RFC 9111 §5.4). Set here, once, so no route can forget it.
+        if api {
+            h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            h.insert(PRAGMA, HeaderValue::from_static("no-cache"));
         }
         resp
     }

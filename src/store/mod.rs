@@ -78,14 +78,27 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn load_keys(&self) -> Result<Vec<StoredKey>, StoreError>;
     /// Durable when it returns: the caller sends the key only afterwards.
     fn insert_key(&self, key: &StoredKey) -> Result<(), StoreError>;
-    fn set_revoked(&self, id: &str, at_ms: u64) -> Result<(), StoreError>;
-    /// Inserts the successor and shortens the old key's life, atomically.
+    /// Revokes `id` and, in the same transaction, every unrevoked key
+    /// rolled from it (transitively): a successor continues the key it
+    /// replaces, so a roll racing a revoke never leaves a live successor of
+    /// a revoked key. The UPDATE is conditional on `id` being unrevoked, so
+    /// of two concurrent revokes exactly one wins. Returns the ids revoked
+    /// (`id` first), or `None` when `id` is unknown or already revoked.
+    fn revoke_chain(&self, id: &str, at_ms: u64) -> Result<Option<Vec<String>>, StoreError>;
+    /// Unrevoked keys rolled from `id`, transitively: what `revoke_chain`
+    /// would end with it (read first to check the last-admin-key rule).
+    fn live_successors(&self, id: &str) -> Result<Vec<String>, StoreError>;
+    /// Inserts the successor and shortens the old key's life, atomically,
+    /// and only while the old key is live (unrevoked, unexpired at the
+    /// successor's `created_ms`): `Ok(false)` means it was not, and nothing
+    /// was written. The check and the write are one transaction, so a
+    /// revoke that committed first always wins over a roll.
     fn roll(
         &self,
         old_id: &str,
         old_expires_ms: u64,
         successor: &StoredKey,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
     fn record_usage(&self, batch: &[Usage<'_>]) -> Result<(), StoreError>;
     fn load_usage(&self) -> Result<Vec<StoredUsage>, StoreError>;
     /// Deletes keys revoked or expired before `before_ms`; returns how many.

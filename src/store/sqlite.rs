@@ -122,6 +122,24 @@ fn insert(conn: &Connection, k: &StoredKey) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Unrevoked keys rolled from `id`, following the chain through revoked
+/// links too (`UNION` also stops a cycle, should one ever be written).
+fn successors_of(conn: &Connection, id: &str) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn
+        .prepare(
+            "WITH RECURSIVE chain(id) AS (
+                 SELECT id FROM api_keys WHERE rolled_from = ?1
+                 UNION
+                 SELECT k.id FROM api_keys k JOIN chain c ON k.rolled_from = c.id
+             )
+             SELECT k.id FROM api_keys k JOIN chain c ON k.id = c.id
+             WHERE k.revoked_at IS NULL AND k.id <> ?1 ORDER BY k.created_at",
+        )
+        .map_err(err)?;
+    let rows = stmt.query_map(params![id], |r| r.get(0)).map_err(err)?;
+    rows.collect::<Result<_, _>>().map_err(err)
+}
+
 impl Store for SqliteStore {
     fn load_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         let conn = self.conn()?;
@@ -172,18 +190,34 @@ impl Store for SqliteStore {
         insert(&*self.conn()?, key)
     }
 
-    fn set_revoked(&self, id: &str, at_ms: u64) -> Result<(), StoreError> {
-        let n = self
-            .conn()?
+    fn revoke_chain(&self, id: &str, at_ms: u64) -> Result<Option<Vec<String>>, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(err)?;
+        let n = tx
             .execute(
                 "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
                 params![id, at_ms as i64],
             )
             .map_err(err)?;
         if n == 0 {
-            return Err(StoreError(format!("no active key {id}")));
+            return Ok(None); // dropping the transaction rolls it back
         }
-        Ok(())
+        let successors = successors_of(&tx, id)?;
+        for s in &successors {
+            tx.execute(
+                "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                params![s, at_ms as i64],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        let mut ids = vec![id.to_string()];
+        ids.extend(successors);
+        Ok(Some(ids))
+    }
+
+    fn live_successors(&self, id: &str) -> Result<Vec<String>, StoreError> {
+        successors_of(&*self.conn()?, id)
     }
 
     fn roll(
@@ -191,16 +225,22 @@ impl Store for SqliteStore {
         old_id: &str,
         old_expires_ms: u64,
         successor: &StoredKey,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(err)?;
-        tx.execute(
-            "UPDATE api_keys SET expires_at = ?2 WHERE id = ?1",
-            params![old_id, old_expires_ms as i64],
-        )
-        .map_err(err)?;
+        let n = tx
+            .execute(
+                "UPDATE api_keys SET expires_at = ?2
+                 WHERE id = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?3)",
+                params![old_id, old_expires_ms as i64, successor.created_ms as i64],
+            )
+            .map_err(err)?;
+        if n == 0 {
+            return Ok(false);
+        }
         insert(&tx, successor)?;
-        tx.commit().map_err(err)
+        tx.commit().map_err(err)?;
+        Ok(true)
     }
 
     fn record_usage(&self, batch: &[Usage<'_>]) -> Result<(), StoreError> {
@@ -336,17 +376,26 @@ mod tests {
         {
             let s = SqliteStore::open(&path).expect("open");
             s.insert_key(&key("a", 1)).expect("insert");
-            s.roll(
-                "a",
-                50,
-                &StoredKey {
-                    rolled_from: Some("a".into()),
-                    ..key("b", 2)
-                },
-            )
-            .expect("roll");
-            s.set_revoked("b", 60).expect("revoke");
-            assert!(s.set_revoked("b", 61).is_err(), "revoking twice is refused");
+            assert!(
+                s.roll(
+                    "a",
+                    50,
+                    &StoredKey {
+                        rolled_from: Some("a".into()),
+                        ..key("b", 2)
+                    },
+                )
+                .expect("roll")
+            );
+            assert_eq!(
+                s.revoke_chain("b", 60).expect("revoke"),
+                Some(vec!["b".to_string()])
+            );
+            assert_eq!(
+                s.revoke_chain("b", 61).expect("revoke"),
+                None,
+                "revoking twice changes nothing"
+            );
             s.record_usage(&[Usage {
                 id: "a",
                 last_used_ms: 7,
@@ -369,6 +418,39 @@ mod tests {
             let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn revoke_ends_the_roll_chain_and_a_revoked_key_cannot_roll() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = SqliteStore::open(&dir.path().join("k.db")).expect("open");
+        let successor = |id: &str, d: u8, from: &str| StoredKey {
+            rolled_from: Some(from.into()),
+            expires_ms: None,
+            ..key(id, d)
+        };
+        s.insert_key(&StoredKey {
+            expires_ms: None,
+            ..key("a", 1)
+        })
+        .expect("insert");
+        assert!(s.roll("a", 10, &successor("b", 2, "a")).expect("roll"));
+        assert!(s.roll("b", 10, &successor("c", 3, "b")).expect("roll"));
+        assert_eq!(
+            s.live_successors("a").expect("chain"),
+            vec!["b".to_string(), "c".to_string()]
+        );
+        assert_eq!(
+            s.revoke_chain("a", 5).expect("revoke"),
+            Some(vec!["a".to_string(), "b".to_string(), "c".to_string()])
+        );
+        assert!(s.live_successors("a").expect("chain").is_empty());
+        assert!(
+            !s.roll("c", 10, &successor("d", 4, "c")).expect("roll"),
+            "a revoked key is not rolled"
+        );
+        assert!(s.load_keys().expect("load").iter().all(|k| k.id != "d"));
+        assert_eq!(s.revoke_chain("nope", 5).expect("revoke"), None);
     }
 
     #[test]
