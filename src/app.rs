@@ -264,7 +264,7 @@ impl App {
             }
             stay
         });
-        let Some(drain) = self.drain.lock().ok().and_then(|d| d.clone()) else {
+        let Some(drain) = lock(&self.drain).clone() else {
             return; // shutting down: serve nothing new
         };
         for (name, listener, addr) in fresh {
@@ -357,7 +357,12 @@ impl App {
             return;
         }
         let snap = self.shared.snapshot.load_full();
-        if trust_digest(&snap.config) != *lock(&self.trust_digest) {
+        let trust_now = trust_digest(&snap.config);
+        // Recorded before reloading: a reload that fails (a CA file that
+        // is not PEM, a config being edited) is not retried every poll.
+        let trust_changed =
+            std::mem::replace(&mut *lock(&self.trust_digest), trust_now) != trust_now;
+        if trust_changed {
             tracing::info!("a connector ca_file changed; reloading");
             let _ = self.reload().await;
             return;
@@ -412,11 +417,9 @@ impl App {
         for d in self.dedicated.lock().await.values() {
             let _ = d.stop.send(true);
         }
-        if let Ok(mut d) = self.drain.lock() {
-            d.take();
-        }
+        lock(&self.drain).take();
         let grace = self.shared.snapshot.load().config.server.shutdown_grace;
-        let ctl = self.drain_ctl.lock().ok().and_then(|mut g| g.take());
+        let ctl = lock(&self.drain_ctl).take();
         if let Some(ctl) = ctl {
             if ctl.drain(grace).await {
                 tracing::info!("all connections drained");

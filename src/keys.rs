@@ -227,9 +227,7 @@ pub fn revoke(shared: &Shared, id: &str, now: SystemTime) -> Result<(), GatewayE
         return Ok(());
     }
     shared.store.set_revoked(id, to_ms(now)).map_err(internal)?;
-    if let Ok(mut r) = record.revoked_at.lock() {
-        *r = Some(now);
-    }
+    *crate::lock::lock(&record.revoked_at) = Some(now);
     Ok(())
 }
 
