@@ -119,6 +119,12 @@ clients: {{ c: {{ roles: [r], keys: [ {{ name: k, sha256: "{hash}" }} ] }} }}
         2,
         "35 upstream 401s inside min_refresh_interval: exactly one refresh"
     );
+    let metrics = get(&gw.admin_url("/metrics"), &[]).await.text();
+    assert!(
+        metrics
+            .contains(r#"keygate_token_refresh_total{token="partner",result="rate_limited"} 34"#),
+        "the refused refreshes are counted: {metrics}"
+    );
     // The first 401 was retried once with the refreshed value; no other.
     assert_eq!(up.requests().len(), 1 + 25 + 1 + 10);
     // Requests keep using the refreshed value.

@@ -24,8 +24,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-
-use crate::lock::lock;
 use std::time::{Duration, SystemTime};
 
 use prometheus_client::metrics::counter::Counter;
@@ -36,6 +34,7 @@ use tokio::time::Instant;
 use super::fetch::Fetched;
 use super::{TokenStore, TokenValue};
 use crate::config::{HttpRequestSpec, TokenSpec};
+use crate::lock::lock;
 use crate::metrics::TokenResult;
 use crate::upstream::HttpClient;
 
@@ -218,6 +217,8 @@ impl Refresher {
                 .is_none_or(|until| now < until)
         });
         if limited {
+            // Counted so an operator sees a caller hammering a 401 path.
+            self.count("rate_limited");
             return Err("refreshed after a 401 less than min_refresh_interval ago".into());
         }
         self.set_state(|s| s.last_401_refresh = Some(now));

@@ -199,9 +199,7 @@ impl UserVerifier {
             return false;
         }
         match &next {
-            Ok((s, _)) => {
-                tracing::info!(token = %self.name, fingerprint = %s.fingerprint(), "user token jwt secret re-read")
-            }
+            Ok(_) => tracing::info!(token = %self.name, "user token jwt secret re-read"),
             Err(why) => {
                 tracing::error!(token = %self.name, error = %why, "user token secret unavailable; its tokens are refused")
             }
