@@ -24,9 +24,10 @@ use crate::admin::{Admin, ReloadRequest};
 use crate::config::validate::{Limits, TlsFiles, listen_matches};
 use crate::config::{self, Config, ConfigError};
 use crate::keys;
+use crate::lock::lock;
 use crate::proxy::{Listener, Proxy};
 use crate::server::{self, Drain, DrainControl};
-use crate::state::{ReloadStatus, Shared, Snapshot, now_rfc3339};
+use crate::state::{ReloadStatus, Shared, Snapshot, TlsStatus, now_rfc3339};
 use crate::store::sealed;
 use crate::store::sqlite::SqliteStore;
 use crate::tls::{self, CertResolver};
@@ -62,7 +63,12 @@ pub struct App {
     /// SHA-256 of the config text last tried (good or bad), so the watcher
     /// reloads on a content change, not on every touch.
     config_digest: std::sync::Mutex<[u8; 32]>,
+    /// Digest of the TLS pair last *tried* (good or refused), so a refused
+    /// renewal is reported once, not retried on every poll.
     tls_digest: std::sync::Mutex<Option<[u8; 32]>>,
+    /// Digest of every connector `ca_file`'s content last tried, so the
+    /// watcher reloads when a CA is rewritten at the same path.
+    trust_digest: std::sync::Mutex<[u8; 32]>,
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
@@ -82,6 +88,27 @@ fn tls_files_digest(files: &TlsFiles) -> Option<[u8; 32]> {
     h.update(&cert);
     h.update(&key);
     Some(h.finalize().into())
+}
+
+/// One digest over every connector `ca_file` (path and content).
+fn trust_digest(config: &Config) -> [u8; 32] {
+    let mut files: Vec<&Path> = config
+        .connectors
+        .values()
+        .filter_map(|c| c.ca_file.as_deref())
+        .collect();
+    files.sort();
+    files.dedup();
+    let mut h = Sha256::new();
+    for f in files {
+        h.update(f.as_os_str().as_encoded_bytes());
+        h.update([0]);
+        match crate::state::file_digest(f) {
+            Some(d) => h.update(d),
+            None => h.update([0xff]),
+        }
+    }
+    h.finalize().into()
 }
 
 impl App {
@@ -143,6 +170,12 @@ impl App {
             None => None,
         };
         let tls_digest = config.server.tls.as_ref().and_then(tls_files_digest);
+        if tls.is_some() {
+            *lock(&shared.tls) = Some(TlsStatus {
+                loaded_at: Some(now_rfc3339()),
+                error: None,
+            });
+        }
 
         // Read once: listeners bound later (dedicated ports) share them.
         let limits = config.server.limits.clone();
@@ -190,6 +223,7 @@ impl App {
             generation: AtomicU64::new(1),
             config_digest: std::sync::Mutex::new(config_digest),
             tls_digest: std::sync::Mutex::new(tls_digest),
+            trust_digest: std::sync::Mutex::new(trust_digest(&config)),
         });
         {
             let mut current = app.dedicated.lock().await;
@@ -233,7 +267,7 @@ impl App {
             }
             stay
         });
-        let Some(drain) = self.drain.lock().ok().and_then(|d| d.clone()) else {
+        let Some(drain) = lock(&self.drain).clone() else {
             return; // shutting down: serve nothing new
         };
         for (name, listener, addr) in fresh {
@@ -279,9 +313,7 @@ impl App {
                 }
             }
         };
-        if let Ok(mut s) = self.shared.reload.lock() {
-            *s = status;
-        }
+        *lock(&self.shared.reload) = status;
         result
     }
 
@@ -294,10 +326,9 @@ impl App {
                 message: format!("cannot read config file: {e}"),
             }]
         })?;
-        if let Ok(mut d) = self.config_digest.lock() {
-            *d = digest(text.as_bytes());
-        }
+        *lock(&self.config_digest) = digest(text.as_bytes());
         let mut config = config::from_text(&text, &self.config_path).map_err(|e| e.0)?;
+        *lock(&self.trust_digest) = trust_digest(&config);
         let old = self.shared.snapshot.load_full();
         if config.server.listen != old.config.server.listen
             || config.admin.listen != old.config.admin.listen
@@ -331,16 +362,30 @@ impl App {
     }
 
     /// Called by the watcher on file events and on its poll tick: reloads
-    /// the config if its content changed, else re-reads `file:` token
-    /// values and the TLS certificate.
+    /// the config if its content (or a connector `ca_file`'s) changed, else
+    /// re-reads `file:` token values, `file:` JWT secrets and the TLS
+    /// certificate.
     pub async fn check_sources(&self) {
         let now = std::fs::read(&self.config_path).map(|b| digest(&b)).ok();
-        let known = self.config_digest.lock().map(|d| *d).ok();
-        if now.is_some() && now != known {
+        let known = *lock(&self.config_digest);
+        if now.is_some_and(|n| n != known) {
             let _ = self.reload().await;
             return;
         }
         let snap = self.shared.snapshot.load_full();
+        let trust_now = trust_digest(&snap.config);
+        // Recorded before reloading: a reload that fails (a CA file that
+        // is not PEM, a config being edited) is not retried every poll.
+        let trust_changed =
+            std::mem::replace(&mut *lock(&self.trust_digest), trust_now) != trust_now;
+        if trust_changed {
+            tracing::info!("a connector ca_file changed; reloading");
+            let _ = self.reload().await;
+            return;
+        }
+        if self.shared.reread_user_secrets() {
+            tracing::info!("user token secrets re-read from files");
+        }
         if self.shared.tokens.sync(&snap.config, true) {
             let set = self.shared.tokens.load();
             for (name, why) in &set.errors {
@@ -356,19 +401,26 @@ impl App {
             return;
         };
         let now = tls_files_digest(files);
-        let Ok(mut known) = self.tls_digest.lock() else {
-            return;
-        };
+        let mut known = lock(&self.tls_digest);
         if now.is_none() || now == *known {
             return;
         }
-        match resolver.reload(files) {
+        // Tried once per content: a refused pair (a renewal half written,
+        // or a key that is not the certificate's) is reported, then
+        // retried when either file changes again.
+        *known = now;
+        let result = resolver.reload(files);
+        let mut status = lock(&self.shared.tls);
+        let st = status.get_or_insert_with(TlsStatus::default);
+        match result {
             Ok(()) => {
-                *known = now;
+                st.loaded_at = Some(now_rfc3339());
+                st.error = None;
                 tracing::info!("TLS certificate reloaded");
             }
             Err(e) => {
-                tracing::warn!(error = %e, "TLS certificate reload failed; keeping the current one")
+                tracing::error!(error = %e, "TLS certificate reload refused; keeping the current one");
+                st.error = Some(e);
             }
         }
     }
@@ -381,11 +433,9 @@ impl App {
         for d in self.dedicated.lock().await.values() {
             let _ = d.stop.send(true);
         }
-        if let Ok(mut d) = self.drain.lock() {
-            d.take();
-        }
+        lock(&self.drain).take();
         let grace = self.shared.snapshot.load().config.server.shutdown_grace;
-        let ctl = self.drain_ctl.lock().ok().and_then(|mut g| g.take());
+        let ctl = lock(&self.drain_ctl).take();
         if let Some(ctl) = ctl {
             if ctl.drain(grace).await {
                 tracing::info!("all connections drained");

@@ -329,9 +329,7 @@ pub fn revoke(shared: &Shared, id: &str, force: bool, now: SystemTime) -> Result
         .map_err(internal)?
         .ok_or_else(|| GatewayError::NotFound(format!("key `{id}` is already revoked")))?;
     for r in shared.keys.all().iter().filter(|r| revoked.contains(&r.id)) {
-        if let Ok(mut at) = r.revoked_at.lock() {
-            at.get_or_insert(now);
-        }
+        crate::lock::lock(&r.revoked_at).get_or_insert(now);
     }
     Ok(())
 }

@@ -17,6 +17,7 @@ pub mod caller;
 pub mod config;
 pub mod error;
 pub mod keys;
+pub mod lock;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;

@@ -1,5 +1,6 @@
 //! Watches what the running config depends on and asks the app to re-check
-//! it: the config file itself, every `file:` token source, and the TLS
+//! it: the config file itself, every `file:` token source, every `file:`
+//! JWT secret of a `user` token, every connector `ca_file`, and the TLS
 //! certificate and key.
 //!
 //! `notify` watches the *parent directories* (non-recursive), not the
@@ -21,7 +22,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::task::JoinHandle;
 
 use crate::app::App;
-use crate::config::{Config, ValueSource};
+use crate::config::{Config, JwtKey, TokenKind, ValueSource};
 
 const DEBOUNCE: Duration = Duration::from_millis(100);
 const POLL: Duration = Duration::from_secs(1);
@@ -42,6 +43,16 @@ pub fn watch_dirs(config: &Config, config_path: &Path) -> BTreeSet<PathBuf> {
     for spec in config.tokens.values() {
         if let Some(ValueSource::File(p)) = spec.source() {
             files.push(p);
+        }
+        if let TokenKind::User(u) = &spec.kind
+            && let Some(JwtKey::Hs256(ValueSource::File(p))) = u.jwt.as_ref().map(|j| &j.key)
+        {
+            files.push(p);
+        }
+    }
+    for c in config.connectors.values() {
+        if let Some(ca) = &c.ca_file {
+            files.push(ca);
         }
     }
     if let Some(tls) = &config.server.tls {

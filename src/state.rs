@@ -6,6 +6,7 @@
 //! never resets a value set at run time or a key's last-used time.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -37,6 +38,16 @@ pub struct Snapshot {
     pub loaded_at: SystemTime,
     pub config: Arc<Config>,
     pub connectors: HashMap<String, Arc<ConnectorRuntime>>,
+    /// SHA-256 of each connector `ca_file` as it was when its client was
+    /// built: a client is reused only for the same trust roots *content*,
+    /// so a CA rewritten at the same path takes effect at the next reload.
+    pub trust: HashMap<PathBuf, [u8; 32]>,
+}
+
+/// SHA-256 of a file's bytes, `None` if it cannot be read.
+pub fn file_digest(path: &Path) -> Option<[u8; 32]> {
+    use sha2::{Digest, Sha256};
+    std::fs::read(path).ok().map(|b| Sha256::digest(&b).into())
 }
 
 impl Snapshot {
@@ -53,14 +64,26 @@ impl Snapshot {
         // Connectors with the same trust roots and connect timeout share one
         // client (its pool is keyed by scheme and authority anyway), and the
         // previous snapshot's clients are reused so warm connections stay.
-        let mut clients: HashMap<ClientKey, HttpClient> = HashMap::new();
-        for old in prev.into_iter().flat_map(|p| p.connectors.values()) {
-            clients
-                .entry(old.spec.client_key())
-                .or_insert_with(|| old.client.clone());
+        let mut clients: HashMap<(ClientKey, Option<[u8; 32]>), HttpClient> = HashMap::new();
+        if let Some(p) = prev {
+            for old in p.connectors.values() {
+                let digest = old
+                    .spec
+                    .ca_file
+                    .as_ref()
+                    .and_then(|f| p.trust.get(f).copied());
+                clients
+                    .entry((old.spec.client_key(), digest))
+                    .or_insert_with(|| old.client.clone());
+            }
         }
+        let mut trust = HashMap::new();
         for (name, spec) in &config.connectors {
-            let key = spec.client_key();
+            let digest = spec.ca_file.as_ref().and_then(|f| file_digest(f));
+            if let (Some(f), Some(d)) = (&spec.ca_file, digest) {
+                trust.insert(f.clone(), d);
+            }
+            let key = (spec.client_key(), digest);
             let client = match clients.get(&key) {
                 Some(c) => c.clone(),
                 None => match upstream::build(spec.ca_file.as_deref(), spec.connect_timeout) {
@@ -94,8 +117,18 @@ impl Snapshot {
             loaded_at: SystemTime::now(),
             config,
             connectors,
+            trust,
         })
     }
+}
+
+/// The TLS listener's certificate, for `/api/v1/status`: when the pair in
+/// use was loaded, and why the last renewal on disk was refused (if it
+/// was; the last good pair keeps serving).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct TlsStatus {
+    pub loaded_at: Option<String>,
+    pub error: Option<String>,
 }
 
 /// The outcome of the last reload attempt, for `/api/v1/status`.
@@ -125,6 +158,8 @@ pub struct Shared {
     /// state nobody else is changing. Never held across an `.await`.
     pub key_writes: Mutex<()>,
     pub reload: Mutex<ReloadStatus>,
+    /// `None` when the proxy listener is plain HTTP.
+    pub tls: Mutex<Option<TlsStatus>>,
     pub metrics: Metrics,
     next_request: AtomicU64,
     request_seed: u64,
@@ -152,6 +187,7 @@ impl Shared {
                 at: Some(now_rfc3339()),
                 errors: Vec::new(),
             }),
+            tls: Mutex::new(None),
             metrics: Metrics::new(),
             next_request: AtomicU64::new(1),
             request_seed: seed,
@@ -253,7 +289,10 @@ impl Shared {
                     }
                 }
                 TokenKind::User(u) => {
-                    if self.users.get(name).is_some_and(|v| *v.spec == **u) {
+                    if let Some(v) = self.users.get(name).filter(|v| *v.spec == **u) {
+                        // Same spec: still re-read its secret (a rotated
+                        // env/literal/file value is taken at reload).
+                        v.reread_secret(false);
                         continue;
                     }
                     match UserVerifier::new(name, Arc::clone(u)) {
@@ -285,6 +324,16 @@ impl Shared {
             keep
         });
         self.users.retain(|name, _| is(name, false));
+    }
+
+    /// Re-reads the `file:` HS256 secrets of user tokens (the watcher's
+    /// check); returns whether any changed.
+    pub fn reread_user_secrets(&self) -> bool {
+        let mut changed = false;
+        for v in self.users.iter() {
+            changed |= v.value().reread_secret(true);
+        }
+        changed
     }
 
     /// Tokens attached to some connector that need a value and have no

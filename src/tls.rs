@@ -1,7 +1,10 @@
 //! The TLS listener's certificate, behind an `ArcSwap` so a renewed
 //! certificate on disk is served to the next new connection without
-//! dropping the open ones. A read or parse failure keeps the last good
-//! certificate (and is logged).
+//! dropping the open ones. A read or parse failure, or a private key that
+//! does not belong to the certificate (a renewal that replaced one file
+//! but not the other), keeps the last good certificate; the error is
+//! logged and shown by `GET /api/v1/status`. Serving a mismatched pair
+//! would fail every handshake.
 
 use std::sync::Arc;
 
@@ -45,7 +48,17 @@ pub fn load_certified_key(files: &TlsFiles) -> Result<CertifiedKey, String> {
         .map_err(|e| format!("cannot read TLS key {}: {e}", files.key.display()))?;
     let signer =
         any_supported_type(&key).map_err(|e| format!("TLS key {}: {e}", files.key.display()))?;
-    Ok(CertifiedKey::new(certs, signer))
+    let ck = CertifiedKey::new(certs, signer);
+    match ck.keys_match() {
+        // A key type whose public half rustls cannot derive is let through,
+        // as rustls itself does in `CertifiedKey::from_der`.
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(ck),
+        Err(_) => Err(format!(
+            "TLS key {} does not match certificate {}",
+            files.key.display(),
+            files.cert.display()
+        )),
+    }
 }
 
 impl CertResolver {
@@ -55,7 +68,8 @@ impl CertResolver {
         })
     }
 
-    /// Re-reads the files; on failure the current certificate stays.
+    /// Re-reads the files; on failure (unreadable, invalid, or a key that
+    /// is not the certificate's) the current certificate stays.
     pub fn reload(&self, files: &TlsFiles) -> Result<(), String> {
         let ck = load_certified_key(files)?;
         self.current.store(Arc::new(ck));

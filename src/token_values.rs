@@ -47,7 +47,7 @@ pub fn set(shared: &Shared, name: &str, value: &str) -> Result<Arc<TokenValue>, 
     }
     check_header_safe(value)
         .map_err(|why| GatewayError::BadRequest(format!("the value is refused: {why}")))?;
-    let _guard = WRITE.lock().map_err(|_| GatewayError::Internal)?;
+    let _guard = crate::lock::lock(&WRITE);
     let version = shared.tokens.load().get(name).map_or(1, |v| v.version + 1);
     let now = SystemTime::now();
     let (nonce, ciphertext) = shared

@@ -18,6 +18,7 @@ use crate::config::units::format_duration;
 use crate::config::{AuthMode, TokenKind, ValueSource};
 use crate::error::GatewayError;
 use crate::keys::{self, NewKey};
+use crate::lock::lock;
 use crate::state::{Shared, rfc3339};
 use crate::token_values;
 
@@ -168,7 +169,8 @@ async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Gat
 
 fn status(shared: &Shared) -> Response<Body> {
     let snap = shared.snapshot.load();
-    let last = shared.reload.lock().map(|s| s.clone()).unwrap_or_default();
+    let last = lock(&shared.reload).clone();
+    let tls = lock(&shared.tls).clone();
     json(
         StatusCode::OK,
         &serde_json::json!({
@@ -176,6 +178,7 @@ fn status(shared: &Shared) -> Response<Body> {
             "loaded_at": rfc3339(snap.loaded_at),
             "config_path": snap.config.path.display().to_string(),
             "last_reload": last,
+            "tls": tls,
         }),
     )
 }

@@ -54,7 +54,8 @@ impl KeyRecord {
     }
 
     pub fn revoked_at(&self) -> Option<SystemTime> {
-        self.revoked_at.lock().map(|g| *g).unwrap_or(None)
+        // Never `unwrap_or(None)`: a poisoned lock must not un-revoke a key.
+        *crate::lock::lock(&self.revoked_at)
     }
 
     pub fn expires_at(&self) -> Option<SystemTime> {

@@ -113,6 +113,7 @@ pub struct RawToken {
     pub request: Option<RawRequest>,
     pub response: Option<RawResponse>,
     pub refresh_before: Option<Scalar>,
+    pub min_refresh_interval: Option<Scalar>,
     // user
     pub from_header: Option<String>,
     pub jwt: Option<RawJwt>,
@@ -171,6 +172,7 @@ pub struct RawJwt {
     pub issuer: Option<String>,
     pub audience: Option<String>,
     pub ca_file: Option<String>,
+    pub jwks_min_interval: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -314,6 +314,10 @@ pub struct HttpRequestSpec {
     pub token_pointer: String,
     pub expiry: Expiry,
     pub refresh_before: Duration,
+    /// At most one upstream-401-triggered refresh per this interval: a
+    /// caller who finds a path answering 401 must not be able to burn the
+    /// identity provider's quota through keygate.
+    pub min_refresh_interval: Duration,
     pub ca_file: Option<PathBuf>,
     pub timeout: Duration,
 }
@@ -335,7 +339,13 @@ pub struct JwtSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub enum JwtKey {
     Hs256(ValueSource),
-    Jwks { url: Uri, ca_file: Option<PathBuf> },
+    Jwks {
+        url: Uri,
+        ca_file: Option<PathBuf>,
+        /// Unknown `kid`s re-fetch the set at most this often, so callers
+        /// sending made-up key ids cannot turn keygate into a JWKS flooder.
+        min_interval: Duration,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -645,6 +655,25 @@ fn duration(
             default
         }),
     }
+}
+
+/// A duration that must not be zero: a zero rate-limit interval would
+/// silently switch the limit off.
+fn positive_duration(
+    e: &mut Errors<'_>,
+    path: &[Seg<'_>],
+    raw: &Option<Scalar>,
+    default: Duration,
+) -> Duration {
+    let d = duration(e, path, raw, default);
+    if d.is_zero() {
+        e.at(
+            path,
+            "must be longer than 0s (it limits traffic to an endpoint)",
+        );
+        return default;
+    }
+    d
 }
 
 fn header_name(e: &mut Errors<'_>, path: &[Seg<'_>], text: &str) -> Option<HeaderName> {
@@ -1068,6 +1097,8 @@ pub fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, Confi
 
 const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(60);
 const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+const DEFAULT_JWKS_MIN_INTERVAL: Duration = Duration::from_secs(30);
 
 /// RFC 6901: empty, or `/`-separated reference tokens with `~0`/`~1` only.
 fn valid_pointer(p: &str) -> bool {
@@ -1305,6 +1336,12 @@ fn http_request_spec(
         &t.refresh_before,
         DEFAULT_REFRESH_BEFORE,
     );
+    let min_refresh_interval = positive_duration(
+        e,
+        &field("min_refresh_interval"),
+        &t.min_refresh_interval,
+        DEFAULT_MIN_REFRESH_INTERVAL,
+    );
     let timeout = duration(e, &rp("timeout"), &req.timeout, DEFAULT_FETCH_TIMEOUT);
     if !ok {
         return None;
@@ -1317,6 +1354,7 @@ fn http_request_spec(
         token_pointer: resp.token.clone(),
         expiry,
         refresh_before,
+        min_refresh_interval,
         ca_file: req.ca_file.as_ref().map(|f| resolve(base, f)),
         timeout,
     })
@@ -1351,6 +1389,12 @@ fn user_spec(e: &mut Errors<'_>, name: &str, t: &RawToken, base: &Path) -> Optio
             let jp = |k: &'static str| [Key("tokens"), Key(name), Key("jwt"), Key(k)];
             let key = match (&j.hs256_secret, &j.jwks_url) {
                 (Some(src), None) => {
+                    if j.jwks_min_interval.is_some() {
+                        e.at(
+                            &jp("jwks_min_interval"),
+                            "`jwks_min_interval` only applies with `jwks_url`",
+                        );
+                    }
                     value_source(e, &jp("hs256_secret"), src, base).map(JwtKey::Hs256)
                 }
                 (None, Some(url)) => absolute_url(url)
@@ -1359,6 +1403,12 @@ fn user_spec(e: &mut Errors<'_>, name: &str, t: &RawToken, base: &Path) -> Optio
                     .map(|url| JwtKey::Jwks {
                         url,
                         ca_file: j.ca_file.as_ref().map(|f| resolve(base, f)),
+                        min_interval: positive_duration(
+                            e,
+                            &jp("jwks_min_interval"),
+                            &j.jwks_min_interval,
+                            DEFAULT_JWKS_MIN_INTERVAL,
+                        ),
                     }),
                 _ => {
                     e.at(
@@ -1409,6 +1459,7 @@ fn token(
         (t.request.is_some(), "request"),
         (t.response.is_some(), "response"),
         (t.refresh_before.is_some(), "refresh_before"),
+        (t.min_refresh_interval.is_some(), "min_refresh_interval"),
     ];
     let user_fields = [
         (t.from_header.is_some(), "from_header"),
@@ -1715,5 +1766,66 @@ mod tests {
         assert!(!is_http_token("Bear er"));
         assert!(!is_http_token("X:Y"));
         assert!(!is_http_token(""));
+    }
+
+    #[test]
+    fn refresh_and_jwks_intervals() {
+        let path = Path::new("/etc/keygate/keygate.yaml");
+        let yaml = r#"
+tokens:
+  t:
+    type: http_request
+    request: { url: "https://idp.example/token" }
+    response: { token: /access_token }
+    min_refresh_interval: 0s
+  u:
+    type: user
+    jwt: { hs256_secret: { literal: abc }, jwks_min_interval: 5s }
+  w:
+    value: { literal: x }
+    min_refresh_interval: 5s
+"#;
+        let errs = crate::config::from_text(yaml, path).expect_err("invalid").0;
+        let at = |line: usize, needle: &str| {
+            assert!(
+                errs.iter()
+                    .any(|e| e.line == Some(line) && e.message.contains(needle)),
+                "line {line}: {needle}: {errs:?}"
+            )
+        };
+        at(7, "longer than 0s");
+        at(10, "only applies with `jwks_url`");
+        at(13, "only applies to an http_request token");
+        assert_eq!(errs.len(), 3, "{errs:?}");
+
+        let ok = r#"
+tokens:
+  t:
+    type: http_request
+    request: { url: "https://idp.example/token" }
+    response: { token: /access_token }
+  t2:
+    type: http_request
+    request: { url: "https://idp.example/token" }
+    response: { token: /access_token }
+    min_refresh_interval: 2m
+  v:
+    type: user
+    jwt: { jwks_url: "https://idp.example/jwks", jwks_min_interval: 45s }
+"#;
+        let c = crate::config::from_text(ok, path).expect("valid");
+        let http = |n: &str| match &c.tokens[n].kind {
+            TokenKind::HttpRequest(h) => h.min_refresh_interval,
+            _ => Duration::ZERO,
+        };
+        assert_eq!(http("t"), DEFAULT_MIN_REFRESH_INTERVAL);
+        assert_eq!(http("t2"), Duration::from_secs(120));
+        let TokenKind::User(u) = &c.tokens["v"].kind else {
+            panic!("user token")
+        };
+        assert!(matches!(
+            u.jwt.as_ref().map(|j| &j.key),
+            Some(JwtKey::Jwks { min_interval, .. }) if *min_interval == Duration::from_secs(45)
+        ));
     }
 }

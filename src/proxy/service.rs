@@ -200,10 +200,12 @@ impl Proxy {
         }
 
         // 401 with a fetched credential: refresh it (coalesced with every
-        // other request that saw the same version), then retry if we can.
+        // other request that saw the same version, and at most once per
+        // `min_refresh_interval`), then retry if we can. A refresh refused
+        // by that limit passes the upstream's 401 through unchanged.
         let mut fresh = Vec::with_capacity(fetched.len());
         for (r, version) in &fetched {
-            if let Ok(v) = r.refresh_after(Some(*version)).await {
+            if let Ok(v) = r.refresh_after_401(*version).await {
                 fresh.push((r.token.header.clone(), r.token.name.clone(), v));
             }
         }

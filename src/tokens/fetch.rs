@@ -29,6 +29,8 @@ const MAX_ANSWER: usize = 1 << 20;
 pub struct Fetched {
     pub secret: Secret,
     pub lifetime: Option<Duration>,
+    /// The endpoint's lifetime was absurd and cut to [`MAX_LIFETIME`].
+    pub clamped: bool,
 }
 
 fn resolve(p: &Param, store: &TokenStore) -> Result<String, String> {
@@ -97,40 +99,95 @@ fn number(v: &serde_json::Value) -> Option<f64> {
         .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
 }
 
-/// The lifetime from the answer per `expiry`; `Ok(None)` means unknown.
+/// Longest lifetime believed. An answer of `1e19` seconds or a year 9999
+/// `expires_at` is a broken or hostile endpoint; the value is used but
+/// refreshed within a year, and no clock arithmetic can overflow.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Shortest lifetime accepted. Anything shorter (`expires_in: 0`, an
+/// `expires_at` already past, a negative number) would be "expired on
+/// arrival": the schedule would fetch again at once, forever. It is a
+/// failed refresh instead, retried with backoff.
+pub const MIN_LIFETIME: Duration = Duration::from_secs(1);
+
+/// A lifetime read from an answer: `Ok(None)` means unknown (never
+/// expires); `clamped` says it was cut to [`MAX_LIFETIME`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetime {
+    pub duration: Option<Duration>,
+    pub clamped: bool,
+}
+
+/// Seconds (possibly fractional, negative or absurd) → a bounded lifetime.
+fn bounded(secs: f64, what: &str) -> Result<Lifetime, String> {
+    if !secs.is_finite() {
+        return Err(format!("{what} is not a number of seconds"));
+    }
+    if secs < MIN_LIFETIME.as_secs_f64() {
+        return Err(format!(
+            "{what} gives a lifetime under {} s (the token is already expired)",
+            MIN_LIFETIME.as_secs()
+        ));
+    }
+    if secs > MAX_LIFETIME.as_secs_f64() {
+        return Ok(Lifetime {
+            duration: Some(MAX_LIFETIME),
+            clamped: true,
+        });
+    }
+    Ok(Lifetime {
+        duration: Some(Duration::from_secs_f64(secs)),
+        clamped: false,
+    })
+}
+
+/// The lifetime from the answer per `expiry`, bounded to
+/// [`MIN_LIFETIME`]..=[`MAX_LIFETIME`] (under the minimum is an error).
 pub fn lifetime(
     expiry: &Expiry,
     answer: &serde_json::Value,
     now: SystemTime,
-) -> Result<Option<Duration>, String> {
+) -> Result<Lifetime, String> {
     match expiry {
-        Expiry::Never => Ok(None),
-        Expiry::Ttl(d) => Ok(Some(*d)),
+        Expiry::Never => Ok(Lifetime {
+            duration: None,
+            clamped: false,
+        }),
+        Expiry::Ttl(d) => bounded(d.as_secs_f64(), "the configured ttl"),
         Expiry::In(p) => {
             let v = answer
                 .pointer(p)
                 .ok_or_else(|| format!("the answer has no lifetime at {p}"))?;
             let secs = number(v)
-                .filter(|s| s.is_finite() && *s >= 0.0)
                 .ok_or_else(|| format!("the lifetime at {p} is not a number of seconds"))?;
-            Ok(Some(Duration::from_secs_f64(secs)))
+            bounded(secs, &format!("the lifetime at {p}"))
         }
         Expiry::At(p) => {
             let v = answer
                 .pointer(p)
                 .ok_or_else(|| format!("the answer has no expiry at {p}"))?;
-            let at = match number(v) {
-                Some(secs) if secs.is_finite() && secs >= 0.0 => {
-                    UNIX_EPOCH + Duration::from_secs_f64(secs)
+            let now_s = now
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            // Seconds from now, computed in f64 so a huge or negative unix
+            // time never overflows `SystemTime`.
+            let secs = match number(v) {
+                Some(at) => at - now_s,
+                None => {
+                    let at = v
+                        .as_str()
+                        .and_then(|s| humantime::parse_rfc3339_weak(s.trim_end_matches('Z')).ok())
+                        .ok_or_else(|| {
+                            format!(
+                                "the expiry at {p} is neither unix seconds nor an RFC 3339 time"
+                            )
+                        })?;
+                    match at.duration_since(now) {
+                        Ok(d) => d.as_secs_f64(),
+                        Err(e) => -e.duration().as_secs_f64(),
+                    }
                 }
-                _ => v
-                    .as_str()
-                    .and_then(|s| humantime::parse_rfc3339_weak(s.trim_end_matches('Z')).ok())
-                    .ok_or_else(|| {
-                        format!("the expiry at {p} is neither unix seconds nor an RFC 3339 time")
-                    })?,
             };
-            Ok(Some(at.duration_since(now).unwrap_or(Duration::ZERO)))
+            bounded(secs, &format!("the expiry at {p}"))
         }
     }
 }
@@ -205,10 +262,11 @@ pub async fn fetch(
         .filter(|s| !s.is_empty())
         .ok_or_else(|| format!("the answer has no token at {}", spec.token_pointer))?;
     check_header_safe(&token).map_err(|why| format!("the fetched token is refused: {why}"))?;
-    let lifetime = lifetime(&spec.expiry, &answer, SystemTime::now())?;
+    let life = lifetime(&spec.expiry, &answer, SystemTime::now())?;
     Ok(Fetched {
         secret: Secret::new(token),
-        lifetime,
+        lifetime: life.duration,
+        clamped: life.clamped,
     })
 }
 
@@ -228,27 +286,91 @@ mod tests {
         );
     }
 
+    fn secs(l: Result<Lifetime, String>) -> Result<Option<u64>, String> {
+        l.map(|l| l.duration.map(|d| d.as_secs()))
+    }
+
     #[test]
     fn lifetimes() {
         let now = UNIX_EPOCH + Duration::from_secs(1_000);
         let a = serde_json::json!({"expires_in": 3600, "exp_s": "60", "at": 1_100, "iso": "1970-01-01T00:20:00Z"});
         assert_eq!(
-            lifetime(&Expiry::In("/expires_in".into()), &a, now),
-            Ok(Some(Duration::from_secs(3600)))
+            secs(lifetime(&Expiry::In("/expires_in".into()), &a, now)),
+            Ok(Some(3600))
         );
         assert_eq!(
-            lifetime(&Expiry::In("/exp_s".into()), &a, now),
-            Ok(Some(Duration::from_secs(60)))
+            secs(lifetime(&Expiry::In("/exp_s".into()), &a, now)),
+            Ok(Some(60))
         );
         assert_eq!(
-            lifetime(&Expiry::At("/at".into()), &a, now),
-            Ok(Some(Duration::from_secs(100)))
+            secs(lifetime(&Expiry::At("/at".into()), &a, now)),
+            Ok(Some(100))
         );
         assert_eq!(
-            lifetime(&Expiry::At("/iso".into()), &a, now),
-            Ok(Some(Duration::from_secs(200)))
+            secs(lifetime(&Expiry::At("/iso".into()), &a, now)),
+            Ok(Some(200))
         );
         assert!(lifetime(&Expiry::In("/missing".into()), &a, now).is_err());
-        assert_eq!(lifetime(&Expiry::Never, &a, now), Ok(None));
+        assert_eq!(secs(lifetime(&Expiry::Never, &a, now)), Ok(None));
+    }
+
+    /// Zero, past, negative, NaN-like and non-numeric lifetimes are errors
+    /// (a failed refresh, retried with backoff); absurd ones are clamped.
+    /// None of them may panic.
+    #[test]
+    fn hostile_lifetimes_are_refused_or_clamped() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let refused = [
+            serde_json::json!(0),
+            serde_json::json!(0.4),
+            serde_json::json!(-5),
+            serde_json::json!(-1e300),
+            serde_json::json!("NaN"),
+            serde_json::json!("inf"),
+            serde_json::json!("soon"),
+            serde_json::json!(null),
+            serde_json::json!({"x": 1}),
+        ];
+        for v in &refused {
+            let a = serde_json::json!({ "v": v });
+            assert!(
+                lifetime(&Expiry::In("/v".into()), &a, now).is_err(),
+                "expires_in {v}"
+            );
+        }
+        for v in [
+            serde_json::json!(1_600_000_000),
+            serde_json::json!(-1),
+            serde_json::json!(0),
+            serde_json::json!("2001-01-01T00:00:00Z"),
+            serde_json::json!("NaN"),
+            serde_json::json!("never"),
+        ] {
+            let a = serde_json::json!({ "v": v });
+            assert!(
+                lifetime(&Expiry::At("/v".into()), &a, now).is_err(),
+                "expires_at {v}"
+            );
+        }
+        for v in [
+            serde_json::json!(1e19),
+            serde_json::json!(1e20),
+            serde_json::json!(1e300),
+            serde_json::json!(u64::MAX),
+            serde_json::json!("1e20"),
+        ] {
+            for e in [Expiry::In("/v".into()), Expiry::At("/v".into())] {
+                let a = serde_json::json!({ "v": v });
+                assert_eq!(
+                    lifetime(&e, &a, now),
+                    Ok(Lifetime {
+                        duration: Some(MAX_LIFETIME),
+                        clamped: true
+                    }),
+                    "{e:?} {v}"
+                );
+            }
+        }
+        assert!(lifetime(&Expiry::Ttl(Duration::ZERO), &serde_json::json!({}), now).is_err());
     }
 }

@@ -8,6 +8,13 @@
 //!   refreshes `refresh_before` ahead of expiry (at half-life when the
 //!   lifetime is shorter than that). Times are tokio `Instant`s so the
 //!   logic is tested on paused time.
+//! - **Upstream 401s**: at most one 401-triggered refresh per
+//!   `min_refresh_interval` (coalesced with concurrent ones); other 401s
+//!   pass through unchanged. Without this, a caller who finds a path that
+//!   answers 401 could make keygate burn the identity provider's quota.
+//! - **Lifetimes**: bounded by `fetch` (under 1 s is a failed fetch, over a
+//!   year is clamped and logged), and every clock sum is checked, so no
+//!   answer can cause a busy loop or a panic.
 //! - **Failures**: exponential backoff with ±20 % jitter (1 s doubling to
 //!   60 s). The last good value stays in use while refreshes fail, but
 //!   never past its expiry: then the token is unavailable (503) until a
@@ -27,6 +34,7 @@ use tokio::time::Instant;
 use super::fetch::Fetched;
 use super::{TokenStore, TokenValue};
 use crate::config::{HttpRequestSpec, TokenSpec};
+use crate::lock::lock;
 use crate::metrics::TokenResult;
 use crate::upstream::HttpClient;
 
@@ -68,14 +76,22 @@ pub fn backoff(failures: u32, jitter: f64) -> Duration {
 
 /// When to refresh a value fetched at `at` that lives `lifetime`.
 pub fn refresh_due(at: Instant, lifetime: Duration, refresh_before: Duration) -> Instant {
-    if lifetime > refresh_before {
-        at + (lifetime - refresh_before)
+    let wait = if lifetime > refresh_before {
+        lifetime - refresh_before
     } else {
-        at + lifetime / 2
-    }
+        lifetime / 2
+    };
+    later(at, wait)
 }
 
-fn jitter() -> f64 {
+/// `at + d`, saturating far in the future instead of panicking.
+fn later(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d)
+        .or_else(|| at.checked_add(super::fetch::MAX_LIFETIME))
+        .unwrap_or(at)
+}
+
+pub fn jitter() -> f64 {
     let r = getrandom::u32().unwrap_or(u32::MAX / 2);
     0.8 + 0.4 * (f64::from(r) / f64::from(u32::MAX))
 }
@@ -91,6 +107,8 @@ pub struct RefreshState {
     pub due: Option<Instant>,
     pub expires: Option<Instant>,
     pub fetches: u64,
+    /// When the last upstream-401 refresh was let through.
+    pub last_401_refresh: Option<Instant>,
 }
 
 pub struct Refresher {
@@ -153,7 +171,7 @@ impl Refresher {
     }
 
     pub fn state(&self) -> RefreshState {
-        self.state.lock().map(|s| s.clone()).unwrap_or_default()
+        lock(&self.state).clone()
     }
 
     fn current(&self) -> Option<Arc<TokenValue>> {
@@ -181,8 +199,39 @@ impl Refresher {
         v.usable(SystemTime::now()) && tokio_ok
     }
 
+    /// After an upstream 401 to a request that used version `seen`: the
+    /// newer value if someone already refreshed, else one refresh per
+    /// `min_refresh_interval`. Inside the interval the answer is an error
+    /// and the caller passes the upstream's 401 through unchanged.
+    pub async fn refresh_after_401(&self, seen: u64) -> Result<Arc<TokenValue>, String> {
+        let _one = self.single.lock().await;
+        if let Some(v) = self.current()
+            && v.version > seen
+            && self.usable(&v)
+        {
+            return Ok(v);
+        }
+        let now = Instant::now();
+        let limited = self.state().last_401_refresh.is_some_and(|at| {
+            at.checked_add(self.spec.min_refresh_interval)
+                .is_none_or(|until| now < until)
+        });
+        if limited {
+            // Counted so an operator sees a caller hammering a 401 path.
+            self.count("rate_limited");
+            return Err("refreshed after a 401 less than min_refresh_interval ago".into());
+        }
+        self.set_state(|s| s.last_401_refresh = Some(now));
+        self.fetch_locked(Some(seen)).await
+    }
+
     async fn fetch_single(&self, seen: Option<u64>) -> Result<Arc<TokenValue>, String> {
         let _one = self.single.lock().await;
+        self.fetch_locked(seen).await
+    }
+
+    /// The body of a single-flight fetch; the caller holds `single`.
+    async fn fetch_locked(&self, seen: Option<u64>) -> Result<Arc<TokenValue>, String> {
         if let Some(v) = self.current() {
             let newer = seen.is_some_and(|s| v.version > s);
             if (seen.is_none() || newer) && self.usable(&v) {
@@ -202,6 +251,9 @@ impl Refresher {
         let result = self.fetcher.fetch().await;
         let outcome = match result {
             Ok(f) => {
+                if f.clamped {
+                    tracing::warn!(token = %self.token.name, max_days = super::fetch::MAX_LIFETIME.as_secs() / 86_400, "the token endpoint gave an absurd lifetime; clamped");
+                }
                 let expires_wall = f.lifetime.and_then(|l| SystemTime::now().checked_add(l));
                 match self.store.put_fetched(&self.token, f.secret, expires_wall) {
                     Ok(v) => {
@@ -212,7 +264,7 @@ impl Refresher {
                             s.due = f
                                 .lifetime
                                 .map(|l| refresh_due(started, l, self.spec.refresh_before));
-                            s.expires = f.lifetime.map(|l| started + l);
+                            s.expires = f.lifetime.map(|l| later(started, l));
                             s.fetches += 1;
                         });
                         Ok(v)
@@ -234,7 +286,7 @@ impl Refresher {
                 self.set_state(|s| {
                     s.failures = failures;
                     s.last_error = Some(e.clone());
-                    s.not_before = Some(Instant::now() + wait);
+                    s.not_before = Some(later(Instant::now(), wait));
                     s.fetches += 1;
                 });
                 self.store.set_error(&self.token.name, e);
@@ -247,9 +299,7 @@ impl Refresher {
     }
 
     fn set_state(&self, f: impl FnOnce(&mut RefreshState)) {
-        if let Ok(mut s) = self.state.lock() {
-            f(&mut s);
-        }
+        f(&mut lock(&self.state));
     }
 
     fn count(&self, result: &str) {
@@ -265,17 +315,13 @@ impl Refresher {
     pub fn start(self: &Arc<Self>) {
         let me = Arc::clone(self);
         let handle = tokio::spawn(async move { me.run().await });
-        if let Ok(mut t) = self.task.lock()
-            && let Some(old) = t.replace(handle)
-        {
+        if let Some(old) = lock(&self.task).replace(handle) {
             old.abort();
         }
     }
 
     pub fn stop(&self) {
-        if let Ok(mut t) = self.task.lock()
-            && let Some(h) = t.take()
-        {
+        if let Some(h) = lock(&self.task).take() {
             h.abort();
         }
     }
@@ -338,6 +384,7 @@ mod tests {
                     Ok(Fetched {
                         secret: Secret::new(format!("value-{n}")),
                         lifetime: Some(lifetime),
+                        clamped: false,
                     })
                 }
             })
@@ -353,6 +400,7 @@ mod tests {
             token_pointer: "/access_token".into(),
             expiry: Expiry::In("/expires_in".into()),
             refresh_before: Duration::from_secs(60),
+            min_refresh_interval: Duration::from_secs(10),
             ca_file: None,
             timeout: Duration::from_secs(5),
         });
@@ -480,12 +528,103 @@ mod tests {
         for _ in 0..10 {
             let r = Arc::clone(&r);
             tasks.push(tokio::spawn(async move {
-                r.refresh_after(Some(v1)).await.map(|v| v.version)
+                r.refresh_after_401(v1).await.map(|v| v.version)
             }));
         }
         for t in tasks {
             assert_eq!(t.await.expect("join"), Ok(2));
         }
         assert_eq!(calls.load(Ordering::SeqCst), 2, "one fetch for ten 401s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn upstream_401s_refresh_at_most_once_per_min_interval() {
+        let (r, calls) = refresher(vec![], Duration::from_secs(3600));
+        let v1 = r.get().await.expect("first").version;
+        assert_eq!(r.refresh_after_401(v1).await.map(|v| v.version), Ok(2));
+        // The upstream keeps answering 401 to the new value: inside the
+        // interval no more fetches, whatever the number of 401s.
+        for _ in 0..50 {
+            assert!(r.refresh_after_401(2).await.is_err());
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        assert!(r.refresh_after_401(2).await.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // Past the interval one more refresh is let through.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(r.refresh_after_401(2).await.map(|v| v.version), Ok(3));
+        assert!(r.refresh_after_401(3).await.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        // The admin API's forced refresh is not rate limited.
+        assert_eq!(r.refresh_after(Some(3)).await.map(|v| v.version), Ok(4));
+    }
+
+    /// A fetcher whose first answer carries `first` as the lifetime.
+    struct Lifetimes {
+        calls: Arc<AtomicU32>,
+        answers: Vec<Result<Option<Duration>, String>>,
+    }
+
+    impl Fetcher for Lifetimes {
+        fn fetch(&self) -> FetchFuture {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst) as usize;
+            let answer = self.answers[n.min(self.answers.len() - 1)].clone();
+            Box::pin(async move {
+                answer.map(|lifetime| Fetched {
+                    secret: Secret::new(format!("value-{n}")),
+                    lifetime,
+                    clamped: false,
+                })
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn huge_lifetimes_neither_panic_nor_poison_the_state() {
+        let (r, _) = refresher(vec![], Duration::from_secs(1));
+        let calls = Arc::new(AtomicU32::new(0));
+        let r = Refresher::new(
+            Arc::clone(&r.token),
+            Arc::clone(&r.spec),
+            Arc::new(TokenStore::new()),
+            Box::new(Lifetimes {
+                calls: Arc::clone(&calls),
+                answers: vec![Ok(Some(Duration::MAX)), Err("down".into())],
+            }),
+            Family::default(),
+        );
+        r.start();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(r.get().await.is_ok());
+        let st = r.state();
+        assert!(st.due.is_some() && st.expires.is_some(), "{st:?}");
+        r.stop();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_fetches_back_off_with_jitter_not_a_busy_loop() {
+        let (r, _) = refresher(vec![], Duration::from_secs(1));
+        let calls = Arc::new(AtomicU32::new(0));
+        let r = Refresher::new(
+            Arc::clone(&r.token),
+            Arc::clone(&r.spec),
+            Arc::new(TokenStore::new()),
+            Box::new(Lifetimes {
+                calls: Arc::clone(&calls),
+                answers: vec![Err(
+                    "the lifetime at /expires_in gives a lifetime under 1 s".into(),
+                )],
+            }),
+            Family::default(),
+        );
+        r.start();
+        // Backoff 1, 2, 4, 8, 16 s (±20 %): about 5 attempts in 30 s.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let n = calls.load(Ordering::SeqCst);
+        assert!((4..=7).contains(&n), "{n} fetches in 30 s");
+        assert!(r.state().last_error.is_some());
+        r.stop();
     }
 }

@@ -1,0 +1,438 @@
+//! Issue 10 hardening of dynamic tokens, against the real binary: what a
+//! caller or a broken identity provider can make keygate send to token and
+//! JWKS endpoints is bounded, and no token endpoint answer can make the
+//! gateway busy-loop or panic. Every bound is checked by counting hits on
+//! the endpoints, never by timing.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Gateway, JsonServer, Upstream, bearer, find_in, get, initial_admin_key, keygen};
+use http::StatusCode;
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs()
+}
+
+/// `n` concurrent GETs; returns their statuses.
+async fn burst(url: &str, headers: &[(&str, &str)], n: usize) -> Vec<StatusCode> {
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let url = url.to_string();
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        tasks.push(tokio::spawn(async move {
+            let h: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            get(&url, &h).await.status
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.expect("join"));
+    }
+    out
+}
+
+async fn admin_tokens(gw: &Gateway, admin_key: &str) -> serde_json::Value {
+    get(
+        &gw.admin_url("/api/v1/tokens"),
+        &[("authorization", &bearer(admin_key))],
+    )
+    .await
+    .json()
+}
+
+/// Defect 3: a path that always answers 401 must not turn every request
+/// into a token-endpoint call. One refresh per `min_refresh_interval`;
+/// the other 401s pass through unchanged.
+#[tokio::test]
+async fn many_upstream_401s_cause_one_refresh_within_the_interval() {
+    let up = Upstream::start().await;
+    let ep = JsonServer::start(Arc::new(|n, _| {
+        (
+            200,
+            format!(r#"{{"access_token":"guard-tok-{n}","expires_in":3600}}"#),
+        )
+    }))
+    .await;
+    let (key, hash) = keygen("kg_");
+    let cfg = format!(
+        r#"
+server: {{ listen: 127.0.0.1:0, shutdown_grace: 5s }}
+admin: {{ listen: 127.0.0.1:0 }}
+tokens:
+  partner:
+    type: http_request
+    request: {{ url: "{ep}" }}
+    response: {{ token: /access_token, expires_in: /expires_in }}
+    min_refresh_interval: 1h
+    prefix: Bearer
+connectors:
+  partner: {{ upstream: "{up}", tokens: [partner] }}
+roles: {{ r: {{ allow: [ {{ connector: partner }} ] }} }}
+clients: {{ c: {{ roles: [r], keys: [ {{ name: k, sha256: "{hash}" }} ] }} }}
+"#,
+        ep = ep.url("/token"),
+        up = up.url(),
+    );
+    let mut gw = Gateway::start(&cfg);
+    gw.secrets = vec![key.clone()];
+    let auth = bearer(&key);
+
+    assert_eq!(
+        get(&gw.url("/partner/v1/warm"), &[("authorization", &auth)])
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(ep.hits(), 1);
+    for i in 0..25 {
+        let r = get(&gw.url("/partner/status/401"), &[("authorization", &auth)]).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "request {i}");
+        assert!(
+            r.error_code().is_none(),
+            "the upstream's own 401 passes through unchanged"
+        );
+        assert_eq!(r.json()["upstream_error"], 401);
+    }
+    // And a concurrent burst on top.
+    let statuses = burst(
+        &gw.url("/partner/status/401"),
+        &[("authorization", &auth)],
+        10,
+    )
+    .await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED));
+    assert_eq!(
+        ep.hits(),
+        2,
+        "35 upstream 401s inside min_refresh_interval: exactly one refresh"
+    );
+    let metrics = get(&gw.admin_url("/metrics"), &[]).await.text();
+    assert!(
+        metrics
+            .contains(r#"keygate_token_refresh_total{token="partner",result="rate_limited"} 34"#),
+        "the refused refreshes are counted: {metrics}"
+    );
+    // The first 401 was retried once with the refreshed value; no other.
+    assert_eq!(up.requests().len(), 1 + 25 + 1 + 10);
+    // Requests keep using the refreshed value.
+    assert_eq!(
+        get(&gw.url("/partner/v1/after"), &[("authorization", &auth)])
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        up.last().header("authorization").as_deref(),
+        Some("Bearer guard-tok-2")
+    );
+    for n in 1..=3 {
+        gw.secrets.push(format!("guard-tok-{n}\""));
+    }
+    assert_eq!(gw.finish(), Some(0));
+}
+
+/// Defect 4: hostile or broken lifetimes. Each case is one token with its
+/// own endpoint answering `{"access_token": …, <field>: <value>}`.
+#[tokio::test]
+async fn hostile_token_lifetimes_neither_loop_nor_panic() {
+    // (name, response pointer field, JSON value, clamped to a year?)
+    let cases: &[(&str, &str, &str, bool)] = &[
+        ("zero", "expires_in", "0", false),
+        ("negative", "expires_in", "-30", false),
+        ("past", "expires_at", "1000000000", false),
+        ("past-iso", "expires_at", "\"2001-01-01T00:00:00Z\"", false),
+        ("text", "expires_in", "\"soon\"", false),
+        ("nan", "expires_in", "\"NaN\"", false),
+        ("at-text", "expires_at", "\"tomorrow\"", false),
+        ("e19", "expires_in", "1e19", true),
+        ("e20", "expires_in", "1e20", true),
+        ("at-e20", "expires_at", "1e20", true),
+    ];
+    let up = Upstream::start().await;
+    let mut servers = Vec::new();
+    let mut tokens = String::new();
+    let mut connectors = String::new();
+    let mut grants = Vec::new();
+    for (name, field, value, _) in cases {
+        let body = format!(r#"{{"access_token":"life-{name}-tok","{field}":{value}}}"#);
+        let ep = JsonServer::start(Arc::new(move |_, _| (200, body.clone()))).await;
+        tokens.push_str(&format!(
+            "  t-{name}:\n    type: http_request\n    request: {{ url: \"{}\" }}\n    response: {{ token: /access_token, {field}: /{field} }}\n    prefix: Bearer\n",
+            ep.url("/token")
+        ));
+        connectors.push_str(&format!(
+            "  c-{name}: {{ upstream: \"{}\", tokens: [t-{name}] }}\n",
+            up.url()
+        ));
+        grants.push(format!("{{ connector: c-{name} }}"));
+        servers.push(ep);
+    }
+    let (key, hash) = keygen("kg_");
+    let cfg = format!(
+        r#"
+server: {{ listen: 127.0.0.1:0, shutdown_grace: 5s }}
+admin: {{ listen: 127.0.0.1:0 }}
+tokens:
+{tokens}
+connectors:
+{connectors}
+roles: {{ r: {{ allow: [ {grants} ] }} }}
+clients: {{ c: {{ roles: [r], keys: [ {{ name: k, sha256: "{hash}" }} ] }} }}
+"#,
+        grants = grants.join(", ")
+    );
+    let mut gw = Gateway::start(&cfg);
+    gw.secrets = vec![key.clone()];
+    let auth = bearer(&key);
+
+    // A few seconds of background schedule plus requests on every token.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        for (name, ..) in cases {
+            let _ = get(
+                &gw.url(&format!("/c-{name}/v1/x")),
+                &[("authorization", &auth)],
+            )
+            .await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    assert!(
+        gw.child.try_wait().expect("wait").is_none(),
+        "the gateway is still up"
+    );
+    assert_eq!(
+        get(&gw.admin_url("/healthz"), &[]).await.status,
+        StatusCode::OK
+    );
+    let admin_key = initial_admin_key(&gw);
+    let listing = admin_tokens(&gw, &admin_key).await;
+    let year = 365 * 24 * 3600;
+    for ((name, _, _, clamped), ep) in cases.iter().zip(&servers) {
+        let t = find_in(&listing, "tokens", "name", &format!("t-{name}"));
+        let r = get(
+            &gw.url(&format!("/c-{name}/v1/x")),
+            &[("authorization", &auth)],
+        )
+        .await;
+        if *clamped {
+            assert_eq!(ep.hits(), 1, "{name}: fetched once, not again: {t}");
+            assert_eq!(t["state"], "ready", "{name}: {t}");
+            let exp = t["expires_at"]
+                .as_str()
+                .and_then(|s| humantime::parse_rfc3339(s).ok())
+                .unwrap_or_else(|| panic!("{name}: an expiry is shown: {t}"));
+            let secs = exp
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("after epoch")
+                .as_secs();
+            assert!(
+                secs > now_s() + year - 86_400 && secs < now_s() + year + 86_400,
+                "{name}: clamped to one year: {t}"
+            );
+            assert_eq!(r.status, StatusCode::OK, "{name}");
+        } else {
+            let hits = ep.hits();
+            assert!(
+                (1..=6).contains(&hits),
+                "{name}: {hits} fetches in ~3 s (backoff, no busy loop)"
+            );
+            assert_eq!(t["state"], "unavailable", "{name}: {t}");
+            let err = t["last_error"].as_str().unwrap_or_default();
+            assert!(
+                err.contains(&format!("/{}", cases_field(cases, name))),
+                "{name}: the error names the field: {t}"
+            );
+            assert_eq!(
+                (r.status, r.error_code().as_deref()),
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Some("credential_unavailable")
+                ),
+                "{name}"
+            );
+        }
+    }
+    let stderr = gw.stderr_text();
+    assert!(!stderr.contains("panicked"), "no panic: {stderr}");
+    assert!(!stderr.contains("poisoned"), "no poisoned lock");
+    assert!(stderr.contains("clamped"), "the clamp is logged");
+    for (name, ..) in cases {
+        gw.secrets.push(format!("life-{name}-tok"));
+    }
+    gw.secrets.push(admin_key);
+    assert_eq!(gw.finish(), Some(0));
+}
+
+fn cases_field<'a>(cases: &[(&str, &'a str, &str, bool)], name: &str) -> &'a str {
+    cases
+        .iter()
+        .find(|c| c.0 == name)
+        .map(|c| c.1)
+        .expect("case")
+}
+
+/// base64url without padding (RFC 7515 §2).
+fn b64url(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..(chunk.len() + 1) {
+            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+fn es256(kp: &rcgen::KeyPair, kid: &str) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(kid.into());
+    jsonwebtoken::encode(
+        &header,
+        &serde_json::json!({"sub": "u", "exp": now_s() + 600}),
+        &jsonwebtoken::EncodingKey::from_ec_der(kp.serialized_der()),
+    )
+    .expect("jwt")
+}
+
+/// Defect 6: made-up `kid`s and a failing JWKS endpoint cost the identity
+/// provider a bounded number of requests, whatever the traffic.
+#[tokio::test]
+async fn unknown_kids_and_a_failing_jwks_cause_bounded_fetches() {
+    let kp = rcgen::KeyPair::generate().expect("key");
+    let raw = kp.public_key_raw();
+    let jwk = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "use": "sig",
+        "x": b64url(&raw[1..33]), "y": b64url(&raw[33..65])}]})
+    .to_string();
+    let good = JsonServer::start(Arc::new(move |_, _| (200, jwk.clone()))).await;
+    let down = Arc::new(AtomicBool::new(true));
+    let flag = Arc::clone(&down);
+    let failing = JsonServer::start(Arc::new(move |_, _| {
+        if flag.load(Ordering::SeqCst) {
+            (503, "{}".into())
+        } else {
+            (200, r#"{"keys":[]}"#.into())
+        }
+    }))
+    .await;
+    let up = Upstream::start().await;
+    let (key, hash) = keygen("kg_");
+    let cfg = format!(
+        r#"
+server: {{ listen: 127.0.0.1:0, shutdown_grace: 5s }}
+admin: {{ listen: 127.0.0.1:0 }}
+tokens:
+  u-good:
+    type: user
+    header: X-User-Token
+    jwt: {{ jwks_url: "{good}", jwks_min_interval: 1h }}
+  u-down:
+    type: user
+    header: X-User-Token
+    jwt: {{ jwks_url: "{failing}" }}
+connectors:
+  good: {{ upstream: "{up}", tokens: [u-good] }}
+  down: {{ upstream: "{up}", tokens: [u-down] }}
+roles: {{ r: {{ allow: [ {{ connector: good }}, {{ connector: down }} ] }} }}
+clients: {{ c: {{ roles: [r], keys: [ {{ name: k, sha256: "{hash}" }} ] }} }}
+"#,
+        good = good.url("/jwks"),
+        failing = failing.url("/jwks"),
+        up = up.url(),
+    );
+    let mut gw = Gateway::start(&cfg);
+    gw.secrets = vec![key.clone()];
+    let auth = bearer(&key);
+    let stranger = rcgen::KeyPair::generate().expect("key");
+
+    // Unknown kids: a concurrent burst, then a sequential stream.
+    let jwt = es256(&stranger, "made-up-0");
+    let statuses = burst(
+        &gw.url("/good/v1/me"),
+        &[("authorization", &auth), ("keygate-token-u-good", &jwt)],
+        15,
+    )
+    .await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED));
+    for i in 1..=30 {
+        let jwt = es256(&stranger, &format!("made-up-{i}"));
+        let r = get(
+            &gw.url("/good/v1/me"),
+            &[("authorization", &auth), ("keygate-token-u-good", &jwt)],
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.error_code().as_deref()),
+            (StatusCode::UNAUTHORIZED, Some("invalid_user_token"))
+        );
+    }
+    assert_eq!(good.hits(), 1, "45 unknown kids: one JWKS download");
+    let valid = es256(&kp, "k1");
+    let r = get(
+        &gw.url("/good/v1/me"),
+        &[("authorization", &auth), ("keygate-token-u-good", &valid)],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(good.hits(), 1);
+
+    // A failing endpoint: one fetch per backoff step, not one per request.
+    let jwt = es256(&kp, "k1");
+    let statuses = burst(
+        &gw.url("/down/v1/me"),
+        &[("authorization", &auth), ("keygate-token-u-down", &jwt)],
+        15,
+    )
+    .await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED));
+    for _ in 0..30 {
+        let r = get(
+            &gw.url("/down/v1/me"),
+            &[("authorization", &auth), ("keygate-token-u-down", &jwt)],
+        )
+        .await;
+        assert_eq!(r.error_code().as_deref(), Some("invalid_user_token"));
+    }
+    let hits = failing.hits();
+    assert!(
+        (1..=4).contains(&hits),
+        "45 requests against a failing JWKS: {hits} downloads"
+    );
+    let admin_key = initial_admin_key(&gw);
+    let t = find_in(
+        &admin_tokens(&gw, &admin_key).await,
+        "tokens",
+        "name",
+        "u-down",
+    );
+    assert!(
+        t["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("JWKS endpoint answered 503")),
+        "{t}"
+    );
+    down.store(false, Ordering::SeqCst);
+    gw.secrets.push(admin_key);
+    gw.secrets.push(valid);
+    assert_eq!(gw.finish(), Some(0));
+}
