@@ -337,7 +337,8 @@ fn admin_key_exists(shared: &Shared, now: SystemTime) -> bool {
 /// On the very first start with no admin-capable key anywhere, creates one
 /// for the built-in `keygate-admin` client and writes it to
 /// `initial-admin.key` (mode 0600) beside the store. Returns that path.
-/// Runs once per store: later starts never mint another.
+/// Runs once per store: later starts never mint another. With
+/// `keys.max_ttl` set it expires like any key created then.
 pub fn bootstrap(
     shared: &Shared,
     store_dir: &Path,
@@ -358,7 +359,13 @@ pub fn bootstrap(
             .map_err(|e| e.to_string())?;
         return Ok(None);
     }
-    let prefix = shared.snapshot.load().config.keys.prefix.clone();
+    let (prefix, max_ttl) = {
+        let snap = shared.snapshot.load();
+        (snap.config.keys.prefix.clone(), snap.config.keys.max_ttl)
+    };
+    // keys.max_ttl bounds every key, the bootstrap one included: an
+    // operator who sets it expects no key to live longer.
+    let expires_ms = max_ttl.and_then(|d| now.checked_add(d)).map(to_ms);
     let secret = key::generate(&prefix).map_err(|e| e.to_string())?;
     // The file first: a crash before the store insert leaves a key nobody
     // can use and the next start simply makes another.
@@ -372,7 +379,7 @@ pub fn bootstrap(
         roles: None,
         display_prefix: key::display_prefix(secret.expose()),
         created_ms: to_ms(now),
-        expires_ms: None,
+        expires_ms,
         revoked_ms: None,
         rolled_from: None,
     };

@@ -175,7 +175,7 @@ impl Admin {
             if grants::is_admin(&snap.config.roles, roles) {
                 Ok(())
             } else {
-                Err(GatewayError::Forbidden)
+                Err(GatewayError::AdminForbidden)
             }
         });
         if let Err(e) = &result {
