@@ -208,6 +208,27 @@ mod tests {
     }
 
     #[test]
+    fn deep_nesting_is_an_error_even_on_a_small_stack() {
+        // Reloads parse on runtime threads (2 MiB stacks): the strict pass's
+        // extra frames must still hit serde_yaml's recursion limit first.
+        let n = 200;
+        let text = format!(
+            "tokens:\n  o:\n    type: http_request\n    request:\n      url: https://a.example/t\n      json: {}1{}\n    response: {{ token: /a }}\n",
+            "{a: [".repeat(n),
+            "]}".repeat(n)
+        );
+        let handle = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || from_text(&text, Path::new("k.yaml")).map(|_| ()))
+            .expect("spawn");
+        let errs = handle
+            .join()
+            .expect("no stack overflow")
+            .expect_err("too deep");
+        assert!(errs.0[0].message.contains("recursion limit"), "{errs}");
+    }
+
+    #[test]
     fn unknown_fields_are_refused_with_position() {
         let r: Result<raw::RawConfig, _> = parse_yaml("server:\n  listne: 1\n");
         let errs = r.expect_err("must fail");
