@@ -81,17 +81,57 @@ pub fn finish(
     want: StatusCode,
     v: &Value,
     json: bool,
-    human: impl FnOnce(&Value),
+    human: impl FnOnce(&Value) -> Result<(), ExitCode>,
 ) -> ExitCode {
     if status != want {
         return fail(status, v);
     }
-    if json {
-        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    let printed = if json {
+        let text = serde_json::to_string_pretty(v).unwrap_or_default();
+        match v["key"].as_str() {
+            Some(_) => print_new_key(&text, v["id"].as_str().unwrap_or("-")),
+            None => print_line(&text),
+        }
     } else {
-        human(v);
-    }
-    ExitCode::SUCCESS
+        human(v)
+    };
+    printed.err().unwrap_or(ExitCode::SUCCESS)
+}
+
+/// Writes `text` and a newline to stdout, without `println!`'s panic.
+fn write_line(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")?;
+    out.flush()
+}
+
+/// Prints one line of a command's output. A reader that went away
+/// (`keygate keygen | head -1`) ends the command quietly with success, as
+/// any Unix filter does (Rust ignores SIGPIPE, so `println!` would panic
+/// with exit 101); any other write failure (a full disk) is reported,
+/// since the output was lost.
+pub fn print_line(text: &str) -> Result<(), ExitCode> {
+    write_line(text).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            ExitCode::SUCCESS
+        } else {
+            eprintln!("keygate: cannot write to stdout: {e}");
+            ExitCode::FAILURE
+        }
+    })
+}
+
+/// Prints a new API key, which exists nowhere else: if it cannot be
+/// written, even to a closed pipe, the command fails and says which key
+/// to revoke instead of ending quietly.
+pub fn print_new_key(text: &str, id: &str) -> Result<(), ExitCode> {
+    write_line(text).map_err(|e| {
+        eprintln!(
+            "keygate: key {id} was created but could not be written to stdout ({e}); revoke it: keygate keys revoke {id}"
+        );
+        ExitCode::FAILURE
+    })
 }
 
 fn text(v: &Value) -> String {

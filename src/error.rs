@@ -23,6 +23,8 @@ pub enum GatewayError {
     MissingUserToken(String),
     InvalidUserToken(String),
     Forbidden,
+    /// Admin API: the key is valid but none of its roles has `admin: true`.
+    AdminForbidden,
     UnknownConnector,
     /// Admin API: no such key, token or route.
     NotFound(String),
@@ -76,6 +78,12 @@ impl GatewayError {
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 "this API key's roles do not allow this connector, method or path".into(),
+            ),
+            AdminForbidden => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this API key's roles do not grant admin access (it needs a role with `admin: true`)"
+                    .into(),
             ),
             UnknownConnector => (
                 StatusCode::NOT_FOUND,

@@ -454,10 +454,14 @@ fn admin_key_exists(shared: &Shared, now: SystemTime) -> bool {
 fn mint_admin_key(
     store: &dyn Store,
     prefix: &str,
+    max_ttl: Option<Duration>,
     store_dir: &Path,
     name: &str,
     now: SystemTime,
 ) -> Result<(PathBuf, StoredKey), String> {
+    // keys.max_ttl bounds every key, the bootstrap and reset ones included:
+    // an operator who sets it expects no key to live longer.
+    let expires_ms = max_ttl.and_then(|d| now.checked_add(d)).map(to_ms);
     let secret = key::generate(prefix).map_err(|e| e.to_string())?;
     let path = store_dir.join(INITIAL_ADMIN_FILE);
     write_private(&path, &format!("{}\n", secret.expose()))?;
@@ -469,7 +473,7 @@ fn mint_admin_key(
         roles: None,
         display_prefix: key::display_prefix(secret.expose()),
         created_ms: to_ms(now),
-        expires_ms: None,
+        expires_ms,
         revoked_ms: None,
         rolled_from: None,
     };
@@ -480,7 +484,8 @@ fn mint_admin_key(
 /// On the very first start with no admin-capable key anywhere, creates one
 /// for the built-in `keygate-admin` client and writes it to
 /// `initial-admin.key` (mode 0600) beside the store. Returns that path.
-/// Runs once per store: later starts never mint another.
+/// Runs once per store: later starts never mint another. With
+/// `keys.max_ttl` set it expires like any key created then.
 pub fn bootstrap(
     shared: &Shared,
     store_dir: &Path,
@@ -501,10 +506,14 @@ pub fn bootstrap(
             .map_err(|e| e.to_string())?;
         return Ok(None);
     }
-    let prefix = shared.snapshot.load().config.keys.prefix.clone();
+    let (prefix, max_ttl) = {
+        let snap = shared.snapshot.load();
+        (snap.config.keys.prefix.clone(), snap.config.keys.max_ttl)
+    };
     let (path, stored) = mint_admin_key(
         shared.store.as_ref(),
         &prefix,
+        max_ttl,
         store_dir,
         "initial-admin",
         now,
@@ -526,10 +535,11 @@ pub fn bootstrap(
 pub fn reset_admin_key(
     store: &dyn Store,
     prefix: &str,
+    max_ttl: Option<Duration>,
     store_dir: &Path,
     now: SystemTime,
 ) -> Result<(PathBuf, String), String> {
-    let (path, stored) = mint_admin_key(store, prefix, store_dir, "reset-admin", now)?;
+    let (path, stored) = mint_admin_key(store, prefix, max_ttl, store_dir, "reset-admin", now)?;
     store.set_meta(META_ADMIN_RESET, &stored.id).map_err(|e| {
         format!(
             "the key is stored but a running gateway was not told ({e}); restart it to use the key"

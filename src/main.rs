@@ -133,6 +133,15 @@ enum KeysCommand {
     },
 }
 
+/// Colour in the text log only for a person at a terminal: escape codes in
+/// a log file, a pipe or journald are noise. `NO_COLOR` (any non-empty
+/// value, https://no-color.org) turns it off even there.
+fn colour_stderr() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::stderr().is_terminal()
+}
+
 fn init_logging(format: LogFormat) {
     let env = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let is_access = |m: &tracing::Metadata<'_>| m.target() == "keygate::access";
@@ -146,11 +155,13 @@ fn init_logging(format: LogFormat) {
     let diag = match format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
+            .with_ansi(false)
             .with_writer(std::io::stderr)
             .with_filter(filter::filter_fn(move |m| !is_access(m)))
             .with_filter(env())
             .boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(colour_stderr())
             .with_writer(std::io::stderr)
             .with_filter(filter::filter_fn(move |m| !is_access(m)))
             .with_filter(env())
@@ -166,10 +177,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => match config::load(&config) {
-            Ok(c) => {
-                println!("{}: {}", config.display(), c.summary());
-                ExitCode::SUCCESS
-            }
+            Ok(c) => match cli::print_line(&format!("{}: {}", config.display(), c.summary())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(code) => code,
+            },
             Err(errs) => {
                 eprintln!("{}", errs.render(&config));
                 ExitCode::FAILURE
@@ -182,9 +193,15 @@ fn main() -> ExitCode {
             }
             match key::generate(&prefix) {
                 Ok(k) => {
-                    println!("{}", k.expose());
-                    println!("sha256: {}", hex::encode(key::digest(k.expose())));
-                    ExitCode::SUCCESS
+                    let text = format!(
+                        "{}\nsha256: {}",
+                        k.expose(),
+                        hex::encode(key::digest(k.expose()))
+                    );
+                    match cli::print_line(&text) {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(code) => code,
+                    }
                 }
                 Err(e) => {
                     eprintln!("keygate: no randomness from the OS: {e}");
@@ -272,7 +289,7 @@ async fn tokens_command(
             Some(list) => list.clone(),
             None => vec![v.clone()],
         };
-        println!("{}", cli::table(&items, cli::TOKEN_COLUMNS));
+        cli::print_line(&cli::table(&items, cli::TOKEN_COLUMNS))
     }))
 }
 
@@ -300,20 +317,21 @@ async fn keys_command(
                 .call(Method::POST, "/api/v1/keys", Some(body))
                 .await?;
             cli::finish(status, StatusCode::CREATED, &v, json, |v| {
-                println!("{}", v["key"].as_str().unwrap_or_default());
+                let id = v["id"].as_str().unwrap_or("-");
+                cli::print_new_key(v["key"].as_str().unwrap_or_default(), id)?;
                 eprintln!(
-                    "This key is shown only once and cannot be shown again: store it now.\nid {}  client {}  expires {}",
-                    v["id"].as_str().unwrap_or("-"),
+                    "This key is shown only once and cannot be shown again: store it now.\nid {id}  client {}  expires {}",
                     v["client"].as_str().unwrap_or("-"),
                     v["expires_at"].as_str().unwrap_or("never")
                 );
+                Ok(())
             })
         }
         KeysCommand::List => {
             let (status, v) = client.call(Method::GET, "/api/v1/keys", None).await?;
             cli::finish(status, StatusCode::OK, &v, json, |v| {
                 let items = v["keys"].as_array().cloned().unwrap_or_default();
-                println!("{}", cli::table(&items, cli::KEY_COLUMNS));
+                cli::print_line(&cli::table(&items, cli::KEY_COLUMNS))
             })
         }
         KeysCommand::Revoke { id, force } => {
@@ -322,7 +340,7 @@ async fn keys_command(
                 .call(Method::DELETE, &format!("/api/v1/keys/{id}{query}"), None)
                 .await?;
             cli::finish(status, StatusCode::NO_CONTENT, &v, false, |_| {
-                println!("revoked {id}")
+                cli::print_line(&format!("revoked {id}"))
             })
         }
         KeysCommand::Roll { id, grace } => {
@@ -331,11 +349,10 @@ async fn keys_command(
                 .call(Method::POST, &format!("/api/v1/keys/{id}/roll"), Some(body))
                 .await?;
             cli::finish(status, StatusCode::CREATED, &v, json, |v| {
-                println!("{}", v["key"].as_str().unwrap_or_default());
-                eprintln!(
-                    "New key {} shown only once; {id} keeps working for {grace}.",
-                    v["id"].as_str().unwrap_or("-")
-                );
+                let new_id = v["id"].as_str().unwrap_or("-");
+                cli::print_new_key(v["key"].as_str().unwrap_or_default(), new_id)?;
+                eprintln!("New key {new_id} shown only once; {id} keeps working for {grace}.");
+                Ok(())
             })
         }
     })
@@ -385,6 +402,7 @@ fn admin_key_reset(path: &std::path::Path) -> ExitCode {
     match keygate::keys::reset_admin_key(
         &store,
         &cfg.keys.prefix,
+        cfg.keys.max_ttl,
         &dir,
         std::time::SystemTime::now(),
     ) {

@@ -384,3 +384,160 @@ fn keygen_prints_key_and_its_sha256() {
     assert!(other.starts_with("acme_"));
     assert_ne!(key, other);
 }
+
+/// Every line of `err` that reports a duplicate, as (line, col, message).
+fn duplicates(err: &str) -> Vec<String> {
+    err.lines()
+        .filter(|l| l.contains("duplicate key"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn duplicate_keys_at_any_level_are_refused_with_both_positions() {
+    // Two `local:` connectors, two `upstream:` in one connector, two
+    // tokens of one name, a repeat inside a flow mapping and inside a
+    // list item, and a repeated top-level section.
+    let yaml = r#"tokens:
+  a: { value: { literal: "1" }, header: X-A }
+  a: { value: { literal: "2" }, header: X-B }
+connectors:
+  local:
+    upstream: http://127.0.0.1:9100
+    upstream: http://127.0.0.1:9200
+  local:
+    upstream: http://127.0.0.1:9300
+roles:
+  r: { allow: [ { connector: local, connector: other } ] }
+clients:
+  c:
+    roles: [r]
+    keys:
+      - name: one
+        name: two
+        sha256: "0000000000000000000000000000000000000000000000000000000000000000"
+roles:
+  s: {}
+"#;
+    let (ok, out, err) = check(yaml);
+    assert!(!ok, "duplicates must be refused: {out}");
+    let dups = duplicates(&err);
+    for want in [
+        "K:3:3: duplicate key `a` (first defined at 2:3)",
+        "K:7:5: duplicate key `upstream` (first defined at 6:5)",
+        "K:8:3: duplicate key `local` (first defined at 5:3)",
+        "K:11:37: duplicate key `connector` (first defined at 11:19)",
+        "K:17:9: duplicate key `name` (first defined at 16:9)",
+        "K:19:1: duplicate key `roles` (first defined at 10:1)",
+    ] {
+        assert!(
+            dups.iter().any(|l| l == want),
+            "missing {want:?} in:\n{err}"
+        );
+    }
+    assert_eq!(dups.len(), 6, "{err}");
+}
+
+#[test]
+fn duplicate_map_entries_that_serde_would_merge_are_refused() {
+    // A mapping deserialized into a map (not a struct) kept the last entry
+    // silently: the file "passed" with one connector.
+    let yaml = "connectors:\n  local:\n    upstream: http://a.example\n  local:\n    upstream: http://b.example\n";
+    assert_error(yaml, 4, "duplicate key `local` (first defined at 2:3)");
+}
+
+#[test]
+fn every_unknown_field_is_reported_in_one_run() {
+    let yaml = r#"server:
+  listne: 127.0.0.1:8080
+  shutdown_grace: 5s
+admin: { lissen: 127.0.0.1:8081 }
+connectors:
+  api:
+    upstream: https://x.example
+    tokns: [a]
+roles:
+  r:
+    allow:
+      - connector: api
+        method: [GET]
+"#;
+    let (ok, _, err) = check(yaml);
+    assert!(!ok);
+    for (line, needle) in [
+        ("K:2:3: ", "server: unknown field `listne`"),
+        ("K:4:10: ", "admin: unknown field `lissen`"),
+        ("K:8:5: ", "connectors.api: unknown field `tokns`"),
+        ("K:13:9: ", "unknown field `method`"),
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with(line) && l.contains(needle)),
+            "missing {line}{needle} in:\n{err}"
+        );
+    }
+    assert_eq!(err.lines().count(), 4, "{err}");
+}
+
+#[test]
+fn summary_counts_what_the_file_declares() {
+    // GOOD declares one role and one client; the built-in keygate-admin
+    // role and client are keygate's, not the file's.
+    let (ok, out, err) = check(GOOD);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("1 tokens, 1 connectors, 1 roles, 1 clients, 0 declared keys"),
+        "{out}"
+    );
+    let (ok, out, err) = check("server: { listen: 127.0.0.1:8080 }\n");
+    assert!(ok, "{err}");
+    assert!(out.contains("0 roles, 0 clients"), "{out}");
+}
+
+/// An RFC 3339 timestamp `days` from now.
+fn days_from_now(days: u64) -> String {
+    let t = std::time::SystemTime::now() + std::time::Duration::from_secs(days * 86_400);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+#[test]
+fn declared_keys_must_expire_within_max_ttl() {
+    let zeros = "0".repeat(64);
+    let ones = "1".repeat(64);
+    let twos = "2".repeat(64);
+    let yaml = |max_ttl: &str| {
+        format!(
+            r#"keys: {{ {max_ttl} }}
+roles: {{ r: {{}} }}
+clients:
+  c:
+    roles: [r]
+    keys:
+      - {{ name: forever, sha256: "{zeros}" }}
+      - name: far
+        sha256: "{ones}"
+        expires: {far}
+      - {{ name: soon, sha256: "{twos}", expires: {soon} }}
+"#,
+            far = days_from_now(400),
+            soon = days_from_now(10),
+        )
+    };
+    let (ok, _, err) = check(&yaml("max_ttl: 30d"));
+    assert!(!ok, "keys outliving keys.max_ttl must be refused");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("K:7:") && l.contains("key `forever` needs `expires`")),
+        "{err}"
+    );
+    assert!(
+        err.lines().any(|l| l.starts_with("K:10:")
+            && l.contains("key `far` expires")
+            && l.contains("beyond keys.max_ttl = 30d")),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 2, "`soon` is within the bound: {err}");
+    // Without max_ttl, any expiry (or none) is accepted.
+    let (ok, _, err) = check(&yaml("prefix: kg_"));
+    assert!(ok, "{err}");
+}

@@ -599,3 +599,45 @@ async fn cli_creates_lists_rolls_and_revokes() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("KEYGATE_ADMIN_KEY"));
     assert_eq!(gw.finish(), Some(0));
 }
+
+#[tokio::test]
+async fn bootstrap_key_expires_after_max_ttl() {
+    // `start` sets keys.max_ttl to 30d: the bootstrap key is bounded too.
+    let up = Upstream::start().await;
+    let (gw, admin_key) = start(&up);
+    let r = admin(&gw, &admin_key, Method::GET, "/api/v1/keys", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let k = common::find_in(&r.json(), "keys", "client", "keygate-admin");
+    let at = |f: &str| {
+        let text = k[f]
+            .as_str()
+            .unwrap_or_else(|| panic!("{f} missing in {k}"));
+        humantime::parse_rfc3339(text).expect("rfc3339")
+    };
+    assert_eq!(
+        at("expires_at")
+            .duration_since(at("created_at"))
+            .expect("after"),
+        Duration::from_secs(30 * 86_400)
+    );
+    assert_eq!(gw.finish(), Some(0));
+}
+
+#[tokio::test]
+async fn admin_403_says_the_roles_lack_admin_access() {
+    let up = Upstream::start().await;
+    let (mut gw, admin_key) = start(&up);
+    let made = create(&gw, &admin_key, json!({"client": "app", "name": "worker"})).await;
+    let app_key = made["key"].as_str().expect("key").to_string();
+    gw.secrets.push(app_key.clone());
+    let r = admin(&gw, &app_key, Method::GET, "/api/v1/keys", None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.error_code().as_deref(), Some("forbidden"));
+    let msg = r.json()["error"]["message"]
+        .as_str()
+        .expect("message")
+        .to_string();
+    assert!(msg.contains("do not grant admin access"), "{msg}");
+    assert!(!msg.contains("connector"), "not a proxy grant: {msg}");
+    assert_eq!(gw.finish(), Some(0));
+}

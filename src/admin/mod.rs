@@ -189,7 +189,7 @@ impl Admin {
             if grants::is_admin(&snap.config.roles, roles) {
                 Ok(())
             } else {
-                Err(GatewayError::Forbidden)
+                Err(GatewayError::AdminForbidden)
             }
         });
         if let Err(e) = &result {

@@ -46,34 +46,91 @@ fn key_matches(body: &str, key: &str) -> bool {
     false
 }
 
+/// Byte offset of the `nth` (from 0) occurrence of `key:` as a key inside a
+/// flow mapping written on one line (`{ env: A, file: b }`): it must follow
+/// `{`, `,` or the line start, so `file:` is not found inside `profile:`.
+/// Returns where the key starts (its quote, if quoted) and where its text
+/// ends.
+fn flow_key_offset(body: &str, key: &str, nth: usize) -> Option<(usize, usize)> {
+    if key.is_empty() {
+        return None;
+    }
+    let mut hits = 0;
+    let bytes = body.as_bytes();
+    let mut from = 0;
+    while let Some(rel) = body[from..].find(key) {
+        let at = from + rel;
+        from = at + key.len();
+        let before = body[..at].trim_end();
+        let boundary = before.is_empty() || before.ends_with('{') || before.ends_with(',');
+        let (start, rest) = match (
+            at.checked_sub(1).map(|i| bytes[i]),
+            bytes.get(at + key.len()),
+        ) {
+            (Some(q @ (b'"' | b'\'')), Some(c)) if *c == q => {
+                let before = body[..at - 1].trim_end();
+                let boundary = before.is_empty() || before.ends_with('{') || before.ends_with(',');
+                (boundary.then_some(at - 1), &body[at + key.len() + 1..])
+            }
+            _ => (boundary.then_some(at), &body[at + key.len()..]),
+        };
+        if let Some(start) = start
+            && rest.trim_start().starts_with(':')
+        {
+            if hits == nth {
+                return Some((start, at + key.len()));
+            }
+            hits += 1;
+        }
+    }
+    None
+}
+
 /// Returns 1-based `(line, column)` of the deepest segment of `path` found.
 pub fn locate(text: &str, path: &[Seg<'_>]) -> Option<(usize, usize)> {
+    locate_nth(text, path, 0)
+}
+
+/// Like [`locate`], but the last segment, when it is a key, is its `nth`
+/// occurrence (from 0) in its mapping: the position of a repeated key.
+pub fn locate_nth(text: &str, path: &[Seg<'_>], nth: usize) -> Option<(usize, usize)> {
     let mut lines = significant_lines(text);
     let (mut lo, mut hi) = (0usize, lines.len());
     let mut parent_indent: isize = -1;
     let mut found: Option<(usize, usize)> = None;
     let mut current_line: Option<usize> = None;
 
-    for seg in path {
+    for (depth, seg) in path.iter().enumerate() {
+        let skip = if depth + 1 == path.len() { nth } else { 0 };
         let child_indent = lines[lo..hi]
             .iter()
             .find(|l| l.indent as isize > parent_indent)
             .map(|l| l.indent);
         let hit = child_indent.and_then(|ci| match seg {
-            Seg::Key(k) => {
-                (lo..hi).find(|&i| lines[i].indent == ci && key_matches(lines[i].body, k))
-            }
+            Seg::Key(k) => (lo..hi)
+                .filter(|&i| lines[i].indent == ci && key_matches(lines[i].body, k))
+                .nth(skip),
             Seg::Index(n) => (lo..hi)
                 .filter(|&i| lines[i].indent == ci && lines[i].body.starts_with('-'))
                 .nth(*n),
         });
         let Some(i) = hit else {
-            // A key inside a flow mapping on the current line: `{ env: X }`.
-            if let (Seg::Key(k), Some(li)) = (seg, current_line) {
-                let l = &lines[li];
-                if let Some(off) = l.body.find(&format!("{k}:")) {
-                    return Some((l.no, l.indent + off + 1));
-                }
+            // The rest of the path sits inside a flow mapping on the current
+            // line (`a: { value: { env: X } }`): follow its keys left to
+            // right there; list indices inside flow style are not resolved.
+            let Some(li) = current_line else {
+                return found;
+            };
+            let l = &lines[li];
+            let mut at = l.body.find(['{', '[']).unwrap_or(0);
+            for (d, s) in path.iter().enumerate().skip(depth) {
+                let Seg::Key(k) = s else { continue };
+                let skip = if d + 1 == path.len() { nth } else { 0 };
+                let Some((start, end)) = flow_key_offset(&l.body[at..], k, skip) else {
+                    break;
+                };
+                found = Some((l.no, l.indent + at + start + 1));
+                at += end;
             }
             return found;
         };
@@ -166,6 +223,15 @@ roles:
             Key("methods"),
         ];
         assert_eq!(locate(DOC, &p), Some((15, 9)));
+    }
+
+    #[test]
+    fn finds_repeated_keys_in_block_and_flow_style() {
+        use Seg::*;
+        let doc = "a:\n  b: 1\n  b: 2\nc: { d: 1, \"d\": 2 }\n";
+        assert_eq!(locate_nth(doc, &[Key("a"), Key("b")], 1), Some((3, 3)));
+        assert_eq!(locate_nth(doc, &[Key("c"), Key("d")], 0), Some((4, 6)));
+        assert_eq!(locate_nth(doc, &[Key("c"), Key("d")], 1), Some((4, 12)));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 mod locate;
 pub mod pattern;
 pub mod raw;
+mod strict;
 pub mod units;
 pub mod validate;
 
@@ -60,15 +61,92 @@ impl fmt::Display for ConfigErrors {
 
 /// The only place that calls the YAML library. serde_yaml is archived
 /// upstream; swapping it for a maintained fork changes this one function.
-pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
-    serde_yaml::from_str(text).map_err(|err| {
-        let loc = err.location();
-        ConfigError {
-            line: loc.as_ref().map(|l| l.line()),
-            column: loc.as_ref().map(|l| l.column()),
-            message: redact_yaml_message(&err.to_string()),
+///
+/// Strict: every duplicate mapping key (at any depth) and every unknown
+/// field is reported, each with its position, in one run (see
+/// `strict.rs`); a type error is reported where the YAML library found it.
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigErrors> {
+    let sink = strict::Sink::default();
+    let parsed: Result<T, _> = strict::deserialize(serde_yaml::Deserializer::from_str(text), &sink);
+    let mut errors: Vec<ConfigError> = sink
+        .into_inner()
+        .iter()
+        .map(|p| problem_error(text, p))
+        .collect();
+    match parsed {
+        Ok(value) if errors.is_empty() => Ok(value),
+        Ok(_) => Err(ConfigErrors(errors)),
+        Err(err) => {
+            let loc = err.location();
+            errors.push(ConfigError {
+                line: loc.as_ref().map(|l| l.line()),
+                column: loc.as_ref().map(|l| l.column()),
+                message: redact_yaml_message(&err.to_string()),
+            });
+            Err(ConfigErrors(errors))
         }
-    })
+    }
+}
+
+/// A key refused by the strict pass, placed with `locate.rs`. Keys are
+/// names, never values, so they may be quoted back (control characters
+/// escaped).
+fn problem_error(text: &str, problem: &strict::Problem) -> ConfigError {
+    use locate::Seg;
+    use strict::{Problem, Step};
+    let (parent, key) = match problem {
+        Problem::Duplicate { parent, key, .. } | Problem::Unknown { parent, key, .. } => {
+            (parent, key)
+        }
+    };
+    let mut full: Vec<Seg<'_>> = parent
+        .iter()
+        .map(|s| match s {
+            Step::Key(k) => Seg::Key(k.as_str()),
+            Step::Index(i) => Seg::Index(*i),
+        })
+        .collect();
+    full.push(Seg::Key(key.as_str()));
+    let shown = key.escape_debug().to_string();
+    let (pos, message) = match problem {
+        Problem::Duplicate { nth, .. } => {
+            let first = locate::locate_nth(text, &full, 0);
+            let here = locate::locate_nth(text, &full, *nth);
+            let message = match first {
+                Some((l, c)) if first != here => {
+                    format!("duplicate key `{shown}` (first defined at {l}:{c})")
+                }
+                _ => format!("duplicate key `{shown}`"),
+            };
+            (here, message)
+        }
+        Problem::Unknown { expected, .. } => {
+            // Worded as serde words it, with the path serde_yaml puts first.
+            let mut at = String::new();
+            for s in parent {
+                match s {
+                    Step::Key(k) if at.is_empty() => at.push_str(k),
+                    Step::Key(k) => {
+                        at.push('.');
+                        at.push_str(k);
+                    }
+                    Step::Index(i) => at.push_str(&format!("[{i}]")),
+                }
+            }
+            let what = strict::unknown_field_message(&shown, expected);
+            let message = if at.is_empty() {
+                what
+            } else {
+                format!("{}: {what}", at.escape_debug())
+            };
+            (locate::locate(text, &full), message)
+        }
+    };
+    ConfigError {
+        line: pos.map(|p| p.0),
+        column: pos.map(|p| p.1),
+        message,
+    }
 }
 
 /// The trailing "at line X column Y" is dropped since the position is
@@ -87,7 +165,7 @@ pub fn from_text(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
     let raw: raw::RawConfig = if text.trim().is_empty() {
         raw::RawConfig::default()
     } else {
-        parse_yaml(text).map_err(|e| ConfigErrors(vec![e]))?
+        parse_yaml(text)?
     };
     validate::validate(raw, text, path)
 }
@@ -100,15 +178,17 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 }
 
 impl Config {
-    /// The one-line summary `keygate check` prints.
+    /// The one-line summary `keygate check` prints: what the file
+    /// declares (the built-in `keygate-admin` role and client are not
+    /// counted).
     pub fn summary(&self) -> String {
         let keys: usize = self.clients.values().map(|c| c.keys.len()).sum();
         format!(
             "ok: {} tokens, {} connectors, {} roles, {} clients, {} declared keys",
             self.tokens.len(),
             self.connectors.len(),
-            self.roles.len(),
-            self.clients.len(),
+            self.declared_roles,
+            self.declared_clients,
             keys
         )
     }
@@ -121,15 +201,38 @@ mod tests {
     #[test]
     fn yaml_errors_never_echo_values() {
         let r: Result<raw::RawConfig, _> = parse_yaml("server:\n  workers: \"sk_live_secret\"\n");
-        let err = r.expect_err("must fail");
+        let errs = r.expect_err("must fail");
+        let err = &errs.0[0];
         assert!(!err.message.contains("sk_live_secret"), "{}", err.message);
         assert_eq!(err.line, Some(2));
     }
 
     #[test]
+    fn deep_nesting_is_an_error_even_on_a_small_stack() {
+        // Reloads parse on runtime threads (2 MiB stacks): the strict pass's
+        // extra frames must still hit serde_yaml's recursion limit first.
+        let n = 200;
+        let text = format!(
+            "tokens:\n  o:\n    type: http_request\n    request:\n      url: https://a.example/t\n      json: {}1{}\n    response: {{ token: /a }}\n",
+            "{a: [".repeat(n),
+            "]}".repeat(n)
+        );
+        let handle = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || from_text(&text, Path::new("k.yaml")).map(|_| ()))
+            .expect("spawn");
+        let errs = handle
+            .join()
+            .expect("no stack overflow")
+            .expect_err("too deep");
+        assert!(errs.0[0].message.contains("recursion limit"), "{errs}");
+    }
+
+    #[test]
     fn unknown_fields_are_refused_with_position() {
         let r: Result<raw::RawConfig, _> = parse_yaml("server:\n  listne: 1\n");
-        let err = r.expect_err("must fail");
+        let errs = r.expect_err("must fail");
+        let err = &errs.0[0];
         assert!(
             err.message.contains("unknown field `listne`"),
             "{}",

@@ -98,6 +98,11 @@ pub struct Config {
     pub connectors: BTreeMap<String, Arc<Connector>>,
     pub roles: BTreeMap<String, Arc<Role>>,
     pub clients: BTreeMap<String, Arc<Client>>,
+    /// How many roles and clients the file itself declares: `roles` and
+    /// `clients` also hold the built-in `keygate-admin` ones, which
+    /// `keygate check` must not count as the operator's.
+    pub declared_roles: usize,
+    pub declared_clients: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -988,7 +993,15 @@ pub fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, Confi
         );
     }
 
-    // clients
+    // clients. With `keys.max_ttl` set, a key declared here must say when
+    // it ends, no further than max_ttl from now: the bound is on lifetime,
+    // and a key without `expires` (or with one years out) would outlive it.
+    // Checked against the clock at every check and reload, so a key that
+    // passed stays valid as its expiry only comes closer.
+    let now = SystemTime::now();
+    let latest_expiry = keys
+        .max_ttl
+        .and_then(|max| Some((max, now.checked_add(max)?)));
     let mut clients = BTreeMap::new();
     let mut hashes: HashSet<[u8; 32]> = HashSet::new();
     for (name, c) in &raw.clients {
@@ -1041,11 +1054,34 @@ pub fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, Confi
             if !hashes.insert(digest) {
                 e.at(&hp, "this key hash is declared twice");
             }
-            let expires = k.expires.as_ref().and_then(|x| {
-                let mut xp = kp.to_vec();
-                xp.push(Key("expires"));
-                parse_timestamp(x).map_err(|m| e.at(&xp, m)).ok()
-            });
+            let mut xp = kp.to_vec();
+            xp.push(Key("expires"));
+            let expires = k
+                .expires
+                .as_ref()
+                .and_then(|x| parse_timestamp(x).map_err(|m| e.at(&xp, m)).ok());
+            if let Some((max, latest)) = latest_expiry {
+                let ttl = super::units::format_duration(max);
+                match (&k.expires, expires) {
+                    (None, _) => e.at(
+                        &kp,
+                        format!(
+                            "client `{name}`: key `{}` needs `expires` (at most keys.max_ttl = {ttl} from now, so no later than {})",
+                            k.name,
+                            humantime::format_rfc3339_seconds(latest)
+                        ),
+                    ),
+                    (Some(x), Some(at)) if at > latest => e.at(
+                        &xp,
+                        format!(
+                            "client `{name}`: key `{}` expires {x}, beyond keys.max_ttl = {ttl} from now (no later than {})",
+                            k.name,
+                            humantime::format_rfc3339_seconds(latest)
+                        ),
+                    ),
+                    _ => {}
+                }
+            }
             keys.push(DeclaredKey {
                 name: k.name.clone(),
                 sha256: digest,
@@ -1066,6 +1102,7 @@ pub fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, Confi
     if !e.list.is_empty() {
         return Err(ConfigErrors(e.list));
     }
+    let (declared_roles, declared_clients) = (roles.len(), clients.len());
     roles.entry(BUILTIN_ADMIN.to_string()).or_insert_with(|| {
         Arc::new(Role {
             name: BUILTIN_ADMIN.to_string(),
@@ -1092,6 +1129,8 @@ pub fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, Confi
         connectors,
         roles,
         clients,
+        declared_roles,
+        declared_clients,
     })
 }
 
