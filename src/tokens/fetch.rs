@@ -193,19 +193,31 @@ pub async fn fetch(
     if !status.is_success() {
         return Err(format!("the token endpoint answered {}", status.as_u16()));
     }
-    let answer: serde_json::Value = serde_json::from_slice(&bytes)
+    read_answer(&spec.token_pointer, &spec.expiry, &bytes, SystemTime::now())
+}
+
+/// The token (at `token_pointer`) and its lifetime (per `expiry`) from a
+/// successful answer's body. Pure, the clock passed in, so the fuzz target
+/// runs exactly what [`fetch`] runs on untrusted endpoint output.
+pub fn read_answer(
+    token_pointer: &str,
+    expiry: &Expiry,
+    body: &[u8],
+    now: SystemTime,
+) -> Result<Fetched, String> {
+    let answer: serde_json::Value = serde_json::from_slice(body)
         .map_err(|_| "the token endpoint's answer is not JSON".to_string())?;
     let token = answer
-        .pointer(&spec.token_pointer)
+        .pointer(token_pointer)
         .and_then(|v| {
             v.as_str()
                 .map(str::to_string)
                 .or_else(|| v.as_i64().map(|n| n.to_string()))
         })
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| format!("the answer has no token at {}", spec.token_pointer))?;
+        .ok_or_else(|| format!("the answer has no token at {token_pointer}"))?;
     check_header_safe(&token).map_err(|why| format!("the fetched token is refused: {why}"))?;
-    let lifetime = lifetime(&spec.expiry, &answer, SystemTime::now())?;
+    let lifetime = lifetime(expiry, &answer, now)?;
     Ok(Fetched {
         secret: Secret::new(token),
         lifetime,
