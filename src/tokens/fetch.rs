@@ -24,6 +24,18 @@ use crate::upstream::HttpClient;
 /// Largest token endpoint answer read.
 const MAX_ANSWER: usize = 1 << 20;
 
+/// Longest lifetime taken from an answer or the config; longer ones are
+/// clamped. The refresher adds a lifetime to clock readings, so an
+/// endpoint answering `expires_in: 1e19` must not overflow them (a panic
+/// in the refresh task). A century is "never" for any token.
+const MAX_LIFETIME: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// Non-negative, finite seconds as a lifetime, clamped to [`MAX_LIFETIME`]
+/// (`Duration::from_secs_f64` panics beyond `u64::MAX` seconds).
+fn clamped_secs(secs: f64) -> Duration {
+    Duration::try_from_secs_f64(secs).map_or(MAX_LIFETIME, |d| d.min(MAX_LIFETIME))
+}
+
 /// A fetched value and how long it lives (from now).
 #[derive(Debug)]
 pub struct Fetched {
@@ -105,7 +117,7 @@ pub fn lifetime(
 ) -> Result<Option<Duration>, String> {
     match expiry {
         Expiry::Never => Ok(None),
-        Expiry::Ttl(d) => Ok(Some(*d)),
+        Expiry::Ttl(d) => Ok(Some((*d).min(MAX_LIFETIME))),
         Expiry::In(p) => {
             let v = answer
                 .pointer(p)
@@ -113,15 +125,22 @@ pub fn lifetime(
             let secs = number(v)
                 .filter(|s| s.is_finite() && *s >= 0.0)
                 .ok_or_else(|| format!("the lifetime at {p} is not a number of seconds"))?;
-            Ok(Some(Duration::from_secs_f64(secs)))
+            Ok(Some(clamped_secs(secs)))
         }
         Expiry::At(p) => {
             let v = answer
                 .pointer(p)
                 .ok_or_else(|| format!("the answer has no expiry at {p}"))?;
             let at = match number(v) {
+                // Past the clock's range is past any lifetime kept.
                 Some(secs) if secs.is_finite() && secs >= 0.0 => {
-                    UNIX_EPOCH + Duration::from_secs_f64(secs)
+                    let at = Duration::try_from_secs_f64(secs)
+                        .ok()
+                        .and_then(|d| UNIX_EPOCH.checked_add(d));
+                    match at {
+                        Some(at) => at,
+                        None => return Ok(Some(MAX_LIFETIME)),
+                    }
                 }
                 _ => v
                     .as_str()
@@ -130,7 +149,11 @@ pub fn lifetime(
                         format!("the expiry at {p} is neither unix seconds nor an RFC 3339 time")
                     })?,
             };
-            Ok(Some(at.duration_since(now).unwrap_or(Duration::ZERO)))
+            Ok(Some(
+                at.duration_since(now)
+                    .unwrap_or(Duration::ZERO)
+                    .min(MAX_LIFETIME),
+            ))
         }
     }
 }
@@ -262,5 +285,37 @@ mod tests {
         );
         assert!(lifetime(&Expiry::In("/missing".into()), &a, now).is_err());
         assert_eq!(lifetime(&Expiry::Never, &a, now), Ok(None));
+    }
+
+    /// Found by the `token_response` fuzz target: an expiry past
+    /// `Duration`'s range panicked in `from_secs_f64`, and one inside it but
+    /// past the clock's range panicked in the refresher's `Instant` sums.
+    #[test]
+    fn huge_lifetimes_are_clamped_not_panics() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let body = br#"{"access_token":"abc","expires_at":"203018446744073709551616"}"#;
+        let got = read_answer(
+            "/access_token",
+            &Expiry::At("/expires_at".into()),
+            body,
+            now,
+        );
+        assert_eq!(got.map(|f| f.lifetime), Ok(Some(MAX_LIFETIME)));
+        for v in ["1e300", "18446744073709551615", "1e19"] {
+            let a: serde_json::Value =
+                serde_json::from_str(&format!(r#"{{"t":{v}}}"#)).expect("json");
+            for e in [Expiry::In("/t".into()), Expiry::At("/t".into())] {
+                assert_eq!(lifetime(&e, &a, now), Ok(Some(MAX_LIFETIME)), "{v} {e:?}");
+            }
+        }
+        let ttl = Expiry::Ttl(Duration::MAX);
+        let empty = serde_json::json!({});
+        assert_eq!(lifetime(&ttl, &empty, now), Ok(Some(MAX_LIFETIME)));
+        // A far but representable expiry keeps its meaning up to the cap.
+        let year_2100 = serde_json::json!({ "t": 4_102_444_800u64 });
+        assert_eq!(
+            lifetime(&Expiry::At("/t".into()), &year_2100, now),
+            Ok(Some(Duration::from_secs(4_102_444_800 - 1_700_000_000)))
+        );
     }
 }
