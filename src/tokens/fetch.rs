@@ -250,19 +250,31 @@ pub async fn fetch(
     if !status.is_success() {
         return Err(format!("the token endpoint answered {}", status.as_u16()));
     }
-    let answer: serde_json::Value = serde_json::from_slice(&bytes)
+    read_answer(&spec.token_pointer, &spec.expiry, &bytes, SystemTime::now())
+}
+
+/// The token (at `token_pointer`) and its lifetime (per `expiry`) from a
+/// successful answer's body. Pure, the clock passed in, so the fuzz target
+/// runs exactly what [`fetch`] runs on untrusted endpoint output.
+pub fn read_answer(
+    token_pointer: &str,
+    expiry: &Expiry,
+    body: &[u8],
+    now: SystemTime,
+) -> Result<Fetched, String> {
+    let answer: serde_json::Value = serde_json::from_slice(body)
         .map_err(|_| "the token endpoint's answer is not JSON".to_string())?;
     let token = answer
-        .pointer(&spec.token_pointer)
+        .pointer(token_pointer)
         .and_then(|v| {
             v.as_str()
                 .map(str::to_string)
                 .or_else(|| v.as_i64().map(|n| n.to_string()))
         })
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| format!("the answer has no token at {}", spec.token_pointer))?;
+        .ok_or_else(|| format!("the answer has no token at {token_pointer}"))?;
     check_header_safe(&token).map_err(|why| format!("the fetched token is refused: {why}"))?;
-    let life = lifetime(&spec.expiry, &answer, SystemTime::now())?;
+    let life = lifetime(expiry, &answer, now)?;
     Ok(Fetched {
         secret: Secret::new(token),
         lifetime: life.duration,
@@ -372,5 +384,50 @@ mod tests {
             }
         }
         assert!(lifetime(&Expiry::Ttl(Duration::ZERO), &serde_json::json!({}), now).is_err());
+    }
+
+    /// Found by the `token_response` fuzz target: an expiry past
+    /// `Duration`'s range panicked in `from_secs_f64`, and one inside it but
+    /// past the clock's range panicked in the refresher's `Instant` sums.
+    #[test]
+    fn huge_lifetimes_are_clamped_not_panics() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let body = br#"{"access_token":"abc","expires_at":"203018446744073709551616"}"#;
+        let got = read_answer(
+            "/access_token",
+            &Expiry::At("/expires_at".into()),
+            body,
+            now,
+        );
+        assert_eq!(got.map(|f| f.lifetime), Ok(Some(MAX_LIFETIME)));
+        for v in ["1e300", "18446744073709551615", "1e19"] {
+            let a: serde_json::Value =
+                serde_json::from_str(&format!(r#"{{"t":{v}}}"#)).expect("json");
+            for e in [Expiry::In("/t".into()), Expiry::At("/t".into())] {
+                assert_eq!(
+                    lifetime(&e, &a, now).map(|l| l.duration),
+                    Ok(Some(MAX_LIFETIME)),
+                    "{v} {e:?}"
+                );
+            }
+        }
+        let ttl = Expiry::Ttl(Duration::MAX);
+        let empty = serde_json::json!({});
+        assert_eq!(
+            lifetime(&ttl, &empty, now).map(|l| l.duration),
+            Ok(Some(MAX_LIFETIME))
+        );
+        // A far but representable expiry is clamped to the cap too.
+        let year_2100 = serde_json::json!({ "t": 4_102_444_800u64 });
+        assert_eq!(
+            lifetime(&Expiry::At("/t".into()), &year_2100, now).map(|l| l.duration),
+            Ok(Some(MAX_LIFETIME))
+        );
+        // One inside the cap keeps its meaning.
+        let next_month = serde_json::json!({ "t": 1_700_000_000u64 + 30 * 86_400 });
+        assert_eq!(
+            lifetime(&Expiry::At("/t".into()), &next_month, now).map(|l| l.duration),
+            Ok(Some(Duration::from_secs(30 * 86_400)))
+        );
     }
 }
