@@ -517,22 +517,20 @@ async fn bind_dedicated(
     }
 }
 
-/// How often key usage is written to the store (SPEC §4: a few seconds).
-const USAGE_FLUSH: Duration = Duration::from_secs(2);
 /// How often ended keys past `store.retention` are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Background upkeep: batched usage writes, retention purges, and picking
 /// up an admin key written by `keygate admin-key --reset` (one indexed
 /// read per tick), so an operator locked out of the admin API gets back in
-/// without restarting the gateway.
+/// without restarting the gateway. Ticks every `store.flush_interval`,
+/// read from the running config each time so a reload changes it.
 async fn maintenance(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(USAGE_FLUSH);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_purge = tokio::time::Instant::now();
     let mut reset_seen: Option<String> = None;
     loop {
-        tick.tick().await;
+        let every = shared.snapshot.load().config.store.flush_interval;
+        tokio::time::sleep(every).await;
         let s = Arc::clone(&shared);
         let purge = last_purge.elapsed() >= PURGE_EVERY;
         if purge {
