@@ -6,7 +6,6 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use bytes::Bytes;
 use common::{BIN, Gateway, Reply, Upstream, bearer, get, initial_admin_key, send};
@@ -568,6 +567,5 @@ async fn tokens_cli_lists_and_sets_from_stdin() {
         .expect("cli");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("409"));
-    tokio::time::sleep(Duration::from_millis(50)).await;
     env.finish(&["cli-value-77"]);
 }
