@@ -27,7 +27,7 @@ use crate::keys;
 use crate::lock::lock;
 use crate::proxy::{Listener, Proxy};
 use crate::server::{self, Drain, DrainControl};
-use crate::state::{ReloadStatus, Shared, Snapshot, TlsStatus, now_rfc3339};
+use crate::state::{ReloadStatus, ReloadTrigger, Shared, Snapshot, TlsStatus, now_rfc3339};
 use crate::store::sealed;
 use crate::store::sqlite::SqliteStore;
 use crate::tls::{self, CertResolver};
@@ -235,7 +235,7 @@ impl App {
         let for_reload = Arc::clone(&app);
         tokio::spawn(async move {
             while let Some(reply) = reload_rx.recv().await {
-                let _ = reply.send(for_reload.reload().await);
+                let _ = reply.send(for_reload.reload(ReloadTrigger::Admin).await);
             }
         });
         tokio::spawn(maintenance(Arc::clone(&app.shared)));
@@ -292,23 +292,26 @@ impl App {
     }
 
     /// Reloads the config file. On any error the running config stays.
-    pub async fn reload(&self) -> Result<u64, Vec<ConfigError>> {
+    /// `trigger` is recorded in the status and the log line.
+    pub async fn reload(&self, trigger: ReloadTrigger) -> Result<u64, Vec<ConfigError>> {
         let result = self.try_reload().await;
         self.shared.metrics.reload(result.is_ok());
         let status = match &result {
             Ok(generation) => {
-                tracing::info!(generation, "config reloaded");
+                tracing::info!(generation, trigger = trigger.as_str(), "config reloaded");
                 ReloadStatus {
                     ok: true,
                     at: Some(now_rfc3339()),
+                    trigger,
                     errors: Vec::new(),
                 }
             }
             Err(errs) => {
-                tracing::error!(errors = %render(&self.config_path, errs), "config reload rejected; the last good config keeps serving");
+                tracing::error!(trigger = trigger.as_str(), errors = %render(&self.config_path, errs), "config reload rejected; the last good config keeps serving");
                 ReloadStatus {
                     ok: false,
                     at: Some(now_rfc3339()),
+                    trigger,
                     errors: errs.clone(),
                 }
             }
@@ -369,7 +372,7 @@ impl App {
         let now = std::fs::read(&self.config_path).map(|b| digest(&b)).ok();
         let known = *lock(&self.config_digest);
         if now.is_some_and(|n| n != known) {
-            let _ = self.reload().await;
+            let _ = self.reload(ReloadTrigger::Watch).await;
             return;
         }
         let snap = self.shared.snapshot.load_full();
@@ -380,7 +383,7 @@ impl App {
             std::mem::replace(&mut *lock(&self.trust_digest), trust_now) != trust_now;
         if trust_changed {
             tracing::info!("a connector ca_file changed; reloading");
-            let _ = self.reload().await;
+            let _ = self.reload(ReloadTrigger::Watch).await;
             return;
         }
         if self.shared.reread_user_secrets() {
@@ -468,7 +471,7 @@ impl App {
                 _ = int.recv() => break,
                 _ = hup.recv() => {
                     tracing::info!("SIGHUP: reloading config");
-                    let _ = self.reload().await;
+                    let _ = self.reload(ReloadTrigger::Signal).await;
                 }
             }
         }
@@ -514,22 +517,20 @@ async fn bind_dedicated(
     }
 }
 
-/// How often key usage is written to the store (SPEC §4: a few seconds).
-const USAGE_FLUSH: Duration = Duration::from_secs(2);
 /// How often ended keys past `store.retention` are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Background upkeep: batched usage writes, retention purges, and picking
 /// up an admin key written by `keygate admin-key --reset` (one indexed
 /// read per tick), so an operator locked out of the admin API gets back in
-/// without restarting the gateway.
+/// without restarting the gateway. Ticks every `store.flush_interval`,
+/// read from the running config each time so a reload changes it.
 async fn maintenance(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(USAGE_FLUSH);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_purge = tokio::time::Instant::now();
     let mut reset_seen: Option<String> = None;
     loop {
-        tick.tick().await;
+        let every = shared.snapshot.load().config.store.flush_interval;
+        tokio::time::sleep(every).await;
         let s = Arc::clone(&shared);
         let purge = last_purge.elapsed() >= PURGE_EVERY;
         if purge {

@@ -131,11 +131,40 @@ pub struct TlsStatus {
     pub error: Option<String>,
 }
 
+/// What asked for a config load, so an operator (and a test) can tell a
+/// SIGHUP from the file watcher or the admin API.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReloadTrigger {
+    /// The load at process start.
+    #[default]
+    Start,
+    /// `SIGHUP`.
+    Signal,
+    /// The file watcher or its poll: the config file or a connector
+    /// `ca_file` changed.
+    Watch,
+    /// `POST /api/v1/reload`.
+    Admin,
+}
+
+impl ReloadTrigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadTrigger::Start => "start",
+            ReloadTrigger::Signal => "signal",
+            ReloadTrigger::Watch => "watch",
+            ReloadTrigger::Admin => "admin",
+        }
+    }
+}
+
 /// The outcome of the last reload attempt, for `/api/v1/status`.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ReloadStatus {
     pub ok: bool,
     pub at: Option<String>,
+    pub trigger: ReloadTrigger,
     pub errors: Vec<ConfigError>,
 }
 
@@ -185,6 +214,7 @@ impl Shared {
             reload: Mutex::new(ReloadStatus {
                 ok: true,
                 at: Some(now_rfc3339()),
+                trigger: ReloadTrigger::Start,
                 errors: Vec::new(),
             }),
             tls: Mutex::new(None),

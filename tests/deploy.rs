@@ -85,7 +85,18 @@ fn strings(v: &serde_yaml::Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn check_manifest(path: &str) {
+/// What `check_manifest` found to check, so each manifest's test can
+/// require the checks that apply to it actually ran.
+#[derive(Debug, Default)]
+struct Checked {
+    /// `file:` token values found mounted from a Secret volume.
+    secret_files: usize,
+    /// Service ports found to target a listener.
+    service_ports: usize,
+}
+
+fn check_manifest(path: &str) -> Checked {
+    let mut checked = Checked::default();
     let docs = docs(path);
     let configmap = docs
         .iter()
@@ -136,7 +147,12 @@ fn check_manifest(path: &str) {
     }
     assert_eq!(kg["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(kg["livenessProbe"]["httpGet"]["path"], "/healthz");
-    for port in kg["ports"].as_sequence().into_iter().flatten() {
+    let ports = kg["ports"].as_sequence().expect("container ports");
+    assert!(
+        !ports.is_empty(),
+        "{path}: the container declares its ports"
+    );
+    for port in ports {
         let p = port["containerPort"].as_u64().expect("containerPort") as u16;
         assert!(
             p == admin_port || p == proxy_port,
@@ -175,6 +191,7 @@ fn check_manifest(path: &str) {
                 v.get("secret").is_some(),
                 "{path}: {file} comes from a Secret volume"
             );
+            checked.secret_files += 1;
         }
     }
     let sqlite = cfg["store"]["sqlite"].as_str().expect("store.sqlite");
@@ -190,18 +207,24 @@ fn check_manifest(path: &str) {
                 t == admin_port || t == proxy_port,
                 "{path}: service targets {t}, no listener"
             );
+            checked.service_ports += 1;
         }
     }
+    checked
 }
 
 #[test]
 fn kubernetes_sidecar_is_consistent() {
-    check_manifest("deploy/kubernetes/sidecar.yaml");
+    let checked = check_manifest("deploy/kubernetes/sidecar.yaml");
+    // The sidecar reads its upstream secret from a mounted file.
+    assert!(checked.secret_files > 0, "{checked:?}");
 }
 
 #[test]
 fn kubernetes_standalone_is_consistent() {
-    check_manifest("deploy/kubernetes/standalone.yaml");
+    let checked = check_manifest("deploy/kubernetes/standalone.yaml");
+    // The shared gateway is reached through its Service.
+    assert!(checked.service_ports >= 2, "{checked:?}");
 }
 
 #[test]

@@ -34,6 +34,7 @@ const KEYS: &[&str] = &[
     "sqlite",
     "master_key",
     "retention",
+    "flush_interval",
     "keys",
     "prefix",
     "max_ttl",

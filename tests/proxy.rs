@@ -663,7 +663,11 @@ async fn access_log_has_one_line_per_request_without_secrets() {
     )
     .await;
     get(&gw.url("/api/v1/x"), &[]).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The lines are read from a pipe: polled, bounded, not a fixed sleep.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while gw.access_log().len() < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let log = gw.access_log();
     assert_eq!(log.len(), 2, "{log:?}");
     let ok = &log[0];

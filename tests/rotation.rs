@@ -183,7 +183,20 @@ clients: {{ c: {{ roles: [r], keys: [ {{ name: k, sha256: "{hash}" }} ] }} }}
         );
         tokio::time::sleep(Duration::from_millis(60)).await;
     }
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Keep the load on until the last swap is in use (polled, bounded),
+    // rather than sleeping for a watcher poll to come round.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !up
+        .requests()
+        .iter()
+        .any(|s| s.header("x-client-id").as_deref() == Some("id-31"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the last swap was not applied within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     let mut total = 0;
     for t in tasks {
@@ -370,7 +383,15 @@ async fn in_flight_requests_keep_their_values_and_streams_survive_reloads() {
             .expect("drip body")
             .to_bytes()
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Both are in flight once the upstream has them (polled, bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !["/slow/", "/drip/"]
+        .iter()
+        .all(|p| up.requests().iter().any(|s| s.uri.starts_with(p)))
+    {
+        assert!(Instant::now() < deadline, "requests never reached upstream");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // Change the value and the config while both are in flight.
     write_atomic(&gw.dir.path().join("tok"), "new-value");
     let extra = format!("  other: {{ upstream: \"{}\" }}", up.url());

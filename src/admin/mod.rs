@@ -5,7 +5,7 @@
 //! | `GET /healthz` | no | liveness |
 //! | `GET /readyz` | no | 200 once every attached token has a value, else 503 |
 //! | `GET /metrics` | no | Prometheus metrics (OpenMetrics text) |
-//! | `GET /api/v1/status` | admin | config generation, loaded-at, last reload result |
+//! | `GET /api/v1/status` | admin | config generation, loaded-at, last reload result and its trigger |
 //! | `POST /api/v1/reload` | admin | reload the config file now |
 //! | `GET /api/v1/connectors` | admin | connectors, their tokens' names, headers, prefixes |
 //! | `GET /api/v1/tokens` | admin | token state and fingerprints, never values |

@@ -82,6 +82,8 @@ pub struct RawStore {
     pub master_key: Option<RawValueSource>,
     /// Days to keep revoked or expired keys listed before they are purged.
     pub retention: Option<Scalar>,
+    /// How often key usage (`last_used_at`) is written to the store.
+    pub flush_interval: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -32,6 +32,10 @@ pub const DEFAULT_KEY_PREFIX: &str = "kg_";
 /// config unless the file defines a role or client of that name itself.
 pub const BUILTIN_ADMIN: &str = "keygate-admin";
 const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+/// Key usage writes (SPEC §4: at most a few seconds behind).
+const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(2);
+const MIN_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+const MAX_FLUSH_INTERVAL: Duration = Duration::from_secs(60);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_MAX_BODY: u64 = 32 << 20;
@@ -185,6 +189,9 @@ pub struct Store {
     pub master_key: ValueSource,
     /// How long revoked or expired keys stay listed; `None` keeps them.
     pub retention: Option<Duration>,
+    /// How often key usage is written to the store (and a reset admin key
+    /// is looked for): SPEC §4 allows "a few seconds behind".
+    pub flush_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -662,6 +669,22 @@ fn duration(
     }
 }
 
+/// `store.flush_interval`: from 100ms (each tick is a store write and a
+/// read) to 60s (SPEC §4: usage is at most a few seconds behind; a minute
+/// is the most an operator could mean by that).
+fn flush_interval(e: &mut Errors<'_>, raw: &Option<Scalar>) -> Duration {
+    let path = [Seg::Key("store"), Seg::Key("flush_interval")];
+    let d = duration(e, &path, raw, DEFAULT_FLUSH_INTERVAL);
+    if !(MIN_FLUSH_INTERVAL..=MAX_FLUSH_INTERVAL).contains(&d) {
+        e.at(
+            &path,
+            "store.flush_interval must be between 100ms and 60s (key usage is written at most this far behind)",
+        );
+        return DEFAULT_FLUSH_INTERVAL;
+    }
+    d
+}
+
 /// A duration that must not be zero: a zero rate-limit interval would
 /// silently switch the limit off.
 fn positive_duration(
@@ -857,6 +880,7 @@ pub fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, Confi
                 Duration::ZERO,
             )
         }),
+        flush_interval: flush_interval(&mut e, &raw.store.flush_interval),
     };
 
     // keys
@@ -1797,6 +1821,30 @@ mod tests {
         assert!(at(6).contains("max_concurrent_streams must be between 1"));
         assert!(at(7).contains("h2_keep_alive_interval must be more than 0"));
         assert_eq!(errs.len(), 6, "{errs:?}");
+    }
+
+    #[test]
+    fn flush_interval_defaults_parses_and_is_bounded_with_positions() {
+        let path = Path::new("/tmp/keygate.yaml");
+        let of = |yaml: &str| crate::config::from_text(yaml, path).map(|c| c.store.flush_interval);
+        assert_eq!(of("").ok(), Some(Duration::from_secs(2)));
+        assert_eq!(
+            of("store:\n  flush_interval: 250ms\n").ok(),
+            Some(Duration::from_millis(250))
+        );
+        for (bad, needle) in [
+            ("0s", "between 100ms and 60s"),
+            ("50ms", "between 100ms and 60s"),
+            ("2m", "between 100ms and 60s"),
+            ("often", "not a duration"),
+        ] {
+            let errs = of(&format!("store:\n  flush_interval: {bad}\n"))
+                .expect_err(bad)
+                .0;
+            assert_eq!(errs.len(), 1, "{bad}: {errs:?}");
+            assert_eq!((errs[0].line, errs[0].column), (Some(2), Some(3)), "{bad}");
+            assert!(errs[0].message.contains(needle), "{bad}: {errs:?}");
+        }
     }
 
     #[test]

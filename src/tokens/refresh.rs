@@ -487,36 +487,67 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn failing_refresh_keeps_last_good_until_expiry_then_recovers() {
-        // Call 1 succeeds (lifetime 100 s); calls 2..=6 fail; 7 succeeds.
-        let (r, calls) = refresher(vec![2, 3, 4, 5, 6], Duration::from_secs(100));
+        // Call 1 (t≈0) succeeds with a 40 s lifetime: refresh due at 20 s
+        // (half-life, as 40 s < refresh_before). Calls 2..=7 fail and back
+        // off 1, 2, 4, 8, 16, 32 s (±20 %), so call k starts within:
+        //   2: 20  3: 20.8–21.2  4: 22.4–23.6  5: 25.6–28.4  6: 32–38
+        //   7: 44.8–57.2  8: 70.4–95.6 (succeeds)
+        // (plus 10 ms per scripted fetch). Every check below sits at a
+        // moment that is certain whatever the jitter.
+        let (r, calls) = refresher(vec![2, 3, 4, 5, 6, 7], Duration::from_secs(40));
         r.start();
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(r.get().await.map(|v| v.version), Ok(1));
-        // Refresh due at 50 s (half-life, lifetime < refresh_before); it
-        // fails and backs off 1, 2, 4, 8 s...
-        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        // t = 30 s: calls 2..=5 failed, the value is still before expiry.
+        tokio::time::sleep(Duration::from_secs(29)).await;
         let st = r.state();
-        assert!(st.failures >= 2, "retrying with backoff: {st:?}");
-        assert!(
-            r.get().await.is_ok(),
+        assert_eq!(st.failures, 4, "retrying with backoff: {st:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 5);
+        assert_eq!(
+            r.get().await.map(|v| v.version),
+            Ok(1),
             "last good value still served before expiry"
         );
-        // Past expiry (100 s) with failures: unavailable, no hammering.
-        tokio::time::sleep(Duration::from_secs(45)).await;
-        let before = calls.load(Ordering::SeqCst);
-        if r.state().not_before.is_some_and(|nb| Instant::now() < nb) {
-            assert!(r.get().await.is_err(), "never used past its expiry");
+        assert_eq!(calls.load(Ordering::SeqCst), 5, "served without a fetch");
+
+        // t = 42 s: past expiry (40 s), inside the backoff before call 7.
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        let st = r.state();
+        assert_eq!(st.failures, 5, "{st:?}");
+        assert!(
+            st.not_before.is_some_and(|nb| Instant::now() < nb),
+            "inside a backoff window: {st:?}"
+        );
+        assert!(
+            st.expires.is_some_and(|e| e <= Instant::now()),
+            "past expiry: {st:?}"
+        );
+        for _ in 0..10 {
             assert_eq!(
-                calls.load(Ordering::SeqCst),
-                before,
-                "inside the backoff window requests fail fast"
+                r.get().await.map(|v| v.version),
+                Err("scripted failure".to_string()),
+                "never used past its expiry"
             );
         }
-        // Eventually call 7 succeeds and the token recovers.
-        tokio::time::sleep(Duration::from_secs(120)).await;
-        let v = r.get().await.expect("recovered");
-        assert!(v.version >= 2);
-        assert!(calls.load(Ordering::SeqCst) >= 7);
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            6,
+            "inside the backoff window requests fail fast"
+        );
+
+        // t = 100 s: call 7 failed, call 8 succeeded (and call 9, its
+        // scheduled refresh 20 s later, may have too); the token recovers.
+        tokio::time::sleep(Duration::from_secs(58)).await;
+        let n = calls.load(Ordering::SeqCst);
+        assert!((8..=9).contains(&n), "{n} fetches");
+        assert_eq!(r.state().failures, 0);
+        assert_eq!(
+            r.get().await.map(|v| v.version),
+            Ok(u64::from(n) - 6),
+            "recovered: one version per successful fetch"
+        );
         r.stop();
     }
 
