@@ -29,6 +29,7 @@ fn record(k: &str, i: usize) -> Arc<KeyRecord> {
         revoked_at: std::sync::Mutex::new(None),
         source: KeySource::Api,
         digest: key::digest(k),
+        rolled_from: None,
         last_used_ms: AtomicU64::new(0),
         uses: AtomicU64::new(0),
         persisted_uses: AtomicU64::new(0),

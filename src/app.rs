@@ -154,6 +154,7 @@ impl App {
                 "no admin key existed: created one for client keygate-admin; read it from this file (mode 0600), then delete the file"
             );
         }
+        warn_if_no_admin_key(&shared, &config_path);
         for (name, why) in &shared.tokens.load().errors {
             tracing::warn!(token = %name, reason = %why, "token has no value; connectors using it answer 503");
         }
@@ -349,8 +350,16 @@ impl App {
         let generation = self.generation.load(Ordering::Acquire) + 1;
         let snapshot = Snapshot::build(Arc::clone(&config), Some(&old), generation)?;
         let fresh = bind_dedicated(&current, &config).await?;
-        // The one swap: from here on every new request sees the new config.
-        self.shared.snapshot.store(Arc::new(snapshot));
+        {
+            // Under the key write lock, with the YAML keys re-synced in the
+            // same step: a revoke or roll decides the last-admin-key rule
+            // on the state before this reload or after it, never between.
+            // No `.await` while it is held.
+            let _writes = lock(&self.shared.key_writes);
+            // The one swap: from here on every new request sees the new config.
+            self.shared.snapshot.store(Arc::new(snapshot));
+            self.shared.sync_config_keys(&config);
+        }
         self.generation.store(generation, Ordering::Release);
         self.start_dedicated(&mut current, &config, fresh);
         drop(current);
@@ -359,8 +368,11 @@ impl App {
         if let Err(e) = token_values::restore(&self.shared) {
             tracing::error!(error = %e, "stored token values could not be restored");
         }
-        self.shared.sync_config_keys(&config);
         self.check_tls(&config);
+        // A reload may drop a YAML admin key or an `admin: true` role. The
+        // config file is the operator's to change, so it is not refused,
+        // but a gateway nobody can administer must say so, and how to fix it.
+        warn_if_no_admin_key(&self.shared, &self.config_path);
         Ok(generation)
     }
 
@@ -514,6 +526,17 @@ async fn bind_dedicated(
         Ok(fresh)
     } else {
         Err(errors)
+    }
+}
+
+/// Logs, loudly, when no live key can use the admin API (after a start
+/// or a reload), naming the command that lets the operator back in.
+fn warn_if_no_admin_key(shared: &Shared, config_path: &Path) {
+    if !keys::admin_key_exists(shared, SystemTime::now()) {
+        tracing::warn!(
+            recovery = %format!("keygate admin-key --reset -c {}", config_path.display()),
+            "no live admin key remains: the admin API accepts no key; run `keygate admin-key --reset -c <config>` on this host to mint one"
+        );
     }
 }
 

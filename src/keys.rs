@@ -9,11 +9,16 @@
 //! The last-admin-key rule: a revoke or roll that would leave no live,
 //! unexpired key able to use the admin API (YAML-declared keys count) is
 //! refused with `409 last_admin_key` unless forced, because nothing else
-//! could then repair it over the API. A roll keeps an admin alive through
+//! could then repair it over the API. A key that was rolled over never
+//! counts as remaining: it lives on only for the roll's grace, so counting
+//! it would let "roll A, revoke its successor" end the last admin once the
+//! grace runs out, with no 409 ever. A roll keeps an admin alive through
 //! its successor (same client, roles and expiry), so rolling the last
-//! admin key is allowed. `keygate admin-key --reset` is the way back in.
+//! admin key is allowed; a key is rolled once (roll its successor next),
+//! so no successor's life is cut to a predecessor's grace.
+//! `keygate admin-key --reset` is the way back in.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,12 +38,10 @@ const META_BOOTSTRAPPED: &str = "bootstrapped";
 const META_ADMIN_RESET: &str = "admin_key_reset";
 pub const INITIAL_ADMIN_FILE: &str = "initial-admin.key";
 
-/// The longest `expires_in` or `grace` accepted: 100 years. Far past any
-/// real key's life, yet small enough that `now` plus it fits every form a
-/// time takes here (`SystemTime`, u64 and SQLite i64 milliseconds), so no
-/// arithmetic wraps and no huge value silently turns into "now".
-pub const MAX_KEY_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
-const MAX_KEY_DURATION_TEXT: &str = "36500d (100 years)";
+/// The longest `expires_in`, `grace` or `keys.max_ttl` accepted. Defined
+/// with the config (which bounds `max_ttl` by it) because config sits
+/// below this module.
+pub use crate::config::units::{MAX_KEY_DURATION, MAX_KEY_DURATION_TEXT};
 
 /// Parses a key lifetime or roll grace from the admin API, refusing what a
 /// plain duration parse would take badly: a sign, an overflowing number,
@@ -104,6 +107,7 @@ fn record_from(k: &StoredKey) -> Arc<KeyRecord> {
         revoked_at: Mutex::new(k.revoked_ms.map(from_ms)),
         source: KeySource::Api,
         digest: k.digest,
+        rolled_from: k.rolled_from.clone(),
         last_used_ms: AtomicU64::new(0),
         uses: AtomicU64::new(0),
         persisted_uses: AtomicU64::new(0),
@@ -281,22 +285,39 @@ fn is_live_admin(snap: &Snapshot, r: &KeyRecord, now: SystemTime) -> bool {
 }
 
 /// The last-admin-key rule: after ending the keys in `ending`, does some
-/// live key (API or YAML) still hold admin rights? Call with
+/// live key (API or YAML) still hold admin rights, not counting keys that
+/// were rolled over (whatever became of their successor)? Those are
+/// ending already, at the end of their grace. Call with
 /// `shared.key_writes` held so the answer stays true until the write.
 fn admin_remains(shared: &Shared, ending: &[String], now: SystemTime) -> bool {
     let snap = shared.snapshot.load();
+    let all = shared.keys.all();
+    let rolled_over: HashSet<&str> = all
+        .iter()
+        .filter_map(|r| r.rolled_from.as_deref())
+        .collect();
+    all.iter().any(|r| {
+        !ending.contains(&r.id)
+            && !rolled_over.contains(r.id.as_str())
+            && is_live_admin(&snap, r, now)
+    })
+}
+
+/// A successor of `id`, if the key was rolled before (live or not).
+fn successor_of(shared: &Shared, id: &str) -> Option<Arc<KeyRecord>> {
     shared
         .keys
         .all()
-        .iter()
-        .any(|r| !ending.contains(&r.id) && is_live_admin(&snap, r, now))
+        .into_iter()
+        .find(|r| r.rolled_from.as_deref() == Some(id))
 }
 
-fn lock_writes(shared: &Shared) -> Result<std::sync::MutexGuard<'_, ()>, GatewayError> {
-    shared
-        .key_writes
-        .lock()
-        .map_err(|_| internal("key write lock poisoned"))
+/// Takes `shared.key_writes`, recovering it from poison: it guards `()`,
+/// no data, and every change re-reads the store and the index under it,
+/// so a panic while it was held must not turn every later revoke and roll
+/// into a 500 (or stop `admin-key --reset` reaching a running gateway).
+fn lock_writes(shared: &Shared) -> std::sync::MutexGuard<'_, ()> {
+    crate::lock::lock(&shared.key_writes)
 }
 
 /// Revokes now, together with every live key rolled from this one (a
@@ -306,7 +327,7 @@ fn lock_writes(shared: &Shared) -> Result<std::sync::MutexGuard<'_, ()>, Gateway
 /// `last_admin_key` when it would end the last live admin key, unless
 /// `force`.
 pub fn revoke(shared: &Shared, id: &str, force: bool, now: SystemTime) -> Result<(), GatewayError> {
-    let _writes = lock_writes(shared)?;
+    let _writes = lock_writes(shared);
     let record = find(shared, id)?;
     if record.source == KeySource::Config {
         return Err(GatewayError::Conflict(
@@ -336,9 +357,11 @@ pub fn revoke(shared: &Shared, id: &str, force: bool, now: SystemTime) -> Result
 
 /// Issues a successor with the same client, name and roles. The old key
 /// keeps working for `grace`, and the successor never outlives the
-/// original's expiry. The successor holds the old key's rights, so a roll
-/// ends an admin key only in name; the last-admin-key rule is still
-/// checked on the state after the roll.
+/// original's expiry. A key is rolled once: rolling it again would give a
+/// successor that dies with the first grace (and a fresh "remaining"
+/// admin key that is nothing of the sort). The successor holds the old
+/// key's rights, so a roll ends an admin key only in name; the
+/// last-admin-key rule is still checked on the state after the roll.
 pub fn roll(
     shared: &Shared,
     id: &str,
@@ -346,7 +369,7 @@ pub fn roll(
     force: bool,
     now: SystemTime,
 ) -> Result<(Secret, Arc<KeyRecord>), GatewayError> {
-    let _writes = lock_writes(shared)?;
+    let _writes = lock_writes(shared);
     let old = find(shared, id)?;
     if old.source == KeySource::Config {
         return Err(GatewayError::Conflict(
@@ -363,6 +386,12 @@ pub fn roll(
             "an expired key cannot be rolled".into(),
         ));
     }
+    if let Some(next) = successor_of(shared, &old.id) {
+        return Err(GatewayError::Conflict(format!(
+            "this key was already rolled (successor `{}`); roll the successor instead",
+            next.id
+        )));
+    }
     // `grace` is at most MAX_KEY_DURATION, so this cannot overflow; were it
     // to, refusing beats ending the old key now.
     let grace_end = now
@@ -373,14 +402,11 @@ pub fn roll(
         _ => grace_end,
     };
     let snap = shared.snapshot.load_full();
-    // The successor has the old key's client, roles and expiry: it is a
-    // live admin after the roll exactly when the old key is one now.
-    let ending = if old_expiry <= now {
-        vec![old.id.clone()]
-    } else {
-        Vec::new()
-    };
-    if !force && !admin_remains(shared, &ending, now) && !is_live_admin(&snap, &old, now) {
+    // After the roll the old key is a rolled-over predecessor, which never
+    // counts; the successor has its client, roles and expiry, so it is a
+    // live admin exactly when the old key is one now.
+    let ending = [old.id.clone()];
+    if !force && !is_live_admin(&snap, &old, now) && !admin_remains(shared, &ending, now) {
         return Err(GatewayError::LastAdminKey);
     }
     issue(
@@ -442,8 +468,9 @@ pub fn purge(shared: &Shared, retention: Duration, now: SystemTime) -> Result<us
     Ok(n)
 }
 
-/// Whether some live key may use the admin API.
-fn admin_key_exists(shared: &Shared, now: SystemTime) -> bool {
+/// Whether some live key may use the admin API (rolled-over keys in their
+/// grace do not count).
+pub fn admin_key_exists(shared: &Shared, now: SystemTime) -> bool {
     admin_remains(shared, &[], now)
 }
 
@@ -460,8 +487,19 @@ fn mint_admin_key(
     now: SystemTime,
 ) -> Result<(PathBuf, StoredKey), String> {
     // keys.max_ttl bounds every key, the bootstrap and reset ones included:
-    // an operator who sets it expects no key to live longer.
-    let expires_ms = max_ttl.and_then(|d| now.checked_add(d)).map(to_ms);
+    // an operator who sets it expects no key to live longer. Validation
+    // bounds it by MAX_KEY_DURATION; were it larger anyway, refusing beats
+    // a key that silently never expires.
+    let expires_ms = max_ttl
+        .map(|d| {
+            now.checked_add(d)
+                .filter(|_| d <= MAX_KEY_DURATION)
+                .map(to_ms)
+                .ok_or_else(|| {
+                    format!("keys.max_ttl is over the longest allowed, {MAX_KEY_DURATION_TEXT}")
+                })
+        })
+        .transpose()?;
     let secret = key::generate(prefix).map_err(|e| e.to_string())?;
     let path = store_dir.join(INITIAL_ADMIN_FILE);
     write_private(&path, &format!("{}\n", secret.expose()))?;
@@ -559,10 +597,7 @@ pub fn pick_up_admin_reset(shared: &Shared, seen: Option<&str>) -> Result<Option
     if mark.is_none() || mark.as_deref() == seen {
         return Ok(mark);
     }
-    let _writes = shared
-        .key_writes
-        .lock()
-        .map_err(|_| "key write lock poisoned".to_string())?;
+    let _writes = lock_writes(shared);
     let held: std::collections::HashSet<[u8; 32]> =
         shared.keys.all().iter().map(|r| r.digest).collect();
     let mut added = 0;
@@ -617,6 +652,77 @@ pub fn metadata(shared: &Shared, r: &KeyRecord, now: SystemTime) -> serde_json::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `Shared` on a SQLite store in `dir`, with the config's built-in
+    /// `keygate-admin` client and one plain client.
+    fn shared_in(dir: &Path) -> Shared {
+        let path = dir.join("keygate.yaml");
+        let yaml = "roles: { r: {} }\nclients: { app: { roles: [r] } }\n";
+        std::fs::write(&path, yaml).expect("write");
+        let config = crate::config::from_text(yaml, &path).expect("config");
+        let snap = Snapshot::build(Arc::new(config), None, 1).expect("snapshot");
+        let store = crate::store::sqlite::SqliteStore::open(&dir.join("k.db")).expect("store");
+        let master = crate::store::sealed::MasterKey::from_bytes(&[7; 32]).expect("key");
+        Shared::new(snap, Arc::new(store), master)
+    }
+
+    #[test]
+    fn a_panic_holding_the_key_write_lock_does_not_end_key_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let shared = Arc::new(shared_in(dir.path()));
+        let now = SystemTime::now();
+        assert!(
+            bootstrap(&shared, dir.path(), now)
+                .expect("bootstrap")
+                .is_some()
+        );
+        let req = NewKey {
+            client: "app".into(),
+            name: "n".into(),
+            expires_in: None,
+            roles: None,
+        };
+        let (_, a) = create(&shared, &req, now).expect("create");
+        let (_, b) = create(&shared, &req, now).expect("create");
+        let s2 = Arc::clone(&shared);
+        let _ = std::thread::spawn(move || {
+            let _g = s2.key_writes.lock().expect("lock");
+            panic!("poison the key write lock");
+        })
+        .join();
+        assert!(shared.key_writes.is_poisoned());
+        // Revoke, roll and the reset pick-up all still work.
+        assert_eq!(revoke(&shared, &a.id, false, now), Ok(()));
+        assert!(roll(&shared, &b.id, Duration::ZERO, false, now).is_ok());
+        assert!(pick_up_admin_reset(&shared, None).is_ok());
+        reset_admin_key(shared.store.as_ref(), "kg_", None, dir.path(), now).expect("reset");
+        assert!(
+            pick_up_admin_reset(&shared, None)
+                .expect("pick up")
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_rolled_over_admin_key_never_counts_as_remaining() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let shared = shared_in(dir.path());
+        let now = SystemTime::now();
+        bootstrap(&shared, dir.path(), now).expect("bootstrap");
+        let a = shared.keys.all().pop().expect("the bootstrap key");
+        let (_, b) = roll(&shared, &a.id, Duration::from_secs(3600), false, now).expect("roll");
+        assert_eq!(
+            revoke(&shared, &b.id, false, now),
+            Err(GatewayError::LastAdminKey),
+            "only the rolled-over key would remain"
+        );
+        match roll(&shared, &a.id, Duration::from_secs(3600), false, now) {
+            Err(GatewayError::Conflict(m)) => assert!(m.contains(&b.id), "{m}"),
+            other => panic!("a second roll of one key: {other:?}"),
+        }
+        assert_eq!(revoke(&shared, &b.id, true, now), Ok(()));
+        assert!(!admin_key_exists(&shared, now));
+    }
 
     #[test]
     fn key_durations_are_bounded_and_never_negative() {

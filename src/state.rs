@@ -271,6 +271,7 @@ impl Shared {
                 revoked_at: Mutex::new(None),
                 source: KeySource::Config,
                 digest,
+                rolled_from: None,
                 last_used_ms: AtomicU64::new(0),
                 uses: AtomicU64::new(0),
                 persisted_uses: AtomicU64::new(0),

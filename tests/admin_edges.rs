@@ -596,3 +596,198 @@ fn admin_key_reset_refuses_without_a_store() {
         .expect("admin-key");
     assert!(!out.status.success(), "--reset is required");
 }
+
+async fn roll(gw: &Gateway, key: &str, id: &str, grace: &str) -> Reply {
+    admin(
+        gw,
+        key,
+        Method::POST,
+        &format!("/api/v1/keys/{id}/roll"),
+        Some(json!({ "grace": grace })),
+    )
+    .await
+}
+
+/// Security review S1: a rolled-over key lives on only for its grace, so it
+/// never counts as a remaining admin key. Before the fix, "roll the only
+/// admin key, then revoke its successor" answered 204 and, once the grace
+/// ran out, left no admin key and no 409 ever.
+#[tokio::test]
+async fn a_rolled_over_admin_key_does_not_count_as_the_remaining_admin() {
+    let up = Upstream::start().await;
+    let (mut gw, first) = start(&up);
+    let keys = "/api/v1/keys";
+    let listing = admin(&gw, &first, Method::GET, keys, None).await.json();
+    let first_id = listing["keys"][0]["id"].as_str().expect("id").to_string();
+
+    // A long grace: the old key is alive for an hour, yet it is ending.
+    let r = roll(&gw, &first, &first_id, "1h").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let second = r.json()["key"].as_str().expect("key").to_string();
+    let second_id = r.json()["id"].as_str().expect("id").to_string();
+    gw.secrets.push(second.clone());
+    let r = admin(
+        &gw,
+        &second,
+        Method::DELETE,
+        &format!("{keys}/{second_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.error_code().as_deref()),
+        (StatusCode::CONFLICT, Some("last_admin_key")),
+        "the rolled-over key must not count: {}",
+        r.text()
+    );
+    // Rolling the old key again would mint a "remaining" admin key that
+    // dies with the first grace: a key is rolled once.
+    let r = roll(&gw, &first, &first_id, "1h").await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    assert!(
+        r.text().contains(&second_id),
+        "names the successor: {}",
+        r.text()
+    );
+
+    // The exact sequence of the review: roll with grace 1s, revoke the
+    // successor. 409 whether or not the second has passed yet.
+    let r = roll(&gw, &second, &second_id, "1s").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let third = r.json()["key"].as_str().expect("key").to_string();
+    let third_id = r.json()["id"].as_str().expect("id").to_string();
+    gw.secrets.push(third.clone());
+    let r = admin(
+        &gw,
+        &third,
+        Method::DELETE,
+        &format!("{keys}/{third_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.error_code().as_deref()),
+        (StatusCode::CONFLICT, Some("last_admin_key")),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        admin(&gw, &third, Method::GET, keys, None).await.status,
+        StatusCode::OK,
+        "the refused revoke changed nothing"
+    );
+    let r = admin(
+        &gw,
+        &third,
+        Method::DELETE,
+        &format!("{keys}/{third_id}?force=true"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    assert_eq!(
+        admin(&gw, &third, Method::GET, keys, None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(gw.finish(), Some(0));
+}
+
+/// Security review M5: `//api/v1/keys` was routed like `/api/v1/keys` but
+/// escaped `Cache-Control: no-store`, so a plaintext key could be cached.
+/// Non-canonical admin paths are now refused.
+#[tokio::test]
+async fn non_canonical_admin_paths_are_refused_and_never_cacheable() {
+    let up = Upstream::start().await;
+    let (mut gw, admin_key) = start(&up);
+    let body = json!({"client": "app", "name": "doubled"}).to_string();
+    for target in ["//api/v1/keys", "/api/v1/keys/", "//api/v1/keys//"] {
+        let request = format!(
+            "POST {target} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {admin_key}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            gw.admin,
+            body.len()
+        );
+        let (status, text) = common::raw_request(gw.admin, &request).await;
+        assert_eq!(status, 404, "{target}: {text}");
+        assert!(!text.contains("\"key\""), "{target}: no key was minted");
+        let lower = text.to_ascii_lowercase();
+        assert!(
+            lower.contains("cache-control: no-store"),
+            "{target}: {text}"
+        );
+        assert!(lower.contains("pragma: no-cache"), "{target}: {text}");
+    }
+    let listing = admin(&gw, &admin_key, Method::GET, "/api/v1/keys", None)
+        .await
+        .json();
+    assert_eq!(
+        listing["keys"].as_array().map(Vec::len),
+        Some(1),
+        "only the bootstrap key exists"
+    );
+    // The canonical spelling still works, and answers no-store.
+    let r = admin(
+        &gw,
+        &admin_key,
+        Method::POST,
+        "/api/v1/keys",
+        Some(json!({"client": "app", "name": "canonical"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    gw.secrets
+        .push(r.json()["key"].as_str().expect("key").to_string());
+    assert_eq!(
+        r.headers.get("cache-control").and_then(|v| v.to_str().ok()),
+        Some("no-store")
+    );
+    assert_eq!(
+        get(&gw.admin_url("/healthz"), &[]).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(gw.finish(), Some(0));
+}
+
+/// Security review minor 4: a reload may drop the last admin key (here the
+/// only one, declared in YAML). Not refused, the file is the operator's,
+/// but the gateway says so and names the way back in.
+#[tokio::test]
+async fn a_reload_that_drops_the_last_admin_key_says_how_to_get_back_in() {
+    let up = Upstream::start().await;
+    let (declared, hash) = keygen("kg_");
+    let with_key =
+        format!("  ops-team: {{ roles: [ops], keys: [ {{ name: laptop, sha256: \"{hash}\" }} ] }}");
+    let mut gw = Gateway::start(&yaml(&up.url(), &with_key));
+    gw.secrets = vec![declared.clone()];
+    assert!(
+        !gw.dir.path().join("data/initial-admin.key").exists(),
+        "the YAML key is the admin key: no bootstrap key"
+    );
+    assert_eq!(
+        admin(&gw, &declared, Method::GET, "/api/v1/keys", None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(gw.count_log("no live admin key remains"), 0);
+    gw.write_config(&yaml(&up.url(), "  ops-team: { roles: [ops] }"));
+    assert!(
+        gw.wait_log("no live admin key remains", 20),
+        "{}",
+        gw.stderr_text()
+    );
+    let config = gw.config_path.display().to_string();
+    assert!(
+        gw.stderr_text()
+            .contains(&format!("keygate admin-key --reset -c {config}")),
+        "names the recovery command: {}",
+        gw.stderr_text()
+    );
+    assert_eq!(
+        admin(&gw, &declared, Method::GET, "/api/v1/keys", None)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(gw.finish(), Some(0));
+}

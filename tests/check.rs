@@ -541,3 +541,18 @@ clients:
     let (ok, _, err) = check(&yaml("prefix: kg_"));
     assert!(ok, "{err}");
 }
+
+/// Security review M3: `keys.max_ttl` is the lifetime of bootstrap, reset
+/// and default API keys; unbounded, its millisecond expiry wrapped negative
+/// in the store or overflowed into "never expires".
+#[test]
+fn max_ttl_is_bounded_like_api_key_lifetimes() {
+    let yaml = |max_ttl: &str| format!("roles: {{ r: {{}} }}\nkeys:\n  max_ttl: {max_ttl}\n");
+    for bad in ["10000000000000000s", "36501d", "18446744073709551615s"] {
+        assert_error(&yaml(bad), 3, "max_ttl");
+        let (_, _, err) = check(&yaml(bad));
+        assert!(err.contains("36500d (100 years)"), "{bad}: {err}");
+    }
+    let (ok, _, err) = check(&yaml("36500d"));
+    assert!(ok, "the bound itself is accepted: {err}");
+}

@@ -19,6 +19,11 @@
 //! last_admin_key` unless `?force=true`. Every `/api/v1` answer carries
 //! `Cache-Control: no-store`: some carry a plaintext key.
 //!
+//! Paths are matched as sent, segment by segment: a non-canonical path (an
+//! empty segment, as in `//api/v1/keys` or `/api/v1/keys/`) is `404`, so
+//! no second spelling of a route exists for a header rule or an upstream
+//! proxy's path filter to miss.
+//!
 //! "admin" means an API key of a client holding a role with `admin: true`:
 //! 401 without a valid key, 403 with a non-admin one. Bodies are JSON, at
 //! most 64 KiB, unknown fields refused. Errors use the proxy's JSON shape.
@@ -77,8 +82,20 @@ fn pattern_matches(pattern: &str, path: &str) -> bool {
         })
 }
 
-/// 404 for a path no route has, 405 for a known path with another method.
+/// Whether `path` is `/` or `/seg/.../seg` with no empty segment.
+fn canonical(path: &str) -> bool {
+    path == "/"
+        || path
+            .strip_prefix('/')
+            .is_some_and(|p| p.split('/').all(|seg| !seg.is_empty()))
+}
+
+/// 404 for a path no route has (or a non-canonical spelling of one), 405
+/// for a known path with another method.
 fn check_route(method: &Method, path: &str) -> Result<(), GatewayError> {
+    if !canonical(path) {
+        return Err(GatewayError::NotFound("no such admin route".into()));
+    }
     let mut path_known = false;
     for (m, pattern) in ROUTES {
         if pattern_matches(pattern, path) {
@@ -119,7 +136,10 @@ impl Admin {
 
     pub async fn handle(&self, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
         let request_id = self.shared.request_id();
-        let api = req.uri().path().starts_with("/api/");
+        // Judged like the router judges paths (leading and trailing `/`
+        // ignored), so no spelling of an API path escapes no-store even
+        // if the router someday accepts it.
+        let api = req.uri().path().trim_matches('/').split('/').next() == Some("api");
         let mut resp = match self.route(req).await {
             Ok(r) => r,
             Err(e) => e.to_response(&request_id),

@@ -38,6 +38,10 @@ pub struct KeyRecord {
     pub revoked_at: Mutex<Option<SystemTime>>,
     pub source: KeySource,
     pub digest: [u8; 32],
+    /// The key this one was rolled from (API keys only). Its predecessor
+    /// lives on only for the roll's grace, so it never counts as a
+    /// remaining admin key (see `keys::admin_remains`).
+    pub rolled_from: Option<String>,
     /// Milliseconds since the epoch; 0 = never used.
     pub last_used_ms: AtomicU64,
     pub uses: AtomicU64,
@@ -80,10 +84,11 @@ impl KeyRecord {
     }
 }
 
-/// Milliseconds since the epoch, at least 1 (0 means "none" in atomics).
+/// Milliseconds since the epoch, at least 1 (0 means "none" in atomics),
+/// saturating rather than wrapping past u64 (half a billion years out).
 pub fn to_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(1)
         .max(1)
 }
@@ -182,6 +187,7 @@ mod tests {
             revoked_at: Mutex::new(None),
             source: KeySource::Api,
             digest: key::digest(key),
+            rolled_from: None,
             last_used_ms: AtomicU64::new(0),
             uses: AtomicU64::new(0),
             persisted_uses: AtomicU64::new(0),

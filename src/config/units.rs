@@ -4,6 +4,14 @@
 
 use std::time::Duration;
 
+/// The longest key lifetime anywhere: `keys.max_ttl`, and `expires_in` or
+/// a roll's `grace` in the admin API. 100 years is far past any real key's
+/// life, yet small enough that `now` plus it fits every form a time takes
+/// (`SystemTime`, u64 and SQLite i64 milliseconds), so no arithmetic wraps
+/// and no huge value silently turns into "now" or "never".
+pub const MAX_KEY_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
+pub const MAX_KEY_DURATION_TEXT: &str = "36500d (100 years)";
+
 /// Parses `<integer><unit>` with unit `ms`, `s`, `m`, `h` or `d`; a bare
 /// integer is seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {

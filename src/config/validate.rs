@@ -21,7 +21,7 @@ use super::pattern::PathPattern;
 use super::raw::{
     RawConfig, RawConnector, RawParam, RawParamSource, RawServer, RawToken, RawValueSource, Scalar,
 };
-use super::units::{parse_duration, parse_size};
+use super::units::{MAX_KEY_DURATION, MAX_KEY_DURATION_TEXT, parse_duration, parse_size};
 use super::{ConfigError, ConfigErrors};
 use crate::secret::{Secret, check_header_safe};
 
@@ -895,17 +895,25 @@ pub fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, Confi
             "keys.prefix must be 1 to 16 letters, digits, `_` or `-`",
         );
     }
-    let keys = Keys {
-        prefix,
-        max_ttl: raw.keys.max_ttl.as_ref().map(|_| {
-            duration(
-                &mut e,
-                &[Key("keys"), Key("max_ttl")],
-                &raw.keys.max_ttl,
-                Duration::MAX,
-            )
-        }),
-    };
+    // Bounded like an API key's `expires_in`: max_ttl is the lifetime of
+    // the bootstrap, reset and default API keys, and past the bound their
+    // millisecond expiry no longer fits the store (or `now + max_ttl`
+    // overflows into a key that never expires).
+    let max_ttl = raw.keys.max_ttl.as_ref().map(|_| {
+        let path = [Key("keys"), Key("max_ttl")];
+        let d = duration(&mut e, &path, &raw.keys.max_ttl, MAX_KEY_DURATION);
+        if d > MAX_KEY_DURATION {
+            e.at(
+                &path,
+                format!(
+                    "keys.max_ttl is too large; the longest allowed is {MAX_KEY_DURATION_TEXT}"
+                ),
+            );
+            return MAX_KEY_DURATION;
+        }
+        d
+    });
+    let keys = Keys { prefix, max_ttl };
 
     // tokens
     let mut tokens = BTreeMap::new();

@@ -93,8 +93,22 @@ impl SqliteStore {
     }
 }
 
+/// A u64 (milliseconds, a count) as SQLite's i64, saturating: a value
+/// past i64 must never wrap negative (a negative `expires_at` reads as
+/// long expired: the purge would delete the key, a roll refuse it).
+fn sql(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Back from SQLite. A negative value (only a wrapped write could leave
+/// one) reads as 1 ms after the epoch: an expiry long past, never 0,
+/// which in a record means "never expires".
+fn unsql(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(1)
+}
+
 fn ms(v: Option<u64>) -> Option<i64> {
-    v.map(|x| x as i64)
+    v.map(sql)
 }
 
 fn insert(conn: &Connection, k: &StoredKey) -> Result<(), StoreError> {
@@ -112,7 +126,7 @@ fn insert(conn: &Connection, k: &StoredKey) -> Result<(), StoreError> {
             k.client,
             roles,
             k.display_prefix,
-            k.created_ms as i64,
+            sql(k.created_ms),
             ms(k.expires_ms),
             ms(k.revoked_ms),
             k.rolled_from
@@ -163,9 +177,9 @@ impl Store for SqliteStore {
                         client: r.get(3)?,
                         roles: None,
                         display_prefix: r.get(5)?,
-                        created_ms: r.get::<_, i64>(6)? as u64,
-                        expires_ms: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
-                        revoked_ms: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
+                        created_ms: unsql(r.get::<_, i64>(6)?),
+                        expires_ms: r.get::<_, Option<i64>>(7)?.map(unsql),
+                        revoked_ms: r.get::<_, Option<i64>>(8)?.map(unsql),
                         rolled_from: r.get(9)?,
                     },
                 ))
@@ -196,7 +210,7 @@ impl Store for SqliteStore {
         let n = tx
             .execute(
                 "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-                params![id, at_ms as i64],
+                params![id, sql(at_ms)],
             )
             .map_err(err)?;
         if n == 0 {
@@ -206,7 +220,7 @@ impl Store for SqliteStore {
         for s in &successors {
             tx.execute(
                 "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-                params![s, at_ms as i64],
+                params![s, sql(at_ms)],
             )
             .map_err(err)?;
         }
@@ -232,7 +246,7 @@ impl Store for SqliteStore {
             .execute(
                 "UPDATE api_keys SET expires_at = ?2
                  WHERE id = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?3)",
-                params![old_id, old_expires_ms as i64, successor.created_ms as i64],
+                params![old_id, sql(old_expires_ms), sql(successor.created_ms)],
             )
             .map_err(err)?;
         if n == 0 {
@@ -254,7 +268,7 @@ impl Store for SqliteStore {
                 )
                 .map_err(err)?;
             for u in batch {
-                stmt.execute(params![u.id, u.last_used_ms as i64, u.uses as i64])
+                stmt.execute(params![u.id, sql(u.last_used_ms), sql(u.uses)])
                     .map_err(err)?;
             }
         }
@@ -270,8 +284,8 @@ impl Store for SqliteStore {
             .query_map([], |r| {
                 Ok(StoredUsage {
                     id: r.get(0)?,
-                    last_used_ms: r.get::<_, i64>(1)? as u64,
-                    uses: r.get::<_, i64>(2)? as u64,
+                    last_used_ms: unsql(r.get::<_, i64>(1)?),
+                    uses: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
                 })
             })
             .map_err(err)?;
@@ -281,7 +295,7 @@ impl Store for SqliteStore {
     fn purge_ended_before(&self, before_ms: u64) -> Result<usize, StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(err)?;
-        let b = before_ms as i64;
+        let b = sql(before_ms);
         tx.execute(
             "DELETE FROM key_usage WHERE id IN (SELECT id FROM api_keys
                WHERE (revoked_at IS NOT NULL AND revoked_at < ?1) OR (expires_at IS NOT NULL AND expires_at < ?1))",
@@ -324,7 +338,7 @@ impl Store for SqliteStore {
                 "INSERT INTO token_values (name, nonce, ciphertext, version, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT(name) DO UPDATE SET nonce = excluded.nonce, ciphertext = excluded.ciphertext,
                    version = excluded.version, updated_at = excluded.updated_at",
-                params![v.name, v.nonce, v.ciphertext, v.version as i64, v.updated_ms as i64],
+                params![v.name, v.nonce, v.ciphertext, sql(v.version), sql(v.updated_ms)],
             )
             .map(|_| ())
             .map_err(err)
@@ -341,8 +355,8 @@ impl Store for SqliteStore {
                     name: r.get(0)?,
                     nonce: r.get(1)?,
                     ciphertext: r.get(2)?,
-                    version: r.get::<_, i64>(3)? as u64,
-                    updated_ms: r.get::<_, i64>(4)? as u64,
+                    version: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+                    updated_ms: unsql(r.get::<_, i64>(4)?),
                 })
             })
             .map_err(err)?;
