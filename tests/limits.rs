@@ -606,3 +606,40 @@ async fn h2_streams_past_the_limit_are_refused() {
     );
     assert_eq!(gw.finish(), Some(0));
 }
+
+#[tokio::test]
+async fn huge_durations_that_are_not_bounded_never_reach_an_instant_sum() {
+    // shutdown_grace and the connector timeouts go to tokio's
+    // `timeout`, which saturates; nothing adds them to an `Instant`. A
+    // guard that it stays so: the request is served and SIGTERM drains.
+    let up = Upstream::start().await;
+    let (key, hash) = keygen("kg_");
+    let huge = "10000000000000000000s";
+    let yaml = format!(
+        r#"
+server: {{ listen: 127.0.0.1:0, shutdown_grace: {huge} }}
+admin: {{ listen: 127.0.0.1:0 }}
+tokens:
+  t: {{ value: {{ literal: "huge-durations" }}, prefix: Bearer, header: Authorization }}
+connectors:
+  api:
+    upstream: "{up}"
+    tokens: [t]
+    timeouts: {{ connect: {huge}, response: {huge} }}
+roles: {{ r: {{ allow: [ {{ connector: api }} ] }} }}
+clients: {{ c: {{ roles: [r], keys: [ {{ name: k, sha256: "{hash}" }} ] }} }}
+"#,
+        up = up.url()
+    );
+    let gw = Gateway::start(&yaml);
+    let r = get(&gw.url("/api/x"), &[("authorization", &bearer(&key))]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = get(&gw.url("/api/y"), &[("authorization", &bearer(&key))]).await;
+    assert_eq!(r.status, StatusCode::OK, "the serve task is still alive");
+    assert!(
+        !gw.stderr_text().contains("panicked"),
+        "{}",
+        gw.stderr_text()
+    );
+    assert_eq!(gw.finish(), Some(0));
+}
