@@ -334,17 +334,10 @@ impl App {
         let mut config = config::from_text(&text, &self.config_path).map_err(|e| e.0)?;
         *lock(&self.trust_digest) = trust_digest(&config);
         let old = self.shared.snapshot.load_full();
-        if config.server.listen != old.config.server.listen
-            || config.admin.listen != old.config.admin.listen
-            || config.server.limits != self.limits
-        {
+        if keep_restart_only(&mut config, &old.config, &self.limits) {
             tracing::warn!(
                 "server.listen, admin.listen and server connection limit changes take effect at the next restart"
             );
-            // The running config states the sockets that are actually
-            // bound, never addresses that only the next start will use.
-            config.server.listen = old.config.server.listen;
-            config.admin.listen = old.config.admin.listen;
         }
         let config = Arc::new(config);
         let generation = self.generation.load(Ordering::Acquire) + 1;
@@ -540,6 +533,22 @@ fn warn_if_no_admin_key(shared: &Shared, config_path: &Path) {
     }
 }
 
+/// Puts the values that only a restart applies back to the running ones,
+/// so the published config (what the rest of keygate reads) states what
+/// is in force: the sockets actually bound,
+/// never addresses only the next start will use, and the connection
+/// `limits` every listener was started with (dedicated ports bound later
+/// take `App::limits` too). Returns whether the file asked for a change.
+fn keep_restart_only(config: &mut Config, running: &Config, limits: &Limits) -> bool {
+    let changed = config.server.listen != running.server.listen
+        || config.admin.listen != running.admin.listen
+        || config.server.limits != *limits;
+    config.server.listen = running.server.listen;
+    config.admin.listen = running.admin.listen;
+    config.server.limits = limits.clone();
+    changed
+}
+
 /// How often ended keys past `store.retention` are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -588,4 +597,38 @@ async fn maintenance(shared: Arc<Shared>) {
 
 fn render(path: &Path, errs: &[ConfigError]) -> String {
     config::ConfigErrors(errs.to_vec()).render(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_publishes_the_running_listen_and_limits() {
+        let path = Path::new("/tmp/keygate.yaml");
+        let running = config::from_text(
+            "server: { listen: 127.0.0.1:8080, max_connections: 20 }\n",
+            path,
+        )
+        .expect("running");
+        let mut next = config::from_text(
+            "server: { listen: 127.0.0.1:9090, max_connections: 5, idle_timeout: 5s }\n",
+            path,
+        )
+        .expect("next");
+        let started = running.server.limits.clone();
+        assert!(keep_restart_only(&mut next, &running, &started));
+        assert_eq!(next.server.listen, running.server.listen);
+        assert_eq!(
+            next.server.limits, started,
+            "limits not applied must not be published"
+        );
+        // Nothing asked for: nothing to warn about.
+        let mut same = config::from_text(
+            "server: { listen: 127.0.0.1:8080, max_connections: 20 }\n",
+            path,
+        )
+        .expect("same");
+        assert!(!keep_restart_only(&mut same, &running, &started));
+    }
 }

@@ -23,6 +23,10 @@ pub enum GatewayError {
     MissingUserToken(String),
     InvalidUserToken(String),
     Forbidden,
+    /// An `auth: none` sidecar port refused a request a browser could have
+    /// sent for a web page (foreign `Host`, `Origin`, `Sec-Fetch-Site`).
+    /// The text is fixed and says which rule applied.
+    NotLocal(&'static str),
     /// Admin API: the key is valid but none of its roles has `admin: true`.
     AdminForbidden,
     UnknownConnector,
@@ -79,6 +83,7 @@ impl GatewayError {
                 "forbidden",
                 "this API key's roles do not allow this connector, method or path".into(),
             ),
+            NotLocal(m) => (StatusCode::FORBIDDEN, "forbidden", (*m).to_string()),
             AdminForbidden => (
                 StatusCode::FORBIDDEN,
                 "forbidden",

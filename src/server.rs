@@ -38,7 +38,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::Body;
-use crate::config::validate::Limits;
+use crate::config::validate::{Limits, MAX_H2_KEEP_ALIVE, MAX_HEADER_READ_TIMEOUT};
 
 /// A request handler for one listener.
 pub trait Handler: Clone + Send + Sync + 'static {
@@ -105,7 +105,9 @@ impl DrainControl {
     }
 }
 
-/// hyper's builder with the listener's limits. hyper counts the HTTP/1.1
+/// hyper's builder with the listener's limits, clamped again to the
+/// validation bounds because hyper adds them to `Instant::now()` (a panic
+/// on overflow) and a `Limits` may be built without validation. hyper counts the HTTP/1.1
 /// head against its read buffer (`max_buf_size`, "431 Request Header
 /// Fields Too Large" past it) and HTTP/2 headers against
 /// `SETTINGS_MAX_HEADER_LIST_SIZE` (RFC 9113 §6.5.2; h2 answers 431 too).
@@ -119,12 +121,12 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .keep_alive(true)
         // Restarted by hyper for every later head, so it also bounds the
         // wait for the next request on an idle keep-alive connection.
-        .header_read_timeout(limits.header_read_timeout)
+        .header_read_timeout(limits.header_read_timeout.min(MAX_HEADER_READ_TIMEOUT))
         .max_buf_size(header_size);
     b.http2()
         .timer(TokioTimer::new())
-        .keep_alive_interval(limits.h2_keep_alive_interval)
-        .keep_alive_timeout(limits.h2_keep_alive_timeout)
+        .keep_alive_interval(limits.h2_keep_alive_interval.min(MAX_H2_KEEP_ALIVE))
+        .keep_alive_timeout(limits.h2_keep_alive_timeout.min(MAX_H2_KEEP_ALIVE))
         .max_header_list_size(limits.max_header_size)
         .max_concurrent_streams(limits.max_concurrent_streams);
     b
@@ -194,10 +196,7 @@ pub async fn serve<H: Handler>(
         };
         // The head deadline starts now, before TLS and protocol detection,
         // so a socket that sends nothing cannot hold its slot.
-        let timers = Timers {
-            head_deadline: Instant::now() + head_timeout,
-            idle: idle_timeout,
-        };
+        let timers = Timers::start(Instant::now(), head_timeout, idle_timeout);
         let _ = tcp.set_nodelay(true);
         let handler = handler.clone();
         let builder = Arc::clone(&builder);
@@ -232,6 +231,29 @@ struct Timers {
     head_deadline: Instant,
     /// `idle_timeout`: how long a connection may sit with nothing in flight.
     idle: Duration,
+}
+
+impl Timers {
+    fn start(accepted: Instant, head_timeout: Duration, idle: Duration) -> Self {
+        Timers {
+            head_deadline: later(accepted, head_timeout),
+            idle,
+        }
+    }
+}
+
+/// Thirty years: "never" for a deadline, and far enough below
+/// `Instant`'s range to be added to any `now`.
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+/// `at + d`, saturating at [`FAR_FUTURE`] instead of panicking.
+/// Validation bounds every configured duration, but `Instant + Duration`
+/// panics on overflow and a panic here would end the whole accept loop,
+/// so no value may reach a plain `+`.
+fn later(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d.min(FAR_FUTURE))
+        .or_else(|| at.checked_add(FAR_FUTURE))
+        .unwrap_or(at)
 }
 
 /// Requests in flight on one connection, and since when it has had none.
@@ -275,7 +297,7 @@ impl Activity {
 
     fn next(&self, now: Instant, timers: Timers) -> Next {
         if self.in_flight.load(Ordering::Acquire) > 0 {
-            return Next::At(now + timers.idle);
+            return Next::At(later(now, timers.idle));
         }
         if !self.served.load(Ordering::Acquire) {
             return if now >= timers.head_deadline {
@@ -284,8 +306,11 @@ impl Activity {
                 Next::At(timers.head_deadline)
             };
         }
-        let since = self.born + Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
-        let due = since + timers.idle;
+        let since = later(
+            self.born,
+            Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire)),
+        );
+        let due = later(since, timers.idle);
         if now >= due {
             Next::Idle
         } else {
@@ -391,7 +416,7 @@ async fn connection<I, H>(
                 if idle_closing {
                     if activity.in_flight.load(Ordering::Acquire) > 0 {
                         // A stream that raced the GOAWAY: let it finish.
-                        timer.as_mut().reset(Instant::now() + timers.idle);
+                        timer.as_mut().reset(later(Instant::now(), timers.idle));
                         continue;
                     }
                     tracing::debug!(%peer, "idle connection did not close in time; dropping it");
@@ -408,7 +433,7 @@ async fn connection<I, H>(
                         tracing::debug!(%peer, "idle_timeout reached; closing");
                         idle_closing = true;
                         conn.as_mut().graceful_shutdown();
-                        timer.as_mut().reset(Instant::now() + timers.idle);
+                        timer.as_mut().reset(later(Instant::now(), timers.idle));
                     }
                 }
             }
@@ -416,4 +441,28 @@ async fn connection<I, H>(
     }
     open.dec();
     drop(alive);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_saturate_instead_of_panicking() {
+        let now = Instant::now();
+        let huge = Duration::from_secs(u64::MAX);
+        let t = Timers::start(now, huge, huge);
+        assert!(t.head_deadline > now + Duration::from_secs(86_400 * 365));
+        let a = Activity::new();
+        // Nothing served yet: wait for the head deadline.
+        assert!(matches!(a.next(now, t), Next::At(at) if at == t.head_deadline));
+        // In flight, then idle since the request ended: both far away.
+        let busy = a.begin();
+        assert!(matches!(a.next(now, t), Next::At(at) if at > now));
+        drop(busy);
+        assert!(matches!(a.next(Instant::now(), t), Next::At(at) if at > now));
+        // A normal value is added exactly.
+        let s = Timers::start(now, Duration::from_secs(10), Duration::from_secs(60));
+        assert_eq!(s.head_deadline, now + Duration::from_secs(10));
+    }
 }

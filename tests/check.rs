@@ -195,6 +195,25 @@ fn auth_none_only_on_loopback() {
 }
 
 #[test]
+fn connection_durations_past_their_bounds_are_refused_with_positions() {
+    // Added to `Instant::now()` on every accept (by keygate and by hyper):
+    // an unbounded value panicked the accept loop at the first connection.
+    let yaml = "server:\n  header_read_timeout: 10000000000000000000s\n  idle_timeout: 2d\n  h2_keep_alive_interval: 99999999999d\n  h2_keep_alive_timeout: 25h\n";
+    assert_error(yaml, 2, "header_read_timeout must be at most 1h");
+    assert_error(yaml, 3, "idle_timeout must be at most 1d");
+    assert_error(yaml, 4, "h2_keep_alive_interval must be at most 1d");
+    assert_error(yaml, 5, "h2_keep_alive_timeout must be at most 1d");
+    let (_, _, err) = check(yaml);
+    assert!(
+        err.contains("K:2:3: header_read_timeout"),
+        "line and column: {err}"
+    );
+    let ok = "server:\n  header_read_timeout: 1h\n  idle_timeout: 24h\n  h2_keep_alive_interval: 1d\n  h2_keep_alive_timeout: 1d\n";
+    let (ok, _, err) = check(ok);
+    assert!(ok, "{err}");
+}
+
+#[test]
 fn auth_none_needs_its_own_loopback_listen() {
     // Without a dedicated port it would only exist on the shared
     // listener, where `auth: none` is never served.

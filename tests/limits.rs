@@ -207,6 +207,42 @@ async fn tls_sockets_silent_before_or_after_the_handshake_are_closed() {
     assert_eq!(gw.finish(), Some(0));
 }
 
+/// Reads `keygate_open_connections` (every listener) over `admin`.
+async fn open_connections(admin: &mut AdminConn) -> u64 {
+    let r = admin_send(admin, Method::GET, "/metrics", None).await;
+    assert_eq!(r.0, StatusCode::OK);
+    r.1.lines()
+        .find_map(|l| l.strip_prefix("keygate_open_connections "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no keygate_open_connections in /metrics:\n{}", r.1))
+}
+
+type AdminConn = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// One request on the kept-alive admin connection: (status, body).
+async fn admin_send(
+    admin: &mut AdminConn,
+    method: Method,
+    path: &str,
+    auth: Option<&str>,
+) -> (StatusCode, String) {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost");
+    if let Some(a) = auth {
+        b = b.header("authorization", a);
+    }
+    let req = b.body(Full::new(Bytes::new())).expect("request");
+    let resp = tokio::time::timeout(BOUND, admin.send_request(req))
+        .await
+        .expect("admin answered in time")
+        .expect("admin request");
+    let status = resp.status();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
 #[tokio::test]
 async fn a_flood_of_idle_sockets_waits_in_the_backlog_while_admin_and_tokens_work() {
     let up = Upstream::start().await;
@@ -231,38 +267,55 @@ async fn a_flood_of_idle_sockets_waits_in_the_backlog_while_admin_and_tokens_wor
     };
     let r = early.send_request(early_get("/api/before")).await;
     assert_eq!(r.expect("first request").status(), StatusCode::OK);
+    // Every admin request of this test goes over this one connection, so
+    // the admin listener holds exactly one in the gauge.
+    let io = TokioIo::new(connect(gw.admin).await);
+    let (mut admin, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .expect("admin handshake");
+    tokio::spawn(conn);
 
     let mut flood = Vec::new();
     for _ in 0..40 {
         flood.push(connect(gw.proxy).await);
     }
-
-    // A new proxy connection is behind the flood in the backlog: it cannot
-    // be served while the flood holds every slot.
+    // A new proxy connection is behind the flood in the backlog.
     let url = gw.url("/api/after");
     let late = tokio::spawn({
         let auth = auth.clone();
         async move { get(&url, &[("authorization", &auth)]).await }
     });
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(
-        !late.is_finished(),
-        "a connection past max_connections was served"
-    );
+
+    // The proxy accepts exactly `max_connections` (the early connection and
+    // 19 of the flood), the admin listener holds our one: 21. A broken
+    // limit accepts all 42 proxy connections in one burst, so the first
+    // reading at or past 21 is already too high.
+    let want = 20 + 1;
+    let deadline = tokio::time::Instant::now() + BOUND;
+    let mut seen = open_connections(&mut admin).await;
+    while seen < want {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the flood was not accepted up to max_connections: {seen} open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        seen = open_connections(&mut admin).await;
+    }
+    assert_eq!(seen, want, "connections past max_connections were accepted");
 
     // The admin port has its own slots; a token fetch goes out.
     let admin_key = common::initial_admin_key(&gw);
-    let r = get(&gw.admin_url("/healthz"), &[]).await;
-    assert_eq!(r.status, StatusCode::OK);
+    let r = admin_send(&mut admin, Method::GET, "/healthz", None).await;
+    assert_eq!(r.0, StatusCode::OK);
     let fetched = ep.hits();
-    let r = common::send(
+    let r = admin_send(
+        &mut admin,
         Method::POST,
-        &gw.admin_url("/api/v1/tokens/partner/refresh"),
-        &[("authorization", &bearer(&admin_key))],
-        Bytes::new(),
+        "/api/v1/tokens/partner/refresh",
+        Some(&bearer(&admin_key)),
     )
     .await;
-    assert!(r.status.is_success(), "{} {}", r.status, r.text());
+    assert!(r.0.is_success(), "{} {}", r.0, r.1);
     assert!(
         ep.hits() > fetched,
         "the refresh reached the token endpoint"
@@ -270,6 +323,18 @@ async fn a_flood_of_idle_sockets_waits_in_the_backlog_while_admin_and_tokens_wor
     // The connection opened before the flood is unharmed.
     let r = early.send_request(early_get("/api/during")).await;
     assert_eq!(r.expect("request during flood").status(), StatusCode::OK);
+
+    // Still held at the limit after all that; the late request was not
+    // served (the upstream never saw it).
+    assert_eq!(
+        open_connections(&mut admin).await,
+        want,
+        "connections past max_connections were accepted"
+    );
+    assert!(
+        !up.requests().iter().any(|r| r.uri == "/after"),
+        "a connection past max_connections was served"
+    );
 
     drop(flood);
     let r = tokio::time::timeout(BOUND, late)
@@ -281,6 +346,7 @@ async fn a_flood_of_idle_sockets_waits_in_the_backlog_while_admin_and_tokens_wor
     let used = up.last().header("authorization").expect("token injected");
     assert!(used.starts_with("Bearer tok-"), "{used}");
 
+    drop(admin);
     let mut gw = gw;
     gw.secrets.push(admin_key);
     assert_eq!(gw.finish(), Some(0));
@@ -537,6 +603,43 @@ async fn h2_streams_past_the_limit_are_refused() {
         up.requests().len(),
         2,
         "the refused stream never went upstream"
+    );
+    assert_eq!(gw.finish(), Some(0));
+}
+
+#[tokio::test]
+async fn huge_durations_that_are_not_bounded_never_reach_an_instant_sum() {
+    // shutdown_grace and the connector timeouts go to tokio's
+    // `timeout`, which saturates; nothing adds them to an `Instant`. A
+    // guard that it stays so: the request is served and SIGTERM drains.
+    let up = Upstream::start().await;
+    let (key, hash) = keygen("kg_");
+    let huge = "10000000000000000000s";
+    let yaml = format!(
+        r#"
+server: {{ listen: 127.0.0.1:0, shutdown_grace: {huge} }}
+admin: {{ listen: 127.0.0.1:0 }}
+tokens:
+  t: {{ value: {{ literal: "huge-durations" }}, prefix: Bearer, header: Authorization }}
+connectors:
+  api:
+    upstream: "{up}"
+    tokens: [t]
+    timeouts: {{ connect: {huge}, response: {huge} }}
+roles: {{ r: {{ allow: [ {{ connector: api }} ] }} }}
+clients: {{ c: {{ roles: [r], keys: [ {{ name: k, sha256: "{hash}" }} ] }} }}
+"#,
+        up = up.url()
+    );
+    let gw = Gateway::start(&yaml);
+    let r = get(&gw.url("/api/x"), &[("authorization", &bearer(&key))]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = get(&gw.url("/api/y"), &[("authorization", &bearer(&key))]).await;
+    assert_eq!(r.status, StatusCode::OK, "the serve task is still alive");
+    assert!(
+        !gw.stderr_text().contains("panicked"),
+        "{}",
+        gw.stderr_text()
     );
     assert_eq!(gw.finish(), Some(0));
 }

@@ -2,8 +2,11 @@
 //! to a minimal path):
 //!
 //! - whatever the caller sends, a path that keygate accepts is forwarded
-//!   inside the connector's base, with no dot segment in any spelling, no
-//!   backslash, and no encoded `/` unless the connector allows it;
+//!   inside the connector's base, with no backslash and no encoded `/`
+//!   unless the connector allows it; and an independent oracle (decode
+//!   until stable, fold Unicode look-alikes, read each segment as the most
+//!   lenient server would, then RFC 3986 §5.2.4 remove_dot_segments) finds
+//!   no segment resolved away and nothing outside the base;
 //! - grant matching agrees with a plain recursive reference matcher over
 //!   segments, written here independently of the product's algorithm.
 
@@ -16,9 +19,52 @@ use proptest::prelude::*;
 /// Pieces that segments are built from: the plain, the tricky and the
 /// hostile spellings.
 const PIECES: &[&str] = &[
-    "a", "b", "v1", "~", ".", "..", "%2e", "%2E", "%252e", "%25252e", ";", ";x=1", "%3b", "%2F",
-    "%2f", "%252f", "%5C", "%5c", "%255c", "\\", "%25", "%", "%2", "%20", " ", "%00", "%c0%ae",
-    "@", "%40", "=", "%7e", "%41",
+    "a",
+    "b",
+    "v1",
+    "~",
+    ".",
+    "..",
+    "%2e",
+    "%2E",
+    "%252e",
+    "%25252e",
+    ";",
+    ";x=1",
+    "%3b",
+    "%2F",
+    "%2f",
+    "%252f",
+    "%5C",
+    "%5c",
+    "%255c",
+    "\\",
+    "%25",
+    "%",
+    "%2",
+    "%20",
+    " ",
+    "%00",
+    "%c0%ae",
+    "@",
+    "%40",
+    "=",
+    "%7e",
+    "%41",
+    "%e0%80%ae",
+    "%f0%80%80%ae",
+    "%c1%9c",
+    "%ff",
+    "%ef%bc%8e",
+    "%ef%bc%8f",
+    "%e2%88%95",
+    "%e2%81%84",
+    "%ef%b9%a8",
+    "%ef%bc%bc",
+    "%e2%80%a5",
+    "%e2%80%a6",
+    "%25ef%25bc%258e",
+    "%c3%a9",
 ];
 
 fn segment() -> impl Strategy<Value = String> {
@@ -63,14 +109,92 @@ fn decode_fully(s: &str) -> Vec<u8> {
     }
 }
 
-/// `.` or `..` to a server that strips `;params` and trailing blanks.
-fn resolves_to_dots(piece: &[u8]) -> bool {
-    let base = piece.split(|b| *b == b';').next().unwrap_or_default();
-    let trimmed: &[u8] = match base.iter().rposition(|b| *b != b' ') {
-        Some(i) => &base[..=i],
-        None => &[],
-    };
-    !trimmed.is_empty() && trimmed.iter().all(|b| *b == b'.')
+/// Characters that some server folds into `.`, `/` or `\` (NFKC, or
+/// Windows "best fit"), written out here independently of the product.
+fn fold_confusable(c: char) -> &'static str {
+    match c {
+        '\u{FF0E}' | '\u{2024}' | '\u{FE52}' => ".",
+        '\u{2025}' => "..",
+        '\u{2026}' => "...",
+        '\u{FF0F}' | '\u{2215}' | '\u{2044}' => "/",
+        '\u{FF3C}' | '\u{FE68}' | '\\' => "/",
+        _ => "",
+    }
+}
+
+/// The most hostile reading of one segment: `;params` cut (Tomcat,
+/// Spring), and a name of only dots and spaces read as `..` (Windows
+/// trims trailing dots and spaces; `...` and `.. .` are `..` there).
+fn hostile_segment(seg: &str) -> &str {
+    let base = seg.split(';').next().unwrap_or_default();
+    if base.contains('.') && base.chars().all(|c| c == '.' || c == ' ') {
+        if base.trim_end_matches([' ', '.']).is_empty() && base.matches('.').count() == 1 {
+            "."
+        } else {
+            ".."
+        }
+    } else {
+        base
+    }
+}
+
+/// RFC 3986 §5.2.4 remove_dot_segments, as written in the RFC.
+fn remove_dot_segments(input: &str) -> String {
+    let mut input = input.to_string();
+    let mut output = String::new();
+    while !input.is_empty() {
+        if let Some(rest) = input.strip_prefix("../") {
+            input = rest.to_string();
+        } else if let Some(rest) = input.strip_prefix("./") {
+            input = rest.to_string();
+        } else if input.starts_with("/./") {
+            input = input[2..].to_string();
+        } else if input == "/." {
+            input = "/".to_string();
+        } else if input.starts_with("/../") || input == "/.." {
+            input = format!("/{}", &input[if input == "/.." { 3 } else { 4 }..]);
+            match output.rfind('/') {
+                Some(i) => output.truncate(i),
+                None => output.clear(),
+            }
+        } else if input == "." || input == ".." {
+            input.clear();
+        } else {
+            let start = usize::from(input.starts_with('/'));
+            let end = input[start..].find('/').map_or(input.len(), |i| i + start);
+            output.push_str(&input[..end]);
+            input = input[end..].to_string();
+        }
+    }
+    output
+}
+
+/// The independent oracle: the upstream URI's path as the most lenient
+/// server would read it (decoded until stable, look-alikes folded,
+/// segments read hostilely) must resolve to itself under
+/// remove_dot_segments and stay under `base`.
+fn resolves_inside(base: &str, uri_path: &str) -> Result<(), String> {
+    let decoded = String::from_utf8(decode_fully(uri_path))
+        .map_err(|_| format!("{uri_path} is not UTF-8 once decoded"))?;
+    let folded: String = decoded
+        .chars()
+        .map(|c| match fold_confusable(c) {
+            "" => c.to_string(),
+            f => f.to_string(),
+        })
+        .collect();
+    let read: Vec<&str> = folded.split('/').map(hostile_segment).collect();
+    let read = read.join("/");
+    let resolved = remove_dot_segments(&read);
+    if resolved != read {
+        return Err(format!(
+            "{uri_path} resolves to {resolved} (read as {read})"
+        ));
+    }
+    if !(resolved == base || resolved.starts_with(&format!("{base}/"))) {
+        return Err(format!("{uri_path} resolves outside {base}: {resolved}"));
+    }
+    Ok(())
 }
 
 fn forward(target: &str, allow: bool) -> Option<ForwardPath> {
@@ -102,6 +226,9 @@ proptest! {
         prop_assert_eq!(uri.authority().map(|a| a.as_str()), Some("api.example.com"));
         let p = uri.path();
         prop_assert!(p == "/base" || p.starts_with("/base/"), "{} escapes the base", p);
+        if let Err(why) = resolves_inside("/base", p) {
+            prop_assert!(false, "{}", why);
+        }
         let forwarded = path.as_str();
         prop_assert!(forwarded.is_empty() || forwarded.starts_with('/'));
         prop_assert!(!forwarded.contains('\\'));
@@ -118,9 +245,6 @@ proptest! {
                 // Only a single-level %2F is admitted.
                 let count = |b: &[u8]| b.iter().filter(|c| **c == b'/').count();
                 prop_assert_eq!(count(&once), count(&full), "double-encoded slash in {}", seg);
-            }
-            for piece in full.split(|b| *b == b'/') {
-                prop_assert!(!resolves_to_dots(piece), "dot segment {} in {}", seg, forwarded);
             }
         }
         // Normal form: forwarding again changes nothing.

@@ -158,7 +158,7 @@ async fn a_reload_cannot_put_an_auth_none_connector_on_the_shared_listener() {
 /// Sends one request on an open keep-alive connection and reads exactly
 /// one response (head and `Content-Length` body).
 async fn on_connection(conn: &mut tokio::net::TcpStream, target: &str) -> u16 {
-    let req = format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let req = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\n\r\n");
     conn.write_all(req.as_bytes()).await.expect("write");
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -232,9 +232,67 @@ async fn a_released_dedicated_port_reaches_nothing_on_kept_alive_connections() {
 
 async fn raw_get(addr: SocketAddr, target: &str, key: &str) -> (u16, String) {
     let req = format!(
-        "GET {target} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
+        "GET {target} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
     );
     raw_request(addr, &req).await
+}
+
+/// A keyless GET on `addr` with exactly these extra header lines.
+async fn raw_with(addr: SocketAddr, target: &str, headers: &str) -> (u16, String) {
+    let req = format!("GET {target} HTTP/1.1\r\n{headers}Connection: close\r\n\r\n");
+    raw_request(addr, &req).await
+}
+
+#[tokio::test]
+async fn an_auth_none_port_refuses_what_a_browser_page_could_send() {
+    let (gw, up, keys, _) = setup("").await;
+    let open = gw.connectors["open"];
+    let port = open.port();
+    // DNS rebinding keeps the page's host name in `Host`; a page's fetch
+    // carries `Origin` or `Sec-Fetch-Site`.
+    for headers in [
+        format!("Host: evil.example:{port}\r\n"),
+        "Host: evil.example\r\n".to_string(),
+        format!("Host: 127.0.0.1.nip.io:{port}\r\n"),
+        format!("Host: localhost:{port}\r\nOrigin: https://evil.example\r\n"),
+        format!("Host: 127.0.0.1:{port}\r\nOrigin: null\r\n"),
+        format!("Host: 127.0.0.1:{port}\r\nSec-Fetch-Site: cross-site\r\n"),
+        format!("Host: localhost:{port}\r\nSec-Fetch-Site: same-site\r\n"),
+    ] {
+        let (status, text) = raw_with(open, "/v1/x", &headers).await;
+        assert_eq!(status, 403, "{headers:?}: {text}");
+        assert!(text.contains("keygate-error: forbidden"), "{text}");
+        assert!(!text.contains(SECRET), "{text}");
+    }
+    assert!(
+        up.requests().is_empty(),
+        "nothing a browser could send reached the upstream"
+    );
+    // Local programs are served, by name or by loopback literal.
+    for host in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+        "localhost".to_string(),
+    ] {
+        let (status, text) = raw_with(open, "/v1/ok", &format!("Host: {host}\r\n")).await;
+        assert_eq!(status, 200, "{host}: {text}");
+        assert_eq!(
+            up.last().header("authorization"),
+            Some(format!("Bearer {SECRET}"))
+        );
+    }
+    let served = up.requests().len();
+    assert_eq!(served, 4);
+    // `auth: api_key` connectors are unaffected: a page cannot forge a key.
+    let headers = format!(
+        "Host: evil.example\r\nOrigin: https://evil.example\r\nSec-Fetch-Site: cross-site\r\nAuthorization: Bearer {}\r\n",
+        keys.full
+    );
+    let (status, text) = raw_with(gw.proxy, "/api/v1/x", &headers).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(up.requests().len(), served + 1);
+    assert_eq!(gw.finish(), Some(0));
 }
 
 #[tokio::test]
@@ -258,6 +316,24 @@ async fn path_spellings_that_upstreams_resolve_differently_are_refused() {
         "a%255cb",
         "a\\b",
         "..\\x",
+        // Windows trims trailing dots and spaces: `.. .` and `. .` are
+        // `..` and `.` there (a raw space cannot be on the request line).
+        "..%20.",
+        "%2e%2e%20%2e",
+        ".%20.",
+        // Overlong UTF-8 for `.` (2, 3 and 4 bytes) and other invalid UTF-8.
+        "%c0%ae%c0%ae",
+        "%e0%80%ae%e0%80%ae",
+        "%f0%80%80%ae%f0%80%80%ae",
+        "%ff",
+        // Look-alikes that NFKC or "best fit" mappings fold to `.`, `/`, `\`.
+        "%ef%bc%8e%ef%bc%8e",
+        "a%ef%bc%8fb",
+        "a%e2%88%95b",
+        "a%e2%81%84b",
+        "a%ef%b9%a8b",
+        "a%ef%bc%bcb",
+        "%e2%80%a5",
     ];
     for spelling in refused {
         for target in [

@@ -21,7 +21,9 @@ use super::pattern::PathPattern;
 use super::raw::{
     RawConfig, RawConnector, RawParam, RawParamSource, RawServer, RawToken, RawValueSource, Scalar,
 };
-use super::units::{MAX_KEY_DURATION, MAX_KEY_DURATION_TEXT, parse_duration, parse_size};
+use super::units::{
+    MAX_KEY_DURATION, MAX_KEY_DURATION_TEXT, format_duration, parse_duration, parse_size,
+};
 use super::{ConfigError, ConfigErrors};
 use crate::secret::{Secret, check_header_safe};
 
@@ -171,6 +173,18 @@ impl Default for Limits {
 const MIN_HEADER_SIZE: u64 = 8 << 10;
 /// Far beyond any file descriptor limit; a typo guard.
 const MAX_CONNECTIONS: u64 = 1_000_000;
+/// Upper bound of `header_read_timeout`. A request head is a few KiB
+/// that a program sends at once; nginx waits 60 s for it by default. An
+/// hour is far past any honest client and still short enough that a
+/// slow-loris socket cannot hold its slot for ever.
+pub const MAX_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Upper bound of `idle_timeout`: the longest load-balancer idle timeouts
+/// (AWS ALB's maximum is 4000 s) are hours, not days; a day is generous.
+pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(86_400);
+/// Upper bound of the HTTP/2 PING interval and ACK wait: a PING exists to
+/// find dead peers and keep NAT entries alive, which needs minutes; a day
+/// is generous.
+pub const MAX_H2_KEEP_ALIVE: Duration = Duration::from_secs(86_400);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -725,30 +739,50 @@ fn header_name(e: &mut Errors<'_>, path: &[Seg<'_>], text: &str) -> Option<Heade
 fn limits(e: &mut Errors<'_>, raw: &RawServer) -> Limits {
     use Seg::Key;
     let d = Limits::default();
-    let mut positive = |field: &'static str, v: &Option<Scalar>, default: Duration| {
-        let path = [Key("server"), Key(field)];
-        let got = duration(e, &path, v, default);
-        if got.is_zero() {
-            e.at(&path, format!("{field} must be more than 0"));
-            return default;
-        }
-        got
-    };
-    let header_read_timeout = positive(
+    // Bounded above too: hyper adds these to `Instant::now()`, which
+    // panics on overflow, so `10000000000000000000s` would kill an accept
+    // loop at the first connection (see the `MAX_*` constants for why
+    // each bound is far past any real need).
+    let mut bounded =
+        |field: &'static str, v: &Option<Scalar>, default: Duration, max: Duration| {
+            let path = [Key("server"), Key(field)];
+            let got = duration(e, &path, v, default);
+            if got.is_zero() {
+                e.at(&path, format!("{field} must be more than 0"));
+                return default;
+            }
+            if got > max {
+                e.at(
+                    &path,
+                    format!("{field} must be at most {}", format_duration(max)),
+                );
+                return default;
+            }
+            got
+        };
+    let header_read_timeout = bounded(
         "header_read_timeout",
         &raw.header_read_timeout,
         d.header_read_timeout,
+        MAX_HEADER_READ_TIMEOUT,
     );
-    let idle_timeout = positive("idle_timeout", &raw.idle_timeout, d.idle_timeout);
-    let h2_keep_alive_interval = positive(
+    let idle_timeout = bounded(
+        "idle_timeout",
+        &raw.idle_timeout,
+        d.idle_timeout,
+        MAX_IDLE_TIMEOUT,
+    );
+    let h2_keep_alive_interval = bounded(
         "h2_keep_alive_interval",
         &raw.h2_keep_alive_interval,
         d.h2_keep_alive_interval,
+        MAX_H2_KEEP_ALIVE,
     );
-    let h2_keep_alive_timeout = positive(
+    let h2_keep_alive_timeout = bounded(
         "h2_keep_alive_timeout",
         &raw.h2_keep_alive_timeout,
         d.h2_keep_alive_timeout,
+        MAX_H2_KEEP_ALIVE,
     );
     let mut count = |field: &'static str, v: Option<u64>, max: u64, default: u64| match v {
         None => default,
@@ -1853,6 +1887,33 @@ mod tests {
             assert_eq!((errs[0].line, errs[0].column), (Some(2), Some(3)), "{bad}");
             assert!(errs[0].message.contains(needle), "{bad}: {errs:?}");
         }
+    }
+
+    #[test]
+    fn connection_durations_are_bounded_above() {
+        let errs = limits_of(
+            "server:\n  header_read_timeout: 10000000000000000000s\n  idle_timeout: 2d\n  \
+             h2_keep_alive_interval: 99999999999999d\n  h2_keep_alive_timeout: 25h\n",
+        )
+        .expect_err("invalid");
+        let at = |line: usize| {
+            errs.iter()
+                .find(|e| e.line == Some(line))
+                .map(|e| e.message.clone())
+                .unwrap_or_else(|| panic!("no error on line {line}: {errs:?}"))
+        };
+        assert!(at(2).contains("header_read_timeout must be at most 1h"));
+        assert!(at(3).contains("idle_timeout must be at most 1d"));
+        assert!(at(4).contains("h2_keep_alive_interval must be at most 1d"));
+        assert!(at(5).contains("h2_keep_alive_timeout must be at most 1d"));
+        assert_eq!(errs.len(), 4, "{errs:?}");
+        let l = limits_of(
+            "server:\n  header_read_timeout: 1h\n  idle_timeout: 1d\n  \
+             h2_keep_alive_interval: 24h\n  h2_keep_alive_timeout: 86400s\n",
+        )
+        .expect("the bounds themselves are valid");
+        assert_eq!(l.header_read_timeout, MAX_HEADER_READ_TIMEOUT);
+        assert_eq!(l.idle_timeout, MAX_IDLE_TIMEOUT);
     }
 
     #[test]

@@ -7,13 +7,18 @@
 //! - dot segments in any spelling: `.`, `..`, percent-encoded (`%2e%2e`,
 //!   `.%2e`), with a path parameter (`..;`, `..;x=1`, which Tomcat and
 //!   Spring strip before resolving), double-encoded (`%252e%252e`), or
-//!   with trailing spaces or extra dots (Windows servers trim those);
+//!   mixed with spaces (`.. .`, `..%20`: Windows trims trailing dots and
+//!   spaces);
 //! - `\` raw or encoded (`%5C`, `%255c`): many servers treat it as `/`;
 //! - an encoded `/` (`%2F`) inside a segment, unless the connector sets
 //!   `allow_encoded_slash` (object keys); a double-encoded one (`%252F`)
 //!   always;
-//! - empty segments (`//host`), control characters, overlong UTF-8 (the
-//!   `%c0%ae` spelling of `.`), and `@` in the leading segments.
+//! - empty segments (`//host`), control characters, and `@` in the
+//!   leading segments;
+//! - a segment that is not UTF-8 once fully decoded (overlong `.`:
+//!   `%c0%ae`, `%e0%80%ae`, `%f0%80%80%ae`), and Unicode look-alikes that
+//!   servers fold into `.`, `/` or `\` (fullwidth `%ef%bc%8e`,
+//!   `%ef%bc%8f`, division slash U+2215, …).
 //!
 //! What passes is brought to RFC 3986 §6.2.2 normal form
 //! ([`normalize_escapes`]) and becomes the [`ForwardPath`]: the ONE string
@@ -72,12 +77,34 @@ fn decode(b: &[u8], strict: bool) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// A piece of a segment that a server would resolve as `.` or `..`: only
-/// dots once a path parameter (`;…`) and trailing blanks are cut off.
+/// A piece of a segment that a server could resolve as `.` or `..`: once
+/// a path parameter (`;…`) is cut off, nothing but dots and spaces, with
+/// at least one dot. Windows trims trailing dots *and* spaces, so `.. .`
+/// and `. .` are `..` and `.` there; leading spaces are refused too
+/// rather than modelled (no honest segment is made of dots and blanks).
 fn is_dot_piece(piece: &[u8]) -> bool {
     let base = piece.split(|b| *b == b';').next().unwrap_or_default();
-    let end = base.iter().rposition(|b| *b != b' ').map_or(0, |i| i + 1);
-    end > 0 && base[..end].iter().all(|b| *b == b'.')
+    base.contains(&b'.') && base.iter().all(|b| matches!(b, b'.' | b' '))
+}
+
+/// Characters that a server may fold into `/` or `\` (Unicode NFKC, or
+/// Windows "best fit" mappings), refused wherever they appear: U+FF0F
+/// fullwidth solidus, U+2215 division slash, U+2044 fraction slash,
+/// U+FF3C fullwidth and U+FE68 small reverse solidus; and U+FF0E, the
+/// fullwidth full stop that NFKC folds to `.`.
+const CONFUSABLES: &[char] = &[
+    '\u{FF0F}', '\u{2215}', '\u{2044}', '\u{FF3C}', '\u{FE68}', '\u{FF0E}',
+];
+
+/// Other characters whose NFKC form is only dots: harmless inside a name
+/// (`Hello…`), a dot segment on their own.
+fn nfkc_dots(c: char) -> Option<&'static str> {
+    match c {
+        '\u{2024}' | '\u{FE52}' => Some("."),
+        '\u{2025}' => Some(".."),
+        '\u{2026}' => Some("..."),
+        _ => None,
+    }
 }
 
 /// Every rule of the module doc for one raw segment. `leading`: one of
@@ -110,19 +137,35 @@ fn check_segment(seg: &str, leading: bool) -> Result<(), GatewayError> {
     if full.contains(&b'\\') {
         return Err(bad("backslashes are not accepted in the path"));
     }
-    if full
-        .iter()
-        .any(|b| *b < 0x20 || *b == 0x7f || *b == 0xc0 || *b == 0xc1)
-    {
+    if full.iter().any(|b| *b < 0x20 || *b == 0x7f) {
+        return Err(bad("control characters are not accepted in the path"));
+    }
+    // Overlong spellings of `.` and `/` (`%c0%ae`, `%e0%80%ae`,
+    // `%f0%80%80%ae`) and every other byte string a lenient decoder might
+    // map to something else are not UTF-8: refused.
+    let Ok(text) = std::str::from_utf8(&full) else {
         return Err(bad(
-            "control characters and overlong UTF-8 are not accepted in the path",
+            "the path must be UTF-8 once percent-decoded (overlong or invalid sequences are refused)",
+        ));
+    };
+    if text.contains(CONFUSABLES) {
+        return Err(bad(
+            "fullwidth or look-alike `.`, `/` and `\\` characters are not accepted in the path",
         ));
     }
     let slashes = |b: &[u8]| b.iter().filter(|c| **c == b'/').count();
     if slashes(&full) > slashes(&once) {
         return Err(bad("double-encoded `/` is not accepted in the path"));
     }
-    if full.split(|b| *b == b'/').any(is_dot_piece) {
+    let folded: Cow<'_, str> = if text.chars().any(|c| nfkc_dots(c).is_some()) {
+        text.chars()
+            .map(|c| nfkc_dots(c).map_or_else(|| c.to_string(), str::to_string))
+            .collect::<String>()
+            .into()
+    } else {
+        text.into()
+    };
+    if folded.split('/').any(|p| is_dot_piece(p.as_bytes())) {
         return Err(bad(
             "dot segments (`.`, `..`, in any spelling) are not accepted in the path",
         ));
@@ -291,6 +334,23 @@ mod tests {
             "/stripe/..%2f..%2fetc",
             "/stripe/a%252fb",
             "/stripe/a%00b",
+            "/stripe/..%20./x",
+            "/stripe/.%20./x",
+            "/stripe/%20../x",
+            "/stripe/%e0%80%ae%e0%80%ae/x",
+            "/stripe/%f0%80%80%ae/x",
+            "/stripe/%c1%9c/x",
+            "/stripe/%ff/x",
+            "/stripe/%ef%bc%8e%ef%bc%8e/x",
+            "/stripe/a%ef%bc%8fb",
+            "/stripe/a%e2%88%95b",
+            "/stripe/a%e2%81%84b",
+            "/stripe/a%ef%b9%a8b",
+            "/stripe/a%ef%bc%bcb",
+            "/stripe/a%25ef%25bc%258fb",
+            "/stripe/%e2%80%a5/x",
+            "/stripe/%e2%80%a4%e2%80%a4/x",
+            "/stripe/%ef%b9%92/x",
             "/stripe/%zz",
             "/stripe/%2",
             "/stripe/%2525252541",
@@ -310,8 +370,21 @@ mod tests {
             "/stripe/v1/a;b=1",
             "/stripe/v1/.well-known",
             "/stripe/v1/..x",
+            "/stripe/v1/Hello%e2%80%a6",
+            "/stripe/v1/caf%c3%a9",
+            "/stripe/v1/a%20b.c",
         ] {
             assert!(check_target(&req(t)).is_ok(), "{t} must pass");
+        }
+    }
+
+    #[test]
+    fn windows_trimmed_dot_pieces() {
+        for p in [".. .", ". .", "..  ", " ..", ". . .", "..;x", ". ;x"] {
+            assert!(is_dot_piece(p.as_bytes()), "{p:?}");
+        }
+        for p in ["..x", ".well-known", "a.", " ", "", ";..", "a b"] {
+            assert!(!is_dot_piece(p.as_bytes()), "{p:?}");
         }
     }
 

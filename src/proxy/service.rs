@@ -2,7 +2,8 @@
 //!
 //! 1. `route`        — check the target cannot escape, pick the connector
 //!    (one snapshot load, kept to the end);
-//! 2. `authenticate` — the caller's keygate API key (unless `auth: none`);
+//! 2. `authenticate` — the caller's keygate API key; for `auth: none`, that
+//!    the caller is a local program and not a browser (`local`);
 //! 3. `authorize`    — the key's roles allow connector, method and path;
 //! 4. `prepare`      — build the outbound request: strip caller credentials,
 //!    `Keygate-Token-*` and hop-by-hop headers, inject tokens
@@ -27,6 +28,7 @@ use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
 use super::hop;
+use super::local;
 use super::rewrite::{self, ForwardPath};
 use crate::auth::{self, KeyRecord, grants};
 use crate::body::Body;
@@ -162,11 +164,16 @@ impl Proxy {
         let (conn, uri, path) = route(&snap, &self.listener, &req)?;
         out.connector = Some(conn.spec.name.clone());
 
-        if conn.spec.auth == AuthMode::ApiKey {
-            let record = caller::authenticate(&self.shared, &snap, req.headers())?;
-            out.client = Some(record.client.clone());
-            out.key_id = Some(record.id.clone());
-            authorize(&snap, &record, &conn, req.method(), &path)?;
+        match conn.spec.auth {
+            AuthMode::ApiKey => {
+                let record = caller::authenticate(&self.shared, &snap, req.headers())?;
+                out.client = Some(record.client.clone());
+                out.key_id = Some(record.id.clone());
+                authorize(&snap, &record, &conn, req.method(), &path)?;
+            }
+            // No key to check, so the caller must at least be a local
+            // program and not a web page in a local browser.
+            AuthMode::None => local::check(req.uri(), req.headers())?,
         }
         let limit = conn.spec.max_request_body;
         if content_length(req.headers()).is_some_and(|n| n > limit) {
