@@ -8,7 +8,7 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Gateway, JsonServer, Upstream, bearer, find_in, get, initial_admin_key, keygen};
 use http::StatusCode;
@@ -145,12 +145,15 @@ clients: {{ c: {{ roles: [r], keys: [ {{ name: k, sha256: "{hash}" }} ] }} }}
 }
 
 /// Defect 4: hostile or broken lifetimes. Each case is one token with its
-/// own endpoint answering `{"access_token": …, <field>: <value>}`.
+/// own endpoint answering `{"access_token": …, <field>: <value>}`. This
+/// checks the gateway stays up and says why; the number of fetches each
+/// case may cause is checked on paused time in `tokens::refresh`.
 #[tokio::test]
 async fn hostile_token_lifetimes_neither_loop_nor_panic() {
     // (name, response pointer field, JSON value, clamped to a year?)
     let cases: &[(&str, &str, &str, bool)] = &[
         ("zero", "expires_in", "0", false),
+        ("one-second", "expires_in", "1", false),
         ("negative", "expires_in", "-30", false),
         ("past", "expires_at", "1000000000", false),
         ("past-iso", "expires_at", "\"2001-01-01T00:00:00Z\"", false),
@@ -198,9 +201,9 @@ clients: {{ c: {{ roles: [r], keys: [ {{ name: k, sha256: "{hash}" }} ] }} }}
     gw.secrets = vec![key.clone()];
     let auth = bearer(&key);
 
-    // A few seconds of background schedule plus requests on every token.
-    let until = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < until {
+    // A few rounds of requests on every token, with the background
+    // schedule running meanwhile.
+    for _ in 0..10 {
         for (name, ..) in cases {
             let _ = get(
                 &gw.url(&format!("/c-{name}/v1/x")),
@@ -246,11 +249,9 @@ clients: {{ c: {{ roles: [r], keys: [ {{ name: k, sha256: "{hash}" }} ] }} }}
             );
             assert_eq!(r.status, StatusCode::OK, "{name}");
         } else {
-            let hits = ep.hits();
-            assert!(
-                (1..=6).contains(&hits),
-                "{name}: {hits} fetches in ~3 s (backoff, no busy loop)"
-            );
+            // How many fetches the backoff allows is checked on paused
+            // time (tokens::refresh unit tests); here: refused, visible.
+            assert!(ep.hits() >= 1, "{name}: the endpoint was asked");
             assert_eq!(t["state"], "unavailable", "{name}: {t}");
             let err = t["last_error"].as_str().unwrap_or_default();
             assert!(
@@ -434,5 +435,112 @@ clients: {{ c: {{ roles: [r], keys: [ {{ name: k, sha256: "{hash}" }} ] }} }}
     down.store(false, Ordering::SeqCst);
     gw.secrets.push(admin_key);
     gw.secrets.push(valid);
+    assert_eq!(gw.finish(), Some(0));
+}
+
+/// A token endpoint that accepts connections and never answers; counts
+/// them. A request left unanswered cannot share its connection, so the
+/// count is the number of token requests keygate sent.
+struct Hanging {
+    addr: std::net::SocketAddr,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Hanging {
+    async fn start() -> Hanging {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                held.push(tcp);
+            }
+        });
+        Hanging {
+            addr,
+            accepted,
+            task,
+        }
+    }
+}
+
+impl Drop for Hanging {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// S2: with a hanging token endpoint, requests whose clients give up after
+/// 50 ms (hyper drops their futures) share the one fetch in flight; none
+/// starts a token request of its own.
+#[tokio::test]
+async fn abandoned_requests_do_not_multiply_token_fetches() {
+    use tokio::io::AsyncWriteExt;
+    let idp = Hanging::start().await;
+    let up = Upstream::start().await;
+    let (key, hash) = keygen("kg_");
+    let cfg = format!(
+        r#"
+server: {{ listen: 127.0.0.1:0, shutdown_grace: 5s }}
+admin: {{ listen: 127.0.0.1:0 }}
+tokens:
+  slow:
+    type: http_request
+    request: {{ url: "http://{idp}/token", timeout: 1h }}
+    response: {{ token: /access_token, expires_in: /expires_in }}
+    prefix: Bearer
+connectors:
+  slow: {{ upstream: "{up}", tokens: [slow] }}
+roles: {{ r: {{ allow: [ {{ connector: slow }} ] }} }}
+clients: {{ c: {{ roles: [r], keys: [ {{ name: k, sha256: "{hash}" }} ] }} }}
+"#,
+        idp = idp.addr,
+        up = up.url(),
+    );
+    let mut gw = Gateway::start(&cfg);
+    gw.secrets = vec![key.clone()];
+    let request =
+        format!("GET /slow/v1/x HTTP/1.1\r\nhost: keygate\r\nauthorization: Bearer {key}\r\n\r\n");
+    // 40 requests, each closed 50 ms after it was sent, some overlapping.
+    for round in 0..20 {
+        let mut conns = Vec::new();
+        for _ in 0..2 {
+            let mut tcp = tokio::net::TcpStream::connect(gw.proxy)
+                .await
+                .expect("connect");
+            tcp.write_all(request.as_bytes()).await.expect("write");
+            conns.push(tcp);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(conns);
+        assert!(
+            idp.accepted.load(Ordering::SeqCst) <= 1,
+            "round {round}: a fetch per abandoned request"
+        );
+    }
+    let hits = idp.accepted.load(Ordering::SeqCst);
+    assert_eq!(hits, 1, "40 abandoned requests: the one fetch in flight");
+    assert!(
+        gw.child.try_wait().expect("wait").is_none(),
+        "the gateway is still up"
+    );
+    let admin_key = initial_admin_key(&gw);
+    let t = find_in(
+        &admin_tokens(&gw, &admin_key).await,
+        "tokens",
+        "name",
+        "slow",
+    );
+    assert_eq!(
+        t["state"], "refreshing",
+        "the fetch is still in flight: {t}"
+    );
+    gw.secrets.push(admin_key);
     assert_eq!(gw.finish(), Some(0));
 }
