@@ -438,9 +438,10 @@ clients: {{ c: {{ roles: [r], keys: [ {{ name: k, sha256: "{hash}" }} ] }} }}
     assert_eq!(gw.finish(), Some(0));
 }
 
-/// A token endpoint that accepts connections and never answers; counts
-/// them. A request left unanswered cannot share its connection, so the
-/// count is the number of token requests keygate sent.
+/// A token endpoint that answers its first connection with `first` (if
+/// any, then closes it) and leaves every later one unanswered; counts
+/// connections. A request left unanswered cannot share its connection, so
+/// the count is the number of token requests keygate sent.
 struct Hanging {
     addr: std::net::SocketAddr,
     accepted: Arc<std::sync::atomic::AtomicUsize>,
@@ -448,17 +449,36 @@ struct Hanging {
 }
 
 impl Hanging {
-    async fn start() -> Hanging {
+    async fn start(first: Option<&str>) -> Hanging {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let count = Arc::clone(&accepted);
+        let mut first = first.map(|body| {
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        });
         let task = tokio::spawn(async move {
             let mut held = Vec::new();
-            while let Ok((tcp, _)) = listener.accept().await {
+            while let Ok((mut tcp, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::SeqCst);
+                if let Some(answer) = first.take() {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tcp.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = tcp.write_all(answer.as_bytes()).await;
+                    continue;
+                }
                 held.push(tcp);
             }
         });
@@ -468,6 +488,10 @@ impl Hanging {
             task,
         }
     }
+
+    fn hits(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for Hanging {
@@ -476,13 +500,29 @@ impl Drop for Hanging {
     }
 }
 
-/// S2: with a hanging token endpoint, requests whose clients give up after
-/// 50 ms (hyper drops their futures) share the one fetch in flight; none
-/// starts a token request of its own.
+/// Sends `GET path` on a fresh connection, waits `ms`, closes it: the
+/// client gave up, and hyper drops the request's future.
+async fn abandoned(gw: &Gateway, path: &str, key: &str, ms: u64) {
+    use tokio::io::AsyncWriteExt;
+    let request =
+        format!("GET {path} HTTP/1.1\r\nhost: keygate\r\nauthorization: Bearer {key}\r\n\r\n");
+    let mut tcp = tokio::net::TcpStream::connect(gw.proxy)
+        .await
+        .expect("connect");
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+/// S2: requests whose clients give up while a token fetch is in flight
+/// share that one fetch; none starts a token request of its own. Two
+/// cases: a token with no value yet and a hanging endpoint, and a token
+/// whose endpoint starts hanging, refreshed after upstream 401s (with
+/// `min_refresh_interval: 1s`, each abandoned 401 refresh used to let the
+/// next one through a second later).
 #[tokio::test]
 async fn abandoned_requests_do_not_multiply_token_fetches() {
-    use tokio::io::AsyncWriteExt;
-    let idp = Hanging::start().await;
+    let never = Hanging::start(None).await;
+    let flaky = Hanging::start(Some(r#"{"access_token":"flaky-tok-1","expires_in":3600}"#)).await;
     let up = Upstream::start().await;
     let (key, hash) = keygen("kg_");
     let cfg = format!(
@@ -490,57 +530,56 @@ async fn abandoned_requests_do_not_multiply_token_fetches() {
 server: {{ listen: 127.0.0.1:0, shutdown_grace: 5s }}
 admin: {{ listen: 127.0.0.1:0 }}
 tokens:
-  slow:
+  never:
     type: http_request
-    request: {{ url: "http://{idp}/token", timeout: 1h }}
+    request: {{ url: "http://{never}/token", timeout: 1h }}
     response: {{ token: /access_token, expires_in: /expires_in }}
     prefix: Bearer
+  flaky:
+    type: http_request
+    request: {{ url: "http://{flaky}/token", timeout: 1h }}
+    response: {{ token: /access_token, expires_in: /expires_in }}
+    min_refresh_interval: 1s
+    prefix: Bearer
 connectors:
-  slow: {{ upstream: "{up}", tokens: [slow] }}
-roles: {{ r: {{ allow: [ {{ connector: slow }} ] }} }}
+  never: {{ upstream: "{up}", tokens: [never] }}
+  flaky: {{ upstream: "{up}", tokens: [flaky] }}
+roles: {{ r: {{ allow: [ {{ connector: never }}, {{ connector: flaky }} ] }} }}
 clients: {{ c: {{ roles: [r], keys: [ {{ name: k, sha256: "{hash}" }} ] }} }}
 "#,
-        idp = idp.addr,
+        never = never.addr,
+        flaky = flaky.addr,
         up = up.url(),
     );
     let mut gw = Gateway::start(&cfg);
-    gw.secrets = vec![key.clone()];
-    let request =
-        format!("GET /slow/v1/x HTTP/1.1\r\nhost: keygate\r\nauthorization: Bearer {key}\r\n\r\n");
-    // 40 requests, each closed 50 ms after it was sent, some overlapping.
-    for round in 0..20 {
-        let mut conns = Vec::new();
-        for _ in 0..2 {
-            let mut tcp = tokio::net::TcpStream::connect(gw.proxy)
-                .await
-                .expect("connect");
-            tcp.write_all(request.as_bytes()).await.expect("write");
-            conns.push(tcp);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        drop(conns);
-        assert!(
-            idp.accepted.load(Ordering::SeqCst) <= 1,
-            "round {round}: a fetch per abandoned request"
-        );
+    gw.secrets = vec![key.clone(), "flaky-tok-1".into()];
+
+    // No value yet, the endpoint hangs: 20 abandoned requests.
+    for _ in 0..20 {
+        abandoned(&gw, "/never/v1/x", &key, 50).await;
     }
-    let hits = idp.accepted.load(Ordering::SeqCst);
-    assert_eq!(hits, 1, "40 abandoned requests: the one fetch in flight");
+    assert_eq!(never.hits(), 1, "20 abandoned requests: one fetch");
+
+    // A value, then the endpoint hangs; the upstream answers 401. Four
+    // seconds of abandoned requests span four min_refresh_intervals.
+    let ok = get(&gw.url("/flaky/v1/x"), &[("authorization", &bearer(&key))]).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(flaky.hits(), 1);
+    for _ in 0..40 {
+        abandoned(&gw, "/flaky/status/401", &key, 100).await;
+    }
+    assert_eq!(flaky.hits(), 2, "40 abandoned 401s: one refresh in flight");
+
     assert!(
         gw.child.try_wait().expect("wait").is_none(),
         "the gateway is still up"
     );
     let admin_key = initial_admin_key(&gw);
-    let t = find_in(
-        &admin_tokens(&gw, &admin_key).await,
-        "tokens",
-        "name",
-        "slow",
-    );
-    assert_eq!(
-        t["state"], "refreshing",
-        "the fetch is still in flight: {t}"
-    );
+    let listing = admin_tokens(&gw, &admin_key).await;
+    for name in ["never", "flaky"] {
+        let t = find_in(&listing, "tokens", "name", name);
+        assert_eq!(t["state"], "refreshing", "the fetch is in flight: {t}");
+    }
     gw.secrets.push(admin_key);
     assert_eq!(gw.finish(), Some(0));
 }
