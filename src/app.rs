@@ -66,9 +66,11 @@ pub struct App {
     /// Digest of the TLS pair last *tried* (good or refused), so a refused
     /// renewal is reported once, not retried on every poll.
     tls_digest: std::sync::Mutex<Option<[u8; 32]>>,
-    /// Digest of every connector `ca_file`'s content last tried, so the
-    /// watcher reloads when a CA is rewritten at the same path.
-    trust_digest: std::sync::Mutex<[u8; 32]>,
+    /// The connector `ca_file`s of the config last *tried* (good or
+    /// refused) and the digest of their content then, so the watcher
+    /// reloads when a CA is rewritten at the same path, and retries a
+    /// refused reload only when one of those files changes.
+    trust: std::sync::Mutex<TrustFiles>,
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
@@ -90,15 +92,37 @@ fn tls_files_digest(files: &TlsFiles) -> Option<[u8; 32]> {
     Some(h.finalize().into())
 }
 
-/// One digest over every connector `ca_file` (path and content).
-fn trust_digest(config: &Config) -> [u8; 32] {
-    let mut files: Vec<&Path> = config
-        .connectors
-        .values()
-        .filter_map(|c| c.ca_file.as_deref())
-        .collect();
-    files.sort();
-    files.dedup();
+/// The connector `ca_file`s of one config and one digest over their paths
+/// and contents.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct TrustFiles {
+    files: Vec<PathBuf>,
+    digest: [u8; 32],
+}
+
+impl TrustFiles {
+    fn of(config: &Config) -> Self {
+        let mut files: Vec<PathBuf> = config
+            .connectors
+            .values()
+            .filter_map(|c| c.ca_file.clone())
+            .collect();
+        files.sort();
+        files.dedup();
+        let digest = trust_digest(&files);
+        TrustFiles { files, digest }
+    }
+
+    /// The same files as they are now.
+    fn reread(&self) -> Self {
+        TrustFiles {
+            files: self.files.clone(),
+            digest: trust_digest(&self.files),
+        }
+    }
+}
+
+fn trust_digest(files: &[PathBuf]) -> [u8; 32] {
     let mut h = Sha256::new();
     for f in files {
         h.update(f.as_os_str().as_encoded_bytes());
@@ -224,7 +248,7 @@ impl App {
             generation: AtomicU64::new(1),
             config_digest: std::sync::Mutex::new(config_digest),
             tls_digest: std::sync::Mutex::new(tls_digest),
-            trust_digest: std::sync::Mutex::new(trust_digest(&config)),
+            trust: std::sync::Mutex::new(TrustFiles::of(&config)),
         });
         {
             let mut current = app.dedicated.lock().await;
@@ -332,7 +356,7 @@ impl App {
         })?;
         *lock(&self.config_digest) = digest(text.as_bytes());
         let mut config = config::from_text(&text, &self.config_path).map_err(|e| e.0)?;
-        *lock(&self.trust_digest) = trust_digest(&config);
+        *lock(&self.trust) = TrustFiles::of(&config);
         let old = self.shared.snapshot.load_full();
         if keep_restart_only(&mut config, &old.config, &self.limits) {
             tracing::warn!(
@@ -381,11 +405,15 @@ impl App {
             return;
         }
         let snap = self.shared.snapshot.load_full();
-        let trust_now = trust_digest(&snap.config);
-        // Recorded before reloading: a reload that fails (a CA file that
-        // is not PEM, a config being edited) is not retried every poll.
-        let trust_changed =
-            std::mem::replace(&mut *lock(&self.trust_digest), trust_now) != trust_now;
+        // The files of the config last *tried*, compared with themselves:
+        // after a refused reload (a CA file that is not PEM, a port in
+        // use) the running config may name other files, and comparing
+        // those would differ on every poll and reload once a second.
+        let trust_changed = {
+            let mut tried = lock(&self.trust);
+            let now = tried.reread();
+            std::mem::replace(&mut *tried, now) != *tried
+        };
         if trust_changed {
             tracing::info!("a connector ca_file changed; reloading");
             let _ = self.reload(ReloadTrigger::Watch).await;

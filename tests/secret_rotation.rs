@@ -382,3 +382,66 @@ clients: {{ c: {{ roles: [r], keys: [ {{ name: k, sha256: "{hash}" }} ] }} }}
     gw.secrets.push(admin_key);
     assert_eq!(gw.finish(), Some(0));
 }
+
+fn reload_failures(metrics: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"keygate_config_reloads_total{result="failure"} "#))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A reload refused after it parsed (the new config names another
+/// `ca_file`, and that file is not PEM) is tried once, then again only
+/// when a file changes: not once per watcher poll.
+#[tokio::test]
+async fn a_refused_reload_naming_another_ca_file_is_not_retried_every_poll() {
+    let (ca1, _, _) = make_certs();
+    let (ca2, _, _) = make_certs();
+    let up = Upstream::start().await;
+    let (key, hash) = keygen("kg_");
+    let cfg = |ca: &str| {
+        format!(
+            r#"
+server: {{ listen: 127.0.0.1:0, shutdown_grace: 5s }}
+admin: {{ listen: 127.0.0.1:0 }}
+tokens:
+  t: {{ value: {{ literal: "refused-reload-secret" }}, prefix: Bearer }}
+connectors:
+  api: {{ upstream: "{up}", tokens: [t], ca_file: {ca} }}
+roles: {{ r: {{ allow: [ {{ connector: api }} ] }} }}
+clients: {{ c: {{ roles: [r], keys: [ {{ name: k, sha256: "{hash}" }} ] }} }}
+"#,
+            up = up.url()
+        )
+    };
+    let mut gw = Gateway::start_with(&cfg("trust/a.pem"), &[], |dir| {
+        std::fs::create_dir(dir.join("trust")).expect("dir");
+        std::fs::write(dir.join("trust/a.pem"), &ca1).expect("ca");
+        std::fs::write(dir.join("trust/b.pem"), "not a certificate\n").expect("ca");
+    });
+    gw.secrets = vec![key.clone(), "refused-reload-secret".into()];
+    let metrics = || {
+        let url = gw.admin_url("/metrics");
+        async move { reload_failures(&get(&url, &[]).await.text()) }
+    };
+    assert_eq!(metrics().await, Some(0.0));
+
+    // The new config names b.pem, which is not PEM: refused.
+    gw.write_config(&cfg("trust/b.pem"));
+    assert!(
+        eventually(10, || async { metrics().await == Some(1.0) }).await,
+        "the refused reload is counted"
+    );
+    // Three seconds is three watcher polls: a count, not a timing bound.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(metrics().await, Some(1.0), "retried without any change");
+    assert_eq!(gw.count_log("config reload rejected"), 1);
+    let r = get(&gw.url("/api/v1/x"), &[("authorization", &bearer(&key))]).await;
+    assert_eq!(r.status, StatusCode::OK, "the last good config serves");
+
+    // Fixing b.pem is a change: the reload is tried again and succeeds.
+    replace_file(&gw.dir.path().join("trust/b.pem"), &ca2);
+    assert!(gw.wait_log("config reloaded", 10), "retried on the change");
+    assert_eq!(metrics().await, Some(1.0));
+    assert_eq!(gw.finish(), Some(0));
+}

@@ -8,7 +8,7 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Gateway, JsonServer, Upstream, bearer, find_in, get, initial_admin_key, keygen};
 use http::StatusCode;
@@ -145,12 +145,15 @@ clients: {{ c: {{ roles: [r], keys: [ {{ name: k, sha256: "{hash}" }} ] }} }}
 }
 
 /// Defect 4: hostile or broken lifetimes. Each case is one token with its
-/// own endpoint answering `{"access_token": …, <field>: <value>}`.
+/// own endpoint answering `{"access_token": …, <field>: <value>}`. This
+/// checks the gateway stays up and says why; the number of fetches each
+/// case may cause is checked on paused time in `tokens::refresh`.
 #[tokio::test]
 async fn hostile_token_lifetimes_neither_loop_nor_panic() {
     // (name, response pointer field, JSON value, clamped to a year?)
     let cases: &[(&str, &str, &str, bool)] = &[
         ("zero", "expires_in", "0", false),
+        ("one-second", "expires_in", "1", false),
         ("negative", "expires_in", "-30", false),
         ("past", "expires_at", "1000000000", false),
         ("past-iso", "expires_at", "\"2001-01-01T00:00:00Z\"", false),
@@ -198,9 +201,9 @@ clients: {{ c: {{ roles: [r], keys: [ {{ name: k, sha256: "{hash}" }} ] }} }}
     gw.secrets = vec![key.clone()];
     let auth = bearer(&key);
 
-    // A few seconds of background schedule plus requests on every token.
-    let until = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < until {
+    // A few rounds of requests on every token, with the background
+    // schedule running meanwhile.
+    for _ in 0..10 {
         for (name, ..) in cases {
             let _ = get(
                 &gw.url(&format!("/c-{name}/v1/x")),
@@ -246,11 +249,9 @@ clients: {{ c: {{ roles: [r], keys: [ {{ name: k, sha256: "{hash}" }} ] }} }}
             );
             assert_eq!(r.status, StatusCode::OK, "{name}");
         } else {
-            let hits = ep.hits();
-            assert!(
-                (1..=6).contains(&hits),
-                "{name}: {hits} fetches in ~3 s (backoff, no busy loop)"
-            );
+            // How many fetches the backoff allows is checked on paused
+            // time (tokens::refresh unit tests); here: refused, visible.
+            assert!(ep.hits() >= 1, "{name}: the endpoint was asked");
             assert_eq!(t["state"], "unavailable", "{name}: {t}");
             let err = t["last_error"].as_str().unwrap_or_default();
             assert!(
@@ -434,5 +435,151 @@ clients: {{ c: {{ roles: [r], keys: [ {{ name: k, sha256: "{hash}" }} ] }} }}
     down.store(false, Ordering::SeqCst);
     gw.secrets.push(admin_key);
     gw.secrets.push(valid);
+    assert_eq!(gw.finish(), Some(0));
+}
+
+/// A token endpoint that answers its first connection with `first` (if
+/// any, then closes it) and leaves every later one unanswered; counts
+/// connections. A request left unanswered cannot share its connection, so
+/// the count is the number of token requests keygate sent.
+struct Hanging {
+    addr: std::net::SocketAddr,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Hanging {
+    async fn start(first: Option<&str>) -> Hanging {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        let mut first = first.map(|body| {
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        });
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                if let Some(answer) = first.take() {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tcp.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = tcp.write_all(answer.as_bytes()).await;
+                    continue;
+                }
+                held.push(tcp);
+            }
+        });
+        Hanging {
+            addr,
+            accepted,
+            task,
+        }
+    }
+
+    fn hits(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Hanging {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Sends `GET path` on a fresh connection, waits `ms`, closes it: the
+/// client gave up, and hyper drops the request's future.
+async fn abandoned(gw: &Gateway, path: &str, key: &str, ms: u64) {
+    use tokio::io::AsyncWriteExt;
+    let request =
+        format!("GET {path} HTTP/1.1\r\nhost: keygate\r\nauthorization: Bearer {key}\r\n\r\n");
+    let mut tcp = tokio::net::TcpStream::connect(gw.proxy)
+        .await
+        .expect("connect");
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+/// S2: requests whose clients give up while a token fetch is in flight
+/// share that one fetch; none starts a token request of its own. Two
+/// cases: a token with no value yet and a hanging endpoint, and a token
+/// whose endpoint starts hanging, refreshed after upstream 401s (with
+/// `min_refresh_interval: 1s`, each abandoned 401 refresh used to let the
+/// next one through a second later).
+#[tokio::test]
+async fn abandoned_requests_do_not_multiply_token_fetches() {
+    let never = Hanging::start(None).await;
+    let flaky = Hanging::start(Some(r#"{"access_token":"flaky-tok-1","expires_in":3600}"#)).await;
+    let up = Upstream::start().await;
+    let (key, hash) = keygen("kg_");
+    let cfg = format!(
+        r#"
+server: {{ listen: 127.0.0.1:0, shutdown_grace: 5s }}
+admin: {{ listen: 127.0.0.1:0 }}
+tokens:
+  never:
+    type: http_request
+    request: {{ url: "http://{never}/token", timeout: 1h }}
+    response: {{ token: /access_token, expires_in: /expires_in }}
+    prefix: Bearer
+  flaky:
+    type: http_request
+    request: {{ url: "http://{flaky}/token", timeout: 1h }}
+    response: {{ token: /access_token, expires_in: /expires_in }}
+    min_refresh_interval: 1s
+    prefix: Bearer
+connectors:
+  never: {{ upstream: "{up}", tokens: [never] }}
+  flaky: {{ upstream: "{up}", tokens: [flaky] }}
+roles: {{ r: {{ allow: [ {{ connector: never }}, {{ connector: flaky }} ] }} }}
+clients: {{ c: {{ roles: [r], keys: [ {{ name: k, sha256: "{hash}" }} ] }} }}
+"#,
+        never = never.addr,
+        flaky = flaky.addr,
+        up = up.url(),
+    );
+    let mut gw = Gateway::start(&cfg);
+    gw.secrets = vec![key.clone(), "flaky-tok-1".into()];
+
+    // No value yet, the endpoint hangs: 20 abandoned requests.
+    for _ in 0..20 {
+        abandoned(&gw, "/never/v1/x", &key, 50).await;
+    }
+    assert_eq!(never.hits(), 1, "20 abandoned requests: one fetch");
+
+    // A value, then the endpoint hangs; the upstream answers 401. Four
+    // seconds of abandoned requests span four min_refresh_intervals.
+    let ok = get(&gw.url("/flaky/v1/x"), &[("authorization", &bearer(&key))]).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(flaky.hits(), 1);
+    for _ in 0..40 {
+        abandoned(&gw, "/flaky/status/401", &key, 100).await;
+    }
+    assert_eq!(flaky.hits(), 2, "40 abandoned 401s: one refresh in flight");
+
+    assert!(
+        gw.child.try_wait().expect("wait").is_none(),
+        "the gateway is still up"
+    );
+    let admin_key = initial_admin_key(&gw);
+    let listing = admin_tokens(&gw, &admin_key).await;
+    for name in ["never", "flaky"] {
+        let t = find_in(&listing, "tokens", "name", name);
+        assert_eq!(t["state"], "refreshing", "the fetch is in flight: {t}");
+    }
+    gw.secrets.push(admin_key);
     assert_eq!(gw.finish(), Some(0));
 }

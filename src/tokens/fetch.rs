@@ -192,6 +192,30 @@ pub fn lifetime(
     }
 }
 
+/// Sends the request and reads the whole (bounded) answer.
+async fn exchange(
+    client: &HttpClient,
+    req: Request<Body>,
+) -> Result<(http::StatusCode, Bytes), String> {
+    let resp = client.request(req).await.map_err(|e| {
+        format!(
+            "the token endpoint could not be reached ({})",
+            if e.is_connect() {
+                "connect failed"
+            } else {
+                "request failed"
+            }
+        )
+    })?;
+    let status = resp.status();
+    let bytes = Limited::new(resp.into_body(), MAX_ANSWER)
+        .collect()
+        .await
+        .map_err(|_| "the token endpoint's answer could not be read".to_string())?
+        .to_bytes();
+    Ok((status, bytes))
+}
+
 /// Calls the token endpoint once.
 pub async fn fetch(
     spec: &HttpRequestSpec,
@@ -228,25 +252,11 @@ pub async fn fetch(
     let req = builder
         .body(body)
         .map_err(|_| "the token request could not be built".to_string())?;
-    let resp = tokio::time::timeout(spec.timeout, client.request(req))
+    // One deadline for the whole exchange: an endpoint that sends its
+    // headers and then stalls the body must not hold the fetch forever.
+    let (status, bytes) = tokio::time::timeout(spec.timeout, exchange(client, req))
         .await
-        .map_err(|_| "the token endpoint did not answer in time".to_string())?
-        .map_err(|e| {
-            format!(
-                "the token endpoint could not be reached ({})",
-                if e.is_connect() {
-                    "connect failed"
-                } else {
-                    "request failed"
-                }
-            )
-        })?;
-    let status = resp.status();
-    let bytes: Bytes = Limited::new(resp.into_body(), MAX_ANSWER)
-        .collect()
-        .await
-        .map_err(|_| "the token endpoint's answer could not be read".to_string())?
-        .to_bytes();
+        .map_err(|_| "the token endpoint did not answer in time".to_string())??;
     if !status.is_success() {
         return Err(format!("the token endpoint answered {}", status.as_u16()));
     }

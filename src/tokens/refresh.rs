@@ -1,19 +1,29 @@
 //! Keeps an `http_request` token's value fresh.
 //!
-//! - **Single flight**: every caller that needs a fetch (first need, expiry,
-//!   an upstream 401, the admin API, the background schedule) goes through
-//!   one async lock and re-checks after taking it, so N concurrent needs
-//!   cause one fetch.
+//! - **Single flight in its own task**: every need for a fetch (first need,
+//!   expiry, an upstream 401, the admin API, the background schedule) looks
+//!   at one state under one lock. At most one fetch runs, in a task of its
+//!   own that records the outcome (value, or failure and backoff) whatever
+//!   happens to the callers; a caller only waits for it and may go away.
+//!   Were the fetch run inside a request's future, a client closing its
+//!   connection would cancel it before any failure or backoff is recorded,
+//!   and the next request would start another: one token-endpoint call per
+//!   aborted request. (`user.rs` does the same for JWKS downloads.)
 //! - **Schedule**: after a fetch with a known lifetime, the background task
 //!   refreshes `refresh_before` ahead of expiry (at half-life when the
-//!   lifetime is shorter than that). Times are tokio `Instant`s so the
-//!   logic is tested on paused time.
+//!   lifetime is shorter than that), but never sooner than
+//!   `min_refresh_interval` after the fetch. Times are tokio `Instant`s so
+//!   the logic is tested on paused time.
 //! - **Upstream 401s**: at most one 401-triggered refresh per
 //!   `min_refresh_interval` (coalesced with concurrent ones); other 401s
 //!   pass through unchanged. Without this, a caller who finds a path that
 //!   answers 401 could make keygate burn the identity provider's quota.
 //! - **Lifetimes**: bounded by `fetch` (under 1 s is a failed fetch, over a
-//!   year is clamped and logged), and every clock sum is checked, so no
+//!   year is clamped and logged). A lifetime shorter than
+//!   `min_refresh_interval` is a failed fetch too: such a value cannot be
+//!   kept fresh without calling the endpoint more often than that interval
+//!   allows (an endpoint answering `expires_in: 1` would otherwise be
+//!   called twice a second forever). Every clock sum is checked, so no
 //!   answer can cause a busy loop or a panic.
 //! - **Failures**: exponential backoff with ±20 % jitter (1 s doubling to
 //!   60 s). The last good value stays in use while refreshes fail, but
@@ -28,12 +38,12 @@ use std::time::{Duration, SystemTime};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::fetch::Fetched;
 use super::{TokenStore, TokenValue};
-use crate::config::{HttpRequestSpec, TokenSpec};
+use crate::config::{Expiry, HttpRequestSpec, TokenSpec};
 use crate::lock::lock;
 use crate::metrics::TokenResult;
 use crate::upstream::HttpClient;
@@ -74,20 +84,30 @@ pub fn backoff(failures: u32, jitter: f64) -> Duration {
     exp.min(BACKOFF_MAX).mul_f64(jitter.clamp(0.8, 1.2))
 }
 
-/// When to refresh a value fetched at `at` that lives `lifetime`.
-pub fn refresh_due(at: Instant, lifetime: Duration, refresh_before: Duration) -> Instant {
+/// When to refresh a value fetched at `at` that lives `lifetime`:
+/// `refresh_before` ahead of expiry, at half-life for a shorter lifetime,
+/// and never sooner than `min_interval` after `at`.
+pub fn refresh_due(
+    at: Instant,
+    lifetime: Duration,
+    refresh_before: Duration,
+    min_interval: Duration,
+) -> Instant {
     let wait = if lifetime > refresh_before {
         lifetime - refresh_before
     } else {
         lifetime / 2
     };
-    later(at, wait)
+    later(at, wait.max(min_interval))
 }
 
-/// `at + d`, saturating far in the future instead of panicking.
+/// `at + d`, saturating far in the future instead of panicking (a year,
+/// else an hour: never `at` itself while a shorter step fits, since "due
+/// now" would mean fetching at once).
 fn later(at: Instant, d: Duration) -> Instant {
-    at.checked_add(d)
-        .or_else(|| at.checked_add(super::fetch::MAX_LIFETIME))
+    [d, super::fetch::MAX_LIFETIME, Duration::from_secs(3600)]
+        .into_iter()
+        .find_map(|step| at.checked_add(step))
         .unwrap_or(at)
 }
 
@@ -100,15 +120,51 @@ pub fn jitter() -> f64 {
 pub struct RefreshState {
     pub failures: u32,
     pub last_error: Option<String>,
+    /// A fetch is in flight.
     pub refreshing: bool,
     /// No fetch before this (backoff window).
     pub not_before: Option<Instant>,
     /// The current value's refresh time and expiry, on the tokio clock.
     pub due: Option<Instant>,
     pub expires: Option<Instant>,
+    /// Fetches finished (success or failure).
     pub fetches: u64,
     /// When the last upstream-401 refresh was let through.
     pub last_401_refresh: Option<Instant>,
+}
+
+/// What the one fetch in flight ended with; `None` until it ends.
+type Outcome = Option<Result<Arc<TokenValue>, String>>;
+
+/// The fetch in flight: its result, and a handle to stop it with the
+/// refresher.
+struct Flight {
+    done: watch::Receiver<Outcome>,
+    task: tokio::task::AbortHandle,
+}
+
+/// Everything decided under the one lock.
+#[derive(Default)]
+struct Inner {
+    st: RefreshState,
+    flight: Option<Flight>,
+}
+
+/// Why a value is wanted; decides what counts as good enough.
+#[derive(Debug, Clone, Copy)]
+enum Need {
+    /// Any usable value (a request).
+    Usable,
+    /// A usable value newer than this version (the schedule, the admin API).
+    NewerThan(u64),
+    /// Like `NewerThan`, after an upstream 401: rate limited.
+    After401(u64),
+}
+
+/// What a caller does after looking at the state.
+enum Step {
+    Done(Result<Arc<TokenValue>, String>),
+    Wait(watch::Receiver<Outcome>),
 }
 
 pub struct Refresher {
@@ -116,8 +172,7 @@ pub struct Refresher {
     pub spec: Arc<HttpRequestSpec>,
     store: Arc<TokenStore>,
     fetcher: Box<dyn Fetcher>,
-    single: tokio::sync::Mutex<()>,
-    state: Mutex<RefreshState>,
+    inner: Mutex<Inner>,
     wake: Notify,
     metrics: Family<TokenResult, Counter>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -144,8 +199,7 @@ impl Refresher {
             spec,
             store,
             fetcher,
-            single: tokio::sync::Mutex::new(()),
-            state: Mutex::new(RefreshState::default()),
+            inner: Mutex::new(Inner::default()),
             wake: Notify::new(),
             metrics,
             task: Mutex::new(None),
@@ -171,135 +225,192 @@ impl Refresher {
     }
 
     pub fn state(&self) -> RefreshState {
-        lock(&self.state).clone()
+        lock(&self.inner).st.clone()
     }
 
     fn current(&self) -> Option<Arc<TokenValue>> {
         self.store.load().get(&self.token.name).cloned()
     }
 
-    /// A usable value: the current one, or one fetched now (single flight).
-    pub async fn get(&self) -> Result<Arc<TokenValue>, String> {
-        if let Some(v) = self.current().filter(|v| self.usable(v)) {
-            return Ok(v);
-        }
-        self.fetch_single(None).await
+    /// A usable value: the current one, or the one being fetched (a fetch
+    /// is started if none is in flight and no backoff forbids it).
+    pub async fn get(self: &Arc<Self>) -> Result<Arc<TokenValue>, String> {
+        self.obtain(Need::Usable).await
     }
 
-    /// Refreshes unless someone already replaced version `seen` (an upstream
-    /// 401 to a request that used it, or a forced refresh).
-    pub async fn refresh_after(&self, seen: Option<u64>) -> Result<Arc<TokenValue>, String> {
-        self.fetch_single(Some(seen.unwrap_or(0))).await
-    }
-
-    fn usable(&self, v: &TokenValue) -> bool {
-        // Both clocks: the wall clock for the value, the tokio clock for
-        // the schedule (they agree in production; tests pause tokio's).
-        let tokio_ok = self.state().expires.is_none_or(|e| Instant::now() < e);
-        v.usable(SystemTime::now()) && tokio_ok
+    /// Refreshes unless someone already replaced version `seen` (a forced
+    /// refresh from the admin API, the schedule).
+    pub async fn refresh_after(
+        self: &Arc<Self>,
+        seen: Option<u64>,
+    ) -> Result<Arc<TokenValue>, String> {
+        self.obtain(Need::NewerThan(seen.unwrap_or(0))).await
     }
 
     /// After an upstream 401 to a request that used version `seen`: the
-    /// newer value if someone already refreshed, else one refresh per
-    /// `min_refresh_interval`. Inside the interval the answer is an error
-    /// and the caller passes the upstream's 401 through unchanged.
-    pub async fn refresh_after_401(&self, seen: u64) -> Result<Arc<TokenValue>, String> {
-        let _one = self.single.lock().await;
-        if let Some(v) = self.current()
-            && v.version > seen
-            && self.usable(&v)
-        {
-            return Ok(v);
-        }
-        let now = Instant::now();
-        let limited = self.state().last_401_refresh.is_some_and(|at| {
-            at.checked_add(self.spec.min_refresh_interval)
-                .is_none_or(|until| now < until)
-        });
-        if limited {
-            // Counted so an operator sees a caller hammering a 401 path.
-            self.count("rate_limited");
-            return Err("refreshed after a 401 less than min_refresh_interval ago".into());
-        }
-        self.set_state(|s| s.last_401_refresh = Some(now));
-        self.fetch_locked(Some(seen)).await
+    /// newer value if someone already refreshed (or is refreshing), else
+    /// one refresh per `min_refresh_interval`. Inside the interval the
+    /// answer is an error and the caller passes the upstream's 401 through
+    /// unchanged.
+    pub async fn refresh_after_401(self: &Arc<Self>, seen: u64) -> Result<Arc<TokenValue>, String> {
+        self.obtain(Need::After401(seen)).await
     }
 
-    async fn fetch_single(&self, seen: Option<u64>) -> Result<Arc<TokenValue>, String> {
-        let _one = self.single.lock().await;
-        self.fetch_locked(seen).await
+    /// Both clocks: the wall clock for the value, the tokio clock for the
+    /// schedule (they agree in production; tests pause tokio's).
+    fn usable(st: &RefreshState, v: &TokenValue) -> bool {
+        let tokio_ok = st.expires.is_none_or(|e| Instant::now() < e);
+        v.usable(SystemTime::now()) && tokio_ok
     }
 
-    /// The body of a single-flight fetch; the caller holds `single`.
-    async fn fetch_locked(&self, seen: Option<u64>) -> Result<Arc<TokenValue>, String> {
+    /// The one decision, under the lock: a good enough value, the fetch in
+    /// flight to wait for, a refusal (backoff, 401 rate limit), or a new
+    /// fetch started in its own task.
+    async fn obtain(self: &Arc<Self>, need: Need) -> Result<Arc<TokenValue>, String> {
+        let step = {
+            let mut inner = lock(&self.inner);
+            self.decide(&mut inner, need)
+        };
+        match step {
+            Step::Done(result) => result,
+            Step::Wait(mut done) => match done.wait_for(Option::is_some).await {
+                Ok(outcome) => outcome
+                    .clone()
+                    .unwrap_or_else(|| Err("the token fetch ended without a result".into())),
+                // The refresher was stopped (replaced by a reload).
+                Err(_) => Err("the token fetch was stopped".into()),
+            },
+        }
+    }
+
+    fn decide(self: &Arc<Self>, inner: &mut Inner, need: Need) -> Step {
         if let Some(v) = self.current() {
-            let newer = seen.is_some_and(|s| v.version > s);
-            if (seen.is_none() || newer) && self.usable(&v) {
-                return Ok(v);
+            let good = match need {
+                Need::Usable => true,
+                Need::NewerThan(seen) | Need::After401(seen) => v.version > seen,
+            };
+            if good && Self::usable(&inner.st, &v) {
+                return Step::Done(Ok(v));
             }
         }
-        let st = self.state();
-        if let Some(nb) = st.not_before
-            && Instant::now() < nb
-        {
-            return Err(st
-                .last_error
-                .unwrap_or_else(|| "the token endpoint is failing".into()));
+        if let Some(f) = &inner.flight {
+            return Step::Wait(f.done.clone());
         }
-        self.set_state(|s| s.refreshing = true);
+        let now = Instant::now();
+        if let Some(nb) = inner.st.not_before
+            && now < nb
+        {
+            let why = inner.st.last_error.clone();
+            return Step::Done(Err(
+                why.unwrap_or_else(|| "the token endpoint is failing".into())
+            ));
+        }
+        if let Need::After401(_) = need {
+            let limited = inner.st.last_401_refresh.is_some_and(|at| {
+                at.checked_add(self.spec.min_refresh_interval)
+                    .is_none_or(|until| now < until)
+            });
+            if limited {
+                // Counted so an operator sees a caller hammering a 401 path.
+                self.count("rate_limited");
+                return Step::Done(Err(
+                    "refreshed after a 401 less than min_refresh_interval ago".into(),
+                ));
+            }
+            inner.st.last_401_refresh = Some(now);
+        }
+        Step::Wait(self.start_fetch(inner))
+    }
+
+    /// Starts the one fetch in its own task; the caller holds the lock.
+    fn start_fetch(self: &Arc<Self>, inner: &mut Inner) -> watch::Receiver<Outcome> {
+        let (tx, done) = watch::channel(None);
+        inner.st.refreshing = true;
+        let me = Arc::clone(self);
+        let fetch = self.fetcher.fetch();
         let started = Instant::now();
-        let result = self.fetcher.fetch().await;
-        let outcome = match result {
-            Ok(f) => {
+        let task = tokio::spawn(async move {
+            let result = fetch.await;
+            let outcome = me.record(started, result);
+            // After the state is recorded: a waiter reads a settled state.
+            tx.send_replace(Some(outcome));
+        });
+        inner.flight = Some(Flight {
+            done: done.clone(),
+            task: task.abort_handle(),
+        });
+        done
+    }
+
+    /// Where the lifetime came from, for messages.
+    fn lifetime_field(&self) -> String {
+        match &self.spec.expiry {
+            Expiry::In(p) => format!("the lifetime at {p}"),
+            Expiry::At(p) => format!("the expiry at {p}"),
+            Expiry::Ttl(_) => "the configured ttl".into(),
+            Expiry::Never => "the lifetime".into(),
+        }
+    }
+
+    /// Records what the fetch started at `started` ended with; runs in the
+    /// fetch task, so it happens even if every caller went away.
+    fn record(
+        &self,
+        started: Instant,
+        result: Result<Fetched, String>,
+    ) -> Result<Arc<TokenValue>, String> {
+        let min = self.spec.min_refresh_interval;
+        let outcome = result
+            .and_then(|f| match f.lifetime {
+                Some(l) if l < min => Err(format!(
+                    "{} gives a lifetime of {:.1} s, shorter than min_refresh_interval ({} s); \
+                     lower min_refresh_interval if the endpoint really issues such short tokens",
+                    self.lifetime_field(),
+                    l.as_secs_f64(),
+                    humantime::format_duration(min),
+                )),
+                _ => Ok(f),
+            })
+            .and_then(|f| {
                 if f.clamped {
                     tracing::warn!(token = %self.token.name, max_days = super::fetch::MAX_LIFETIME.as_secs() / 86_400, "the token endpoint gave an absurd lifetime; clamped");
                 }
                 let expires_wall = f.lifetime.and_then(|l| SystemTime::now().checked_add(l));
-                match self.store.put_fetched(&self.token, f.secret, expires_wall) {
-                    Ok(v) => {
-                        self.set_state(|s| {
-                            s.failures = 0;
-                            s.last_error = None;
-                            s.not_before = None;
-                            s.due = f
-                                .lifetime
-                                .map(|l| refresh_due(started, l, self.spec.refresh_before));
-                            s.expires = f.lifetime.map(|l| later(started, l));
-                            s.fetches += 1;
-                        });
-                        Ok(v)
-                    }
-                    Err(why) => Err(format!("the fetched token is refused: {why}")),
-                }
-            }
-            Err(e) => Err(e),
-        };
-        match &outcome {
-            Ok(v) => {
+                self.store
+                    .put_fetched(&self.token, f.secret, expires_wall)
+                    .map(|v| (v, f.lifetime))
+                    .map_err(|why| format!("the fetched token is refused: {why}"))
+            });
+        let mut inner = lock(&self.inner);
+        let st = &mut inner.st;
+        st.fetches += 1;
+        st.refreshing = false;
+        let outcome = match outcome {
+            Ok((v, lifetime)) => {
+                st.failures = 0;
+                st.last_error = None;
+                st.not_before = None;
+                st.due = lifetime.map(|l| refresh_due(started, l, self.spec.refresh_before, min));
+                st.expires = lifetime.map(|l| later(started, l));
                 self.count("success");
                 tracing::info!(token = %self.token.name, version = v.version, fingerprint = %v.fingerprint, "token fetched");
+                Ok(v)
             }
             Err(e) => {
+                st.failures = st.failures.saturating_add(1);
+                let wait = backoff(st.failures, jitter());
+                st.last_error = Some(e.clone());
+                st.not_before = Some(later(Instant::now(), wait));
                 self.count("failure");
-                let failures = self.state().failures + 1;
-                let wait = backoff(failures, jitter());
-                self.set_state(|s| {
-                    s.failures = failures;
-                    s.last_error = Some(e.clone());
-                    s.not_before = Some(later(Instant::now(), wait));
-                    s.fetches += 1;
-                });
-                self.store.set_error(&self.token.name, e);
+                self.store.set_error(&self.token.name, &e);
                 tracing::warn!(token = %self.token.name, error = %e, retry_in_ms = wait.as_millis() as u64, "token fetch failed");
+                Err(e)
             }
-        }
-        self.set_state(|s| s.refreshing = false);
+        };
+        inner.flight = None;
+        drop(inner);
         self.wake.notify_one();
         outcome
-    }
-
-    fn set_state(&self, f: impl FnOnce(&mut RefreshState)) {
-        f(&mut lock(&self.state));
     }
 
     fn count(&self, result: &str) {
@@ -320,16 +431,23 @@ impl Refresher {
         }
     }
 
+    /// Stops the schedule and any fetch in flight (a replaced refresher
+    /// must not write a value fetched with its old spec).
     pub fn stop(&self) {
         if let Some(h) = lock(&self.task).take() {
             h.abort();
+        }
+        let mut inner = lock(&self.inner);
+        if let Some(f) = inner.flight.take() {
+            f.task.abort();
+            inner.st.refreshing = false;
         }
     }
 
     async fn run(self: Arc<Self>) {
         loop {
             let st = self.state();
-            let has_value = self.current().is_some_and(|v| self.usable(&v));
+            let has_value = self.current().is_some_and(|v| Self::usable(&st, &v));
             // Next moment to act: a pending retry, the refresh time, or now.
             let at = match (st.not_before, st.due, has_value) {
                 (Some(nb), _, _) => Some(nb),
@@ -351,7 +469,7 @@ impl Refresher {
                 }
             }
             let seen = self.current().map(|v| v.version);
-            let _ = self.fetch_single(Some(seen.unwrap_or(0))).await;
+            let _ = self.refresh_after(seen).await;
         }
     }
 }
@@ -444,14 +562,19 @@ mod tests {
     #[test]
     fn refresh_time() {
         let t0 = Instant::now();
-        assert_eq!(
-            refresh_due(t0, Duration::from_secs(3600), Duration::from_secs(60)),
-            t0 + Duration::from_secs(3540)
-        );
-        assert_eq!(
-            refresh_due(t0, Duration::from_secs(30), Duration::from_secs(60)),
-            t0 + Duration::from_secs(15)
-        );
+        let due = |lifetime: u64| {
+            refresh_due(
+                t0,
+                Duration::from_secs(lifetime),
+                Duration::from_secs(60),
+                Duration::from_secs(10),
+            ) - t0
+        };
+        assert_eq!(due(3600), Duration::from_secs(3540));
+        assert_eq!(due(30), Duration::from_secs(15), "half-life");
+        assert_eq!(due(12), Duration::from_secs(10), "never under the interval");
+        assert_eq!(due(1), Duration::from_secs(10), "never under the interval");
+        assert!(refresh_due(t0, Duration::MAX, Duration::ZERO, Duration::MAX) > t0);
     }
 
     #[tokio::test(start_paused = true)]
@@ -657,5 +780,145 @@ mod tests {
         assert!((4..=7).contains(&n), "{n} fetches in 30 s");
         assert!(r.state().last_error.is_some());
         r.stop();
+    }
+
+    /// A fetcher that takes `delay` (a slow or hanging endpoint, up to its
+    /// timeout), then fails or answers a one-hour token.
+    struct Slow {
+        calls: Arc<AtomicU32>,
+        delay: Duration,
+        fail: bool,
+    }
+
+    impl Fetcher for Slow {
+        fn fetch(&self) -> FetchFuture {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            let (delay, fail) = (self.delay, self.fail);
+            Box::pin(async move {
+                tokio::time::sleep(delay).await;
+                if fail {
+                    return Err("the token endpoint did not answer in time".into());
+                }
+                Ok(Fetched {
+                    secret: Secret::new(format!("value-{n}")),
+                    lifetime: Some(Duration::from_secs(3600)),
+                    clamped: false,
+                })
+            })
+        }
+    }
+
+    fn with_fetcher(fetcher: impl Fetcher + 'static) -> Arc<Refresher> {
+        let (r, _) = refresher(vec![], Duration::from_secs(1));
+        Refresher::new(
+            Arc::clone(&r.token),
+            Arc::clone(&r.spec),
+            Arc::new(TokenStore::new()),
+            Box::new(fetcher),
+            Family::default(),
+        )
+    }
+
+    /// `n` requests one after the other, each given up after 50 ms (the
+    /// client closed its connection: hyper drops the request's future).
+    async fn abandoned_requests(r: &Arc<Refresher>, n: usize) {
+        for _ in 0..n {
+            let r = Arc::clone(r);
+            let req = tokio::spawn(async move { r.get().await.map(|v| v.version) });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            req.abort();
+            let _ = req.await;
+        }
+    }
+
+    /// S2: a request that goes away does not cancel the fetch, so the next
+    /// request waits for the same fetch instead of starting another.
+    #[tokio::test(start_paused = true)]
+    async fn abandoned_requests_share_one_fetch_that_still_completes() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let r = with_fetcher(Slow {
+            calls: Arc::clone(&calls),
+            delay: Duration::from_secs(5),
+            fail: false,
+        });
+        abandoned_requests(&r, 40).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "40 aborted requests");
+        assert!(r.state().refreshing);
+        // The fetch finishes on its own and its value is kept.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let st = r.state();
+        assert!(!st.refreshing && st.fetches == 1, "{st:?}");
+        let t0 = Instant::now();
+        assert_eq!(r.get().await.map(|v| v.version), Ok(1));
+        assert_eq!(t0.elapsed(), Duration::ZERO, "served from the value");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    /// S2 with a hanging endpoint: the abandoned fetch's failure is
+    /// recorded and backed off; requests never start fetches of their own.
+    #[tokio::test(start_paused = true)]
+    async fn abandoned_requests_to_a_hanging_endpoint_are_backed_off() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let r = with_fetcher(Slow {
+            calls: Arc::clone(&calls),
+            delay: Duration::from_secs(30),
+            fail: true,
+        });
+        // 2 minutes of a request every 50 ms, each abandoned: 2400
+        // requests. One fetch at a time, 30 s each, 1, 2, 4 s of backoff
+        // between them: four fetches, not one per request.
+        abandoned_requests(&r, 2400).await;
+        let n = calls.load(Ordering::SeqCst);
+        assert!((3..=5).contains(&n), "{n} fetches for 2400 requests");
+        let st = r.state();
+        assert!(st.failures >= 3 && st.last_error.is_some(), "{st:?}");
+    }
+
+    /// M1: an endpoint answering `expires_in: 1` (under the default
+    /// `min_refresh_interval` of 10 s) is a failing endpoint: backed off,
+    /// not refreshed twice a second, whatever the traffic.
+    #[tokio::test(start_paused = true)]
+    async fn a_one_second_lifetime_is_refused_and_backed_off() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let r = with_fetcher(Lifetimes {
+            calls: Arc::clone(&calls),
+            answers: vec![Ok(Some(Duration::from_secs(1)))],
+        });
+        r.start();
+        // A request every 100 ms for a minute on top of the schedule.
+        // Backoff 1, 2, 4, 8, 16, 32 s (±20 %): at most seven fetches.
+        for _ in 0..600 {
+            assert!(r.get().await.is_err(), "never served");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let n = calls.load(Ordering::SeqCst);
+        assert!((4..=7).contains(&n), "{n} fetches in a minute");
+        let st = r.state();
+        let err = st.last_error.unwrap_or_default();
+        assert!(
+            err.contains("/expires_in") && err.contains("min_refresh_interval"),
+            "{err}"
+        );
+        r.stop();
+    }
+
+    /// M1: legitimately short lifetimes keep working: refreshed at
+    /// half-life (30 s → every 15 s), or at `min_refresh_interval` when
+    /// half-life is shorter (12 s → every 10 s), never expired in between.
+    #[tokio::test(start_paused = true)]
+    async fn short_lifetimes_above_the_interval_stay_fresh() {
+        for (lifetime, every) in [(30, 15), (12, 10)] {
+            let (r, calls) = refresher(vec![], Duration::from_secs(lifetime));
+            r.start();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            for _ in 0..120 {
+                assert!(r.get().await.is_ok(), "lifetime {lifetime} s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            // 120.5 s: one fetch at start, then one every `every` s.
+            let n = calls.load(Ordering::SeqCst);
+            assert_eq!(n, 1 + 120 / every, "lifetime {lifetime} s");
+            r.stop();
+        }
     }
 }

@@ -273,7 +273,9 @@ fn pick(set: &JwkSet, kid: Option<&str>) -> Option<DecodingKey> {
 
 /// `at + d`, saturating instead of panicking.
 fn after(at: Instant, d: Duration) -> Instant {
-    at.checked_add(d).unwrap_or(at + JWKS_TTL)
+    at.checked_add(d)
+        .or_else(|| at.checked_add(JWKS_TTL))
+        .unwrap_or(at)
 }
 
 /// What a caller does after looking at the state.
