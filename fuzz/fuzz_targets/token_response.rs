@@ -36,7 +36,11 @@ fuzz_target!(|data: &[u8]| {
         if let Some(lifetime) = fetched.lifetime {
             let started = Instant::now();
             // As `tokens::refresh` does: due time, expiry instant, wall expiry.
-            let _ = refresh_due(started, lifetime, Duration::from_secs(60));
+            // With the default refresh_before (60 s) and min_refresh_interval
+            // (10 s): the refresh is never due before the interval has passed.
+            let min = Duration::from_secs(10);
+            let due = refresh_due(started, lifetime, Duration::from_secs(60), min);
+            assert!(due >= started + min, "refresh due sooner than the interval");
             assert!(started.checked_add(lifetime).is_some(), "{lifetime:?}");
             assert!(now.checked_add(lifetime).is_some(), "{lifetime:?}");
         }
