@@ -83,7 +83,9 @@ impl KeyRecord {
 /// Milliseconds since the epoch, at least 1 (0 means "none" in atomics).
 pub fn to_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
+        // Saturating: u64 ms reach 584 million years past 1970, and a clock
+        // that far ahead still compares as "later" than every real time.
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(1)
         .max(1)
 }
