@@ -3,6 +3,11 @@
 //! a connector with 3 tokens, route lookup among 10 000 connectors, and a
 //! config reload (parse, validate, build the snapshot) of 10 000 connectors.
 
+#![expect(
+    clippy::expect_used,
+    reason = "benchmark fixtures: a setup failure should stop the run with its message"
+)]
+
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;

@@ -3,7 +3,8 @@
 //! the moment `max_request_body` is passed (a `Content-Length` over the
 //! limit is refused before this, with 413 and no upstream call). Responses
 //! stream from the upstream unchanged; keygate's own answers are `Full`.
-//! Nothing is buffered whole.
+//! Nothing is buffered whole except through [`read_at_most`], which is
+//! bounded.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,6 +16,24 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Reads a whole body of at most `limit` bytes: the one place keygate
+/// buffers a body (admin requests, token and JWKS answers, a small request
+/// kept for one retry). Past `limit` the error is an
+/// [`http_body_util::LengthLimitError`]; otherwise it is the body's own.
+pub async fn read_at_most<B>(body: B, limit: usize) -> Result<Bytes, BoxError>
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "wrapped in `Limited`: at most `limit` bytes are held"
+    )]
+    let collected =
+        http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit)).await?;
+    Ok(collected.to_bytes())
+}
 
 #[derive(Debug)]
 pub struct BodyTooLarge;

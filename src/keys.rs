@@ -222,7 +222,10 @@ pub fn create(
     )
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one private constructor for create, roll and bootstrap; a parameter struct would only restate these names"
+)]
 fn issue(
     shared: &Shared,
     prefix: &str,

@@ -279,7 +279,7 @@ impl Metrics {
                 .nth(1)
                 .and_then(|p| p.parse::<i64>().ok())
         {
-            self.resident_memory.set(pages * 4096);
+            self.resident_memory.set(pages.saturating_mul(4096));
         }
         if let Ok(stat) = std::fs::read_to_string("/proc/self/stat")
             && let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r)
@@ -294,7 +294,9 @@ impl Metrics {
             }
         }
         if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
-            self.open_fds.set(dir.count() as i64);
+            // Saturating: a process cannot hold i64::MAX descriptors.
+            self.open_fds
+                .set(i64::try_from(dir.count()).unwrap_or(i64::MAX));
         }
     }
 }

@@ -196,6 +196,10 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(snapshot: Snapshot, store: Arc<dyn Store>, master: MasterKey) -> Self {
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "a fallback seed wants the fast-changing low 64 bits of the nanoseconds"
+        )]
         let seed = getrandom::u64().unwrap_or_else(|_| {
             SystemTime::now()
                 .duration_since(UNIX_EPOCH)

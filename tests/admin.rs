@@ -1,6 +1,11 @@
 //! Admin API for tokens and status, encrypted run-time values, metrics
 //! (issue 5), against the real binary, its SQLite file and master key.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test setup and helpers outside #[test] fns; a failed expect is the test failing, with its message"
+)]
+
 mod common;
 
 use std::collections::BTreeSet;

@@ -3,6 +3,11 @@
 //! durations, `Cache-Control: no-store` on answers holding a key, the
 //! last-admin-key rule, and `keygate admin-key --reset`.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test setup and helpers outside #[test] fns; a failed expect is the test failing, with its message"
+)]
+
 mod common;
 
 use std::process::Command;

@@ -2,6 +2,15 @@
 //! the real binary: exit 0 with one summary line, or exit 1 with every
 //! error as `PATH:LINE:COL: message`.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test setup and helpers outside #[test] fns; a failed expect is the test failing, with its message"
+)]
+
+#[expect(
+    unused_imports,
+    reason = "this crate starts no upstream, so the harness's `Upstream` re-export goes unused"
+)]
 mod common;
 
 use std::process::Command;

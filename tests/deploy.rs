@@ -4,6 +4,15 @@
 //! and container ports match the config's listeners, mounted paths match the
 //! paths the config reads, and every file the Dockerfile copies exists.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test setup and helpers outside #[test] fns; a failed expect is the test failing, with its message"
+)]
+
+#[expect(
+    unused_imports,
+    reason = "this crate starts no upstream, so the harness's `Upstream` re-export goes unused"
+)]
 mod common;
 
 use std::path::Path;
@@ -153,7 +162,10 @@ fn check_manifest(path: &str) -> Checked {
         "{path}: the container declares its ports"
     );
     for port in ports {
-        let p = port["containerPort"].as_u64().expect("containerPort") as u16;
+        let p = port["containerPort"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .expect("containerPort is a port number");
         assert!(
             p == admin_port || p == proxy_port,
             "{path}: container port {p} is no listener"
@@ -202,7 +214,10 @@ fn check_manifest(path: &str) -> Checked {
 
     if let Some(svc) = docs.iter().find(|d| d["kind"] == "Service") {
         for p in svc["spec"]["ports"].as_sequence().expect("ports") {
-            let t = p["targetPort"].as_u64().expect("targetPort") as u16;
+            let t = p["targetPort"]
+                .as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+                .expect("targetPort is a port number");
             assert!(
                 t == admin_port || t == proxy_port,
                 "{path}: service targets {t}, no listener"

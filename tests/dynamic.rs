@@ -2,6 +2,11 @@
 //! endpoint and a JWKS endpoint started here, the real keygate binary, and
 //! a real upstream.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test setup and helpers outside #[test] fns; a failed expect is the test failing, with its message"
+)]
+
 mod common;
 
 use std::sync::Arc;

@@ -3,6 +3,15 @@
 //! commands end quietly when their reader goes away (`| head -1`), and the
 //! text log carries no colour codes unless a person is watching a terminal.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test setup and helpers outside #[test] fns; a failed expect is the test failing, with its message"
+)]
+
+#[expect(
+    unused_imports,
+    reason = "this crate starts no upstream, so the harness's `Upstream` re-export goes unused"
+)]
 mod common;
 
 use std::net::TcpListener;

@@ -3,6 +3,11 @@
 //! once), list, revoke (next use 401), roll with grace, expiry, restarts
 //! (graceful and SIGKILL), batched last-used, bad input, and the CLI.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test setup and helpers outside #[test] fns; a failed expect is the test failing, with its message"
+)]
+
 mod common;
 
 use std::process::Command;

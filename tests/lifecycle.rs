@@ -1,6 +1,11 @@
 //! Process lifecycle with real signals: SIGTERM drains in-flight requests
 //! and exits 0; SIGHUP reloads; a bad config keeps the last good one.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test helpers outside #[test] fns; a failed expect is the test failing, with its message"
+)]
+
 mod common;
 
 use std::time::{Duration, Instant};

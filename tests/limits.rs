@@ -8,6 +8,11 @@
 //! Waits are bounded and generous (a 1 s timeout must act within 15 s);
 //! nothing asserts how fast.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test setup and helpers outside #[test] fns; a failed expect is the test failing, with its message"
+)]
+
 mod common;
 
 use std::net::SocketAddr;
@@ -220,6 +225,10 @@ async fn open_connections(admin: &mut AdminConn) -> u64 {
 type AdminConn = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 /// One request on the kept-alive admin connection: (status, body).
+#[expect(
+    clippy::disallowed_methods,
+    reason = "drains small admin answers the test asked for"
+)]
 async fn admin_send(
     admin: &mut AdminConn,
     method: Method,
@@ -353,6 +362,10 @@ async fn a_flood_of_idle_sockets_waits_in_the_backlog_while_admin_and_tokens_wor
 }
 
 #[tokio::test]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "drains small responses the test asked for"
+)]
 async fn idle_keep_alive_connections_are_closed() {
     let up = Upstream::start().await;
     let ep = token_endpoint().await;

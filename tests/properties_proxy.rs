@@ -77,7 +77,11 @@ fn target() -> impl Strategy<Value = String> {
 
 /// Percent-decodes every valid escape once; stray `%` stays.
 fn decode_once(b: &[u8]) -> Vec<u8> {
-    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let hex = |c: u8| {
+        char::from(c)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    };
     let mut out = Vec::new();
     let mut i = 0;
     while i < b.len() {

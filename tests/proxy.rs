@@ -2,6 +2,11 @@
 //! upstream: routing, caller auth, grants, outbound headers, every error
 //! code, target escapes, and streaming bodies both ways.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test setup and helpers outside #[test] fns; a failed expect is the test failing, with its message"
+)]
+
 mod common;
 
 use std::convert::Infallible;
@@ -568,6 +573,10 @@ async fn streaming_upstream() -> (
 }
 
 #[tokio::test]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the test sends and checks exactly 5 MiB"
+)]
 async fn five_mib_each_way_streams_intact() {
     let (addr, mut events, go, hash_rx) = streaming_upstream().await;
     let (key, hash) = keygen("kg_");

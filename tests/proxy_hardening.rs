@@ -4,6 +4,11 @@
 //! differently are refused, grants see the forwarded path, callers' proxy
 //! credentials stay home, and a many-`**` grant is cheap on a long path.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test setup and helpers outside #[test] fns; a failed expect is the test failing, with its message"
+)]
+
 mod common;
 
 use std::net::SocketAddr;

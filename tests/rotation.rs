@@ -2,6 +2,11 @@
 //! config reloads, hot-swapped with zero failed requests. Real files,
 //! real renames and symlink swaps, real keygate process.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test setup and helpers outside #[test] fns; a failed expect is the test failing, with its message"
+)]
+
 mod common;
 
 use std::collections::HashSet;
@@ -355,6 +360,10 @@ async fn zero_failures_while_tokens_and_config_change() {
 }
 
 #[tokio::test]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "drains a stream of known length the test's upstream produces"
+)]
 async fn in_flight_requests_keep_their_values_and_streams_survive_reloads() {
     let up = Upstream::start().await;
     let (key, hash) = keygen("kg_");

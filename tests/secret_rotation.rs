@@ -3,6 +3,11 @@
 //! `ca_file` rewritten at the same path, and the TLS listener refusing a
 //! renewal whose key does not match its certificate.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test setup and helpers outside #[test] fns; a failed expect is the test failing, with its message"
+)]
+
 mod common;
 
 use std::convert::Infallible;
@@ -298,6 +303,10 @@ async fn status(gw: &Gateway, admin_key: &str) -> serde_json::Value {
 
 /// Whether an HTTPS request trusting only `ca` succeeds (fresh client: a
 /// new handshake, so the certificate served now is checked).
+#[expect(
+    clippy::disallowed_methods,
+    reason = "drains a small response the test asked for"
+)]
 async fn https_ok(gw: &Gateway, ca: &str, key: &str) -> bool {
     let url = format!("https://127.0.0.1:{}/api/v1/tls", gw.proxy.port());
     let req = http::Request::get(url)

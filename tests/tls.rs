@@ -71,6 +71,10 @@ async fn https_upstream_trusted_by_ca_file_and_refused_without() {
 }
 
 #[tokio::test]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "drains a small response the test asked for"
+)]
 async fn tls_listener_serves_https() {
     let up = Upstream::start().await;
     let (ca, cert, key_pem) = make_certs();

@@ -4,6 +4,11 @@
 //! gateway busy-loop or panic. Every bound is checked by counting hits on
 //! the endpoints, never by timing.
 
+#![expect(
+    clippy::expect_used,
+    reason = "test setup and helpers outside #[test] fns; a failed expect is the test failing, with its message"
+)]
+
 mod common;
 
 use std::sync::Arc;

@@ -7,7 +7,6 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
@@ -143,8 +142,7 @@ async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Gat
     {
         return Err(GatewayError::BodyTooLarge);
     }
-    let bytes: Bytes = Limited::new(req.into_body(), MAX_BODY)
-        .collect()
+    let bytes: Bytes = crate::body::read_at_most(req.into_body(), MAX_BODY)
         .await
         .map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
@@ -152,8 +150,7 @@ async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Gat
             } else {
                 GatewayError::BadRequest("the request body could not be read".into())
             }
-        })?
-        .to_bytes();
+        })?;
     let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
         Bytes::from_static(b"{}")
     } else {

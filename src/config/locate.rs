@@ -96,7 +96,8 @@ pub fn locate(text: &str, path: &[Seg<'_>]) -> Option<(usize, usize)> {
 pub fn locate_nth(text: &str, path: &[Seg<'_>], nth: usize) -> Option<(usize, usize)> {
     let mut lines = significant_lines(text);
     let (mut lo, mut hi) = (0usize, lines.len());
-    let mut parent_indent: isize = -1;
+    // `None` above the top level, where every line is a child.
+    let mut parent_indent: Option<usize> = None;
     let mut found: Option<(usize, usize)> = None;
     let mut current_line: Option<usize> = None;
 
@@ -104,7 +105,7 @@ pub fn locate_nth(text: &str, path: &[Seg<'_>], nth: usize) -> Option<(usize, us
         let skip = if depth + 1 == path.len() { nth } else { 0 };
         let child_indent = lines[lo..hi]
             .iter()
-            .find(|l| l.indent as isize > parent_indent)
+            .find(|l| parent_indent.is_none_or(|p| l.indent > p))
             .map(|l| l.indent);
         let hit = child_indent.and_then(|ci| match seg {
             Seg::Key(k) => (lo..hi)
@@ -142,7 +143,7 @@ pub fn locate_nth(text: &str, path: &[Seg<'_>], nth: usize) -> Option<(usize, us
             Seg::Key(_) => {
                 lo = i + 1;
                 hi = end;
-                parent_indent = ci as isize;
+                parent_indent = Some(ci);
             }
             Seg::Index(_) => {
                 // The item's own fields start on the dash line, two columns in.
@@ -152,7 +153,7 @@ pub fn locate_nth(text: &str, path: &[Seg<'_>], nth: usize) -> Option<(usize, us
                 lines[i].body = after_dash;
                 lo = i;
                 hi = end;
-                parent_indent = ci as isize;
+                parent_indent = Some(ci);
             }
         }
     }

@@ -239,7 +239,7 @@ impl Proxy {
 
 /// Bodies up to this size are kept so a request can be retried once after
 /// a credential refresh (larger ones stream and are not retried).
-const RETRY_KEEP: u64 = 64 * 1024;
+const RETRY_KEEP: usize = 64 * 1024;
 
 enum Kept {
     Bytes(bytes::Bytes),
@@ -248,16 +248,14 @@ enum Kept {
 
 async fn keep_small_body(headers: &HeaderMap, incoming: Incoming) -> Result<Kept, GatewayError> {
     use http_body::Body as _;
-    use http_body_util::BodyExt;
     match content_length(headers) {
-        Some(n) if n <= RETRY_KEEP => {
-            let collected = http_body_util::Limited::new(incoming, RETRY_KEEP as usize)
-                .collect()
+        Some(n) if usize::try_from(n).is_ok_and(|n| n <= RETRY_KEEP) => {
+            let collected = crate::body::read_at_most(incoming, RETRY_KEEP)
                 .await
                 .map_err(|_| {
                     GatewayError::BadRequest("the request body could not be read".into())
                 })?;
-            Ok(Kept::Bytes(collected.to_bytes()))
+            Ok(Kept::Bytes(collected))
         }
         None if incoming.is_end_stream() => Ok(Kept::Bytes(bytes::Bytes::new())),
         _ => Ok(Kept::Stream(incoming)),

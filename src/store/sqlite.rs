@@ -93,22 +93,33 @@ impl SqliteStore {
     }
 }
 
-/// A u64 (milliseconds, a count) as SQLite's i64, saturating: a value
-/// past i64 must never wrap negative (a negative `expires_at` reads as
-/// long expired: the purge would delete the key, a roll refuse it).
-fn sql(v: u64) -> i64 {
+/// A stored `u64` (ms timestamp, counter, version) as an SQLite INTEGER,
+/// which is an `i64`. Saturates at `i64::MAX` rather than wrapping: the
+/// mapping stays monotone, so the SQL comparisons on these columns
+/// (`expires_at > ?`, `revoked_at < ?`) keep their order, and `i64::MAX` ms
+/// (292 million years) still reads as "never" for a time; no counter gets
+/// there. An `as` cast would turn such a time negative, i.e. long expired.
+fn int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Back from SQLite. A negative value (only a wrapped write could leave
-/// one) reads as 1 ms after the epoch: an expiry long past, never 0,
-/// which in a record means "never expires".
-fn unsql(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(1)
+fn opt_int(v: Option<u64>) -> Option<i64> {
+    v.map(int)
 }
 
-fn ms(v: Option<u64>) -> Option<i64> {
-    v.map(sql)
+/// Column `idx` as a `u64`. keygate never writes a negative value ([`int`]
+/// saturates), so one is a damaged row: an error naming the column, not a
+/// wrap to a far-future time (an expiry that never comes).
+fn column_u64(r: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<u64> {
+    let v: i64 = r.get(idx)?;
+    u64::try_from(v).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(idx, v))
+}
+
+/// Like [`column_u64`] for a nullable column.
+fn column_opt_u64(r: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Option<u64>> {
+    let v: Option<i64> = r.get(idx)?;
+    v.map(|v| u64::try_from(v).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(idx, v)))
+        .transpose()
 }
 
 fn insert(conn: &Connection, k: &StoredKey) -> Result<(), StoreError> {
@@ -126,9 +137,9 @@ fn insert(conn: &Connection, k: &StoredKey) -> Result<(), StoreError> {
             k.client,
             roles,
             k.display_prefix,
-            sql(k.created_ms),
-            ms(k.expires_ms),
-            ms(k.revoked_ms),
+            int(k.created_ms),
+            opt_int(k.expires_ms),
+            opt_int(k.revoked_ms),
             k.rolled_from
         ],
     )
@@ -177,9 +188,9 @@ impl Store for SqliteStore {
                         client: r.get(3)?,
                         roles: None,
                         display_prefix: r.get(5)?,
-                        created_ms: unsql(r.get::<_, i64>(6)?),
-                        expires_ms: r.get::<_, Option<i64>>(7)?.map(unsql),
-                        revoked_ms: r.get::<_, Option<i64>>(8)?.map(unsql),
+                        created_ms: column_u64(r, 6)?,
+                        expires_ms: column_opt_u64(r, 7)?,
+                        revoked_ms: column_opt_u64(r, 8)?,
                         rolled_from: r.get(9)?,
                     },
                 ))
@@ -210,7 +221,7 @@ impl Store for SqliteStore {
         let n = tx
             .execute(
                 "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-                params![id, sql(at_ms)],
+                params![id, int(at_ms)],
             )
             .map_err(err)?;
         if n == 0 {
@@ -220,7 +231,7 @@ impl Store for SqliteStore {
         for s in &successors {
             tx.execute(
                 "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-                params![s, sql(at_ms)],
+                params![s, int(at_ms)],
             )
             .map_err(err)?;
         }
@@ -246,7 +257,7 @@ impl Store for SqliteStore {
             .execute(
                 "UPDATE api_keys SET expires_at = ?2
                  WHERE id = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?3)",
-                params![old_id, sql(old_expires_ms), sql(successor.created_ms)],
+                params![old_id, int(old_expires_ms), int(successor.created_ms)],
             )
             .map_err(err)?;
         if n == 0 {
@@ -268,7 +279,7 @@ impl Store for SqliteStore {
                 )
                 .map_err(err)?;
             for u in batch {
-                stmt.execute(params![u.id, sql(u.last_used_ms), sql(u.uses)])
+                stmt.execute(params![u.id, int(u.last_used_ms), int(u.uses)])
                     .map_err(err)?;
             }
         }
@@ -284,8 +295,8 @@ impl Store for SqliteStore {
             .query_map([], |r| {
                 Ok(StoredUsage {
                     id: r.get(0)?,
-                    last_used_ms: unsql(r.get::<_, i64>(1)?),
-                    uses: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                    last_used_ms: column_u64(r, 1)?,
+                    uses: column_u64(r, 2)?,
                 })
             })
             .map_err(err)?;
@@ -295,7 +306,7 @@ impl Store for SqliteStore {
     fn purge_ended_before(&self, before_ms: u64) -> Result<usize, StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(err)?;
-        let b = sql(before_ms);
+        let b = int(before_ms);
         tx.execute(
             "DELETE FROM key_usage WHERE id IN (SELECT id FROM api_keys
                WHERE (revoked_at IS NOT NULL AND revoked_at < ?1) OR (expires_at IS NOT NULL AND expires_at < ?1))",
@@ -338,7 +349,7 @@ impl Store for SqliteStore {
                 "INSERT INTO token_values (name, nonce, ciphertext, version, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT(name) DO UPDATE SET nonce = excluded.nonce, ciphertext = excluded.ciphertext,
                    version = excluded.version, updated_at = excluded.updated_at",
-                params![v.name, v.nonce, v.ciphertext, sql(v.version), sql(v.updated_ms)],
+                params![v.name, v.nonce, v.ciphertext, int(v.version), int(v.updated_ms)],
             )
             .map(|_| ())
             .map_err(err)
@@ -355,8 +366,8 @@ impl Store for SqliteStore {
                     name: r.get(0)?,
                     nonce: r.get(1)?,
                     ciphertext: r.get(2)?,
-                    version: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
-                    updated_ms: unsql(r.get::<_, i64>(4)?),
+                    version: column_u64(r, 3)?,
+                    updated_ms: column_u64(r, 4)?,
                 })
             })
             .map_err(err)?;
@@ -432,6 +443,35 @@ mod tests {
             let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn out_of_range_integers_saturate_on_write_and_fail_on_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = SqliteStore::open(&dir.path().join("k.db")).expect("open");
+        // Past i64::MAX: stored as i64::MAX (still "never"), not negative.
+        s.insert_key(&StoredKey {
+            expires_ms: Some(u64::MAX),
+            ..key("far", 1)
+        })
+        .expect("insert");
+        let far = u64::try_from(i64::MAX).expect("fits");
+        assert_eq!(s.load_keys().expect("load")[0].expires_ms, Some(far));
+        let next = StoredKey {
+            rolled_from: Some("far".into()),
+            ..key("next", 2)
+        };
+        assert!(
+            s.roll("far", 10, &next).expect("roll"),
+            "the saturated expiry still compares as later than now (a wrapped one would be -1)"
+        );
+        // A negative time was never written by keygate: an error, not a wrap.
+        s.conn()
+            .expect("conn")
+            .execute("UPDATE api_keys SET revoked_at = -5", [])
+            .expect("damage");
+        let e = s.load_keys().expect_err("a negative revoked_at");
+        assert!(e.0.contains("-5"), "{e}");
     }
 
     #[test]

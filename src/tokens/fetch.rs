@@ -13,7 +13,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Request, Version};
-use http_body_util::{BodyExt, Limited};
 
 use super::{TokenStore, source};
 use crate::body::Body;
@@ -135,7 +134,12 @@ fn bounded(secs: f64, what: &str) -> Result<Lifetime, String> {
         });
     }
     Ok(Lifetime {
-        duration: Some(Duration::from_secs_f64(secs)),
+        // Checked above to be finite and within MAX_LIFETIME, so this
+        // cannot fail; `from_secs_f64` would panic if that ever changed.
+        duration: Some(
+            Duration::try_from_secs_f64(secs)
+                .map_err(|e| format!("{what} is not a usable number of seconds: {e}"))?,
+        ),
         clamped: false,
     })
 }
@@ -208,11 +212,9 @@ async fn exchange(
         )
     })?;
     let status = resp.status();
-    let bytes = Limited::new(resp.into_body(), MAX_ANSWER)
-        .collect()
+    let bytes = crate::body::read_at_most(resp.into_body(), MAX_ANSWER)
         .await
-        .map_err(|_| "the token endpoint's answer could not be read".to_string())?
-        .to_bytes();
+        .map_err(|_| "the token endpoint's answer could not be read".to_string())?;
     Ok((status, bytes))
 }
 

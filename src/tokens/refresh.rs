@@ -79,6 +79,10 @@ impl Fetcher for HttpFetcher {
 
 /// Backoff before retry number `failures` (1-based), scaled by `jitter`
 /// in [0.8, 1.2].
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the factor is clamped to [0.8, 1.2] and the base to BACKOFF_MAX, so it cannot panic"
+)]
 pub fn backoff(failures: u32, jitter: f64) -> Duration {
     let exp = BACKOFF_START.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
     exp.min(BACKOFF_MAX).mul_f64(jitter.clamp(0.8, 1.2))
@@ -109,6 +113,12 @@ fn later(at: Instant, d: Duration) -> Instant {
         .into_iter()
         .find_map(|step| at.checked_add(step))
         .unwrap_or(at)
+}
+
+/// A wait as whole milliseconds for a log field. Saturating: waits are
+/// capped at BACKOFF_MAX, far below u64::MAX ms.
+pub(crate) fn log_ms(wait: Duration) -> u64 {
+    u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)
 }
 
 pub fn jitter() -> f64 {
@@ -403,7 +413,7 @@ impl Refresher {
                 st.not_before = Some(later(Instant::now(), wait));
                 self.count("failure");
                 self.store.set_error(&self.token.name, &e);
-                tracing::warn!(token = %self.token.name, error = %e, retry_in_ms = wait.as_millis() as u64, "token fetch failed");
+                tracing::warn!(token = %self.token.name, error = %e, retry_in_ms = log_ms(wait), "token fetch failed");
                 Err(e)
             }
         };

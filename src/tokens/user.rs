@@ -28,7 +28,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http_body_util::{BodyExt, Limited};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use tokio::sync::watch;
@@ -354,7 +353,7 @@ impl Jwks {
                     Err(why) => {
                         st.failures += 1;
                         let wait = backoff(st.failures, jitter());
-                        tracing::warn!(url = %me.url, error = %why, retry_in_ms = wait.as_millis() as u64, "JWKS fetch failed");
+                        tracing::warn!(url = %me.url, error = %why, retry_in_ms = super::refresh::log_ms(wait), "JWKS fetch failed");
                         st.last_error = Some(why);
                         st.next_allowed = Some(after(now, wait));
                     }
@@ -379,11 +378,9 @@ async fn download(url: http::Uri, client: HttpClient) -> Result<JwkSet, String> 
     if !resp.status().is_success() {
         return Err(format!("JWKS endpoint answered {}", resp.status().as_u16()));
     }
-    let body = Limited::new(resp.into_body(), 1 << 20)
-        .collect()
+    let body = crate::body::read_at_most(resp.into_body(), 1 << 20)
         .await
-        .map_err(|_| "JWKS answer unreadable".to_string())?
-        .to_bytes();
+        .map_err(|_| "JWKS answer unreadable".to_string())?;
     serde_json::from_slice(&body).map_err(|_| "JWKS answer is not a JWK set".to_string())
 }
 

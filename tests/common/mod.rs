@@ -3,7 +3,14 @@
 //! rcgen certificates) that records what it received, and a small client.
 //! Nothing here mocks keygate; every test talks to it over TCP.
 
-#![allow(dead_code, unused_imports)]
+#![expect(
+    clippy::expect_used,
+    reason = "test harness: a failed expect is the test failing, with its message"
+)]
+#![expect(
+    dead_code,
+    reason = "each test crate uses a different part of the harness"
+)]
 
 pub mod upstream;
 
@@ -117,6 +124,10 @@ impl Gateway {
 
     /// Stops the process (SIGKILL when `kill`, else SIGTERM and wait) and
     /// starts it again on the same folder, config and store.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "synchronous harness polling a child process; the test's in-process upstream pauses meanwhile, so keygate must not need it here"
+    )]
     pub fn restart(&mut self, kill: bool) {
         if kill {
             let _ = self.child.kill();
@@ -136,6 +147,10 @@ impl Gateway {
         self.wait_listening();
     }
 
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "synchronous harness polling a child process; the test's in-process upstream pauses meanwhile, so keygate must not need it here"
+    )]
     fn wait_listening(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -254,6 +269,10 @@ impl Gateway {
     }
 
     /// Waits for a stderr line containing `needle`, at most `secs`.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "synchronous harness polling a child process; the test's in-process upstream pauses meanwhile, so keygate must not need it here"
+    )]
     pub fn wait_log(&self, needle: &str, secs: u64) -> bool {
         let deadline = Instant::now() + Duration::from_secs(secs);
         while Instant::now() < deadline {
@@ -282,6 +301,10 @@ impl Gateway {
 
     /// SIGTERM, wait for exit (bounded), then assert no registered secret
     /// appears anywhere in what the process printed. Returns the exit code.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "synchronous harness polling a child process; the test's in-process upstream pauses meanwhile, so keygate must not need it here"
+    )]
     pub fn finish(mut self) -> Option<i32> {
         self.signal("TERM");
         let deadline = Instant::now() + Duration::from_secs(40);
@@ -381,6 +404,10 @@ pub async fn send(
     send_with(&client(), method, url, headers, body).await
 }
 
+#[expect(
+    clippy::disallowed_methods,
+    reason = "reads a response from the gateway under test, whose size the test chose"
+)]
 pub async fn send_with(
     c: &TestClient,
     method: Method,
@@ -459,6 +486,10 @@ impl Drop for JsonServer {
 pub type Answer = Arc<dyn Fn(usize, &str) -> (u16, String) + Send + Sync>;
 
 impl JsonServer {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "reads a request the gateway under test sent, whose size the test chose"
+    )]
     pub async fn start(answer: Answer) -> JsonServer {
         use std::sync::atomic::Ordering;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

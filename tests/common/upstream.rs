@@ -59,7 +59,7 @@ impl Drop for Upstream {
 }
 
 pub fn pattern(n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i % 251) as u8).collect()
+    (0..=250u8).cycle().take(n).collect()
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
@@ -68,6 +68,10 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 type Body = BoxBody<Bytes, Infallible>;
 
+#[expect(
+    clippy::disallowed_methods,
+    reason = "records a request the gateway under test sent, whose size the test chose"
+)]
 async fn answer(req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
@@ -137,7 +141,7 @@ async fn answer(req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Response
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 Some((
                     Ok::<_, Infallible>(Frame::data(Bytes::from(vec![
-                        b'a' + (i % 26) as u8;
+                        b"abcdefghijklmnopqrstuvwxyz"[i % 26];
                         1024
                     ]))),
                     i + 1,
