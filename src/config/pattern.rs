@@ -75,7 +75,13 @@ pub fn normalize_escapes(s: &str) -> Cow<'_, str> {
             }
             None => {
                 // Copy up to the next `%` in one go (keeps UTF-8 intact).
-                let next = s[i + 1..].find('%').map_or(b.len(), |n| i + 1 + n);
+                // Searched in bytes: `b[i]` may lead a multi-byte character,
+                // so `s[i + 1..]` could cut it (found by the rewrite fuzz
+                // target); `%` is ASCII, so its position is a char boundary.
+                let next = b[i + 1..]
+                    .iter()
+                    .position(|&c| c == b'%')
+                    .map_or(b.len(), |n| i + 1 + n);
                 out.push_str(&s[i..next]);
                 i = next;
             }
@@ -175,6 +181,18 @@ fn glob(parts: &[Part], segs: &[&str]) -> (bool, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `rewrite` fuzz target: a multi-byte character right
+    /// after an escape (or a lone `%`) made the copy slice mid-character.
+    #[test]
+    fn normal_form_keeps_multi_byte_characters_whole() {
+        let path = "/stripe/users\u{462}@b.us\u{462}%2f\u{462}@b%zz\u{462}x";
+        assert_eq!(
+            normalize_escapes(path),
+            "/stripe/users\u{462}@b.us\u{462}%2F\u{462}@b%zz\u{462}x"
+        );
+        assert_eq!(normalize_escapes("\u{462}%7e\u{462}"), "\u{462}~\u{462}");
+    }
 
     fn p(s: &str) -> PathPattern {
         PathPattern::parse(s).expect("pattern")
