@@ -37,7 +37,6 @@ tokens:
       form: {{ grant_type: client_credentials, client_id: abc, client_secret: {{ env: KG_PARTNER_SECRET }} }}
     response: {response}
     refresh_before: 2s
-    min_refresh_interval: 1s
     prefix: Bearer
     header: Authorization
 {extra_tokens}
