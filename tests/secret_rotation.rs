@@ -16,25 +16,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::jwt::{self, now_s};
 use common::upstream::make_certs;
 use common::{Gateway, Upstream, bearer, get, https_client, initial_admin_key, keygen, send};
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 
-fn now_s() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("time")
-        .as_secs()
-}
-
 fn hs256(secret: &str) -> String {
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &serde_json::json!({"sub": "u1", "exp": now_s() + 600}),
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    jwt::hs256(
+        serde_json::json!({"sub": "u1", "exp": now_s() + 600}),
+        secret,
     )
-    .expect("jwt")
 }
 
 /// Writes `content` to `path` by rename, as editors and secret managers do.

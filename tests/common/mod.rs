@@ -12,6 +12,7 @@
     reason = "each test crate uses a different part of the harness"
 )]
 
+pub mod jwt;
 pub mod upstream;
 
 use std::collections::HashMap;
