@@ -13,8 +13,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use common::{BIN, Gateway, Reply, Upstream, bearer, get, initial_admin_key, keygen, send};
+use common::{BIN, Gateway, Reply, Upstream, admin, bearer, get, initial_admin_key, keygen};
 use futures_util::future::join_all;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -44,21 +43,6 @@ fn start(up: &Upstream) -> (Gateway, String) {
     let admin_key = initial_admin_key(&gw);
     gw.secrets = vec![admin_key.clone(), "upstream-secret-edges".into()];
     (gw, admin_key)
-}
-
-async fn admin(gw: &Gateway, key: &str, method: Method, path: &str, body: Option<Value>) -> Reply {
-    let auth = bearer(key);
-    let b = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-    send(
-        method,
-        &gw.admin_url(path),
-        &[
-            ("authorization", &auth),
-            ("content-type", "application/json"),
-        ],
-        b,
-    )
-    .await
 }
 
 /// Creates a key and registers it as a secret of `gw`: (id, key).

@@ -396,6 +396,29 @@ pub fn client() -> TestClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
+/// An admin API request to `gw` authenticated with `key`, the body (if
+/// any) sent as JSON.
+pub async fn admin(
+    gw: &Gateway,
+    key: &str,
+    method: Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Reply {
+    let auth = bearer(key);
+    let b = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+    send(
+        method,
+        &gw.admin_url(path),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        b,
+    )
+    .await
+}
+
 pub async fn send(
     method: Method,
     url: &str,
