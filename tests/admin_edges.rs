@@ -597,6 +597,38 @@ async fn roll(gw: &Gateway, key: &str, id: &str, grace: &str) -> Reply {
     .await
 }
 
+/// Rolls `id` with `key` and registers the successor as a secret; revoking
+/// the successor with itself must then answer 409 `last_admin_key` (`why`
+/// leads the assertion message). Returns the successor's (key, id).
+async fn roll_then_revoke_successor_refused(
+    gw: &mut Gateway,
+    key: &str,
+    id: &str,
+    grace: &str,
+    why: &str,
+) -> (String, String) {
+    let r = roll(gw, key, id, grace).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let successor = r.json()["key"].as_str().expect("key").to_string();
+    let successor_id = r.json()["id"].as_str().expect("id").to_string();
+    gw.secrets.push(successor.clone());
+    let r = admin(
+        gw,
+        &successor,
+        Method::DELETE,
+        &format!("/api/v1/keys/{successor_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.error_code().as_deref()),
+        (StatusCode::CONFLICT, Some("last_admin_key")),
+        "{why}{}",
+        r.text()
+    );
+    (successor, successor_id)
+}
+
 /// Security review S1: a rolled-over key lives on only for its grace, so it
 /// never counts as a remaining admin key. Before the fix, "roll the only
 /// admin key, then revoke its successor" answered 204 and, once the grace
@@ -610,25 +642,14 @@ async fn a_rolled_over_admin_key_does_not_count_as_the_remaining_admin() {
     let first_id = listing["keys"][0]["id"].as_str().expect("id").to_string();
 
     // A long grace: the old key is alive for an hour, yet it is ending.
-    let r = roll(&gw, &first, &first_id, "1h").await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
-    let second = r.json()["key"].as_str().expect("key").to_string();
-    let second_id = r.json()["id"].as_str().expect("id").to_string();
-    gw.secrets.push(second.clone());
-    let r = admin(
-        &gw,
-        &second,
-        Method::DELETE,
-        &format!("{keys}/{second_id}"),
-        None,
+    let (second, second_id) = roll_then_revoke_successor_refused(
+        &mut gw,
+        &first,
+        &first_id,
+        "1h",
+        "the rolled-over key must not count: ",
     )
     .await;
-    assert_eq!(
-        (r.status, r.error_code().as_deref()),
-        (StatusCode::CONFLICT, Some("last_admin_key")),
-        "the rolled-over key must not count: {}",
-        r.text()
-    );
     // Rolling the old key again would mint a "remaining" admin key that
     // dies with the first grace: a key is rolled once.
     let r = roll(&gw, &first, &first_id, "1h").await;
@@ -641,25 +662,8 @@ async fn a_rolled_over_admin_key_does_not_count_as_the_remaining_admin() {
 
     // The exact sequence of the review: roll with grace 1s, revoke the
     // successor. 409 whether or not the second has passed yet.
-    let r = roll(&gw, &second, &second_id, "1s").await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
-    let third = r.json()["key"].as_str().expect("key").to_string();
-    let third_id = r.json()["id"].as_str().expect("id").to_string();
-    gw.secrets.push(third.clone());
-    let r = admin(
-        &gw,
-        &third,
-        Method::DELETE,
-        &format!("{keys}/{third_id}"),
-        None,
-    )
-    .await;
-    assert_eq!(
-        (r.status, r.error_code().as_deref()),
-        (StatusCode::CONFLICT, Some("last_admin_key")),
-        "{}",
-        r.text()
-    );
+    let (third, third_id) =
+        roll_then_revoke_successor_refused(&mut gw, &second, &second_id, "1s", "").await;
     assert_eq!(
         admin(&gw, &third, Method::GET, keys, None).await.status,
         StatusCode::OK,
