@@ -119,14 +119,7 @@ async fn a_roll_racing_a_revoke_never_leaves_a_live_successor() {
 
     // In order: a revoke after a roll ends the successor too.
     let (id, _) = create(&mut gw, &admin_key, json!({"client": "app", "name": "seq"})).await;
-    let r = admin(
-        &gw,
-        &admin_key,
-        Method::POST,
-        &format!("/api/v1/keys/{id}/roll"),
-        Some(json!({"grace": "1h"})),
-    )
-    .await;
+    let r = roll(&gw, &admin_key, &id, "1h").await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     let succ = r.json();
     let succ_key = succ["key"].as_str().expect("key").to_string();
@@ -289,14 +282,7 @@ async fn negative_or_overflowing_durations_are_refused() {
         json!({"client": "app", "name": "long", "expires_in": "36500d"}),
     )
     .await;
-    let r = admin(
-        &gw,
-        &admin_key,
-        Method::POST,
-        &format!("/api/v1/keys/{id}/roll"),
-        Some(json!({"grace": "0s"})),
-    )
-    .await;
+    let r = roll(&gw, &admin_key, &id, "0s").await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     gw.secrets
         .push(r.json()["key"].as_str().expect("key").to_string());
@@ -404,14 +390,7 @@ async fn the_last_admin_key_cannot_end_itself_and_reset_lets_the_operator_back_i
 
     // Rolling it is allowed, even with a grace that ends it now: the
     // successor is an admin key.
-    let r = admin(
-        &gw,
-        &first,
-        Method::POST,
-        &format!("{keys}/{first_id}/roll"),
-        Some(json!({"grace": "0s"})),
-    )
-    .await;
+    let r = roll(&gw, &first, &first_id, "0s").await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     let second = r.json()["key"].as_str().expect("key").to_string();
     let second_id = r.json()["id"].as_str().expect("id").to_string();
