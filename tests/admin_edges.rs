@@ -13,8 +13,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use common::{BIN, Gateway, Reply, Upstream, bearer, get, initial_admin_key, keygen, send};
+use common::{BIN, Gateway, Reply, Upstream, admin, bearer, get, initial_admin_key, keygen};
 use futures_util::future::join_all;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -44,21 +43,6 @@ fn start(up: &Upstream) -> (Gateway, String) {
     let admin_key = initial_admin_key(&gw);
     gw.secrets = vec![admin_key.clone(), "upstream-secret-edges".into()];
     (gw, admin_key)
-}
-
-async fn admin(gw: &Gateway, key: &str, method: Method, path: &str, body: Option<Value>) -> Reply {
-    let auth = bearer(key);
-    let b = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-    send(
-        method,
-        &gw.admin_url(path),
-        &[
-            ("authorization", &auth),
-            ("content-type", "application/json"),
-        ],
-        b,
-    )
-    .await
 }
 
 /// Creates a key and registers it as a secret of `gw`: (id, key).
@@ -135,14 +119,7 @@ async fn a_roll_racing_a_revoke_never_leaves_a_live_successor() {
 
     // In order: a revoke after a roll ends the successor too.
     let (id, _) = create(&mut gw, &admin_key, json!({"client": "app", "name": "seq"})).await;
-    let r = admin(
-        &gw,
-        &admin_key,
-        Method::POST,
-        &format!("/api/v1/keys/{id}/roll"),
-        Some(json!({"grace": "1h"})),
-    )
-    .await;
+    let r = roll(&gw, &admin_key, &id, "1h").await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     let succ = r.json();
     let succ_key = succ["key"].as_str().expect("key").to_string();
@@ -305,14 +282,7 @@ async fn negative_or_overflowing_durations_are_refused() {
         json!({"client": "app", "name": "long", "expires_in": "36500d"}),
     )
     .await;
-    let r = admin(
-        &gw,
-        &admin_key,
-        Method::POST,
-        &format!("/api/v1/keys/{id}/roll"),
-        Some(json!({"grace": "0s"})),
-    )
-    .await;
+    let r = roll(&gw, &admin_key, &id, "0s").await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     gw.secrets
         .push(r.json()["key"].as_str().expect("key").to_string());
@@ -420,14 +390,7 @@ async fn the_last_admin_key_cannot_end_itself_and_reset_lets_the_operator_back_i
 
     // Rolling it is allowed, even with a grace that ends it now: the
     // successor is an admin key.
-    let r = admin(
-        &gw,
-        &first,
-        Method::POST,
-        &format!("{keys}/{first_id}/roll"),
-        Some(json!({"grace": "0s"})),
-    )
-    .await;
+    let r = roll(&gw, &first, &first_id, "0s").await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     let second = r.json()["key"].as_str().expect("key").to_string();
     let second_id = r.json()["id"].as_str().expect("id").to_string();
@@ -613,6 +576,38 @@ async fn roll(gw: &Gateway, key: &str, id: &str, grace: &str) -> Reply {
     .await
 }
 
+/// Rolls `id` with `key` and registers the successor as a secret; revoking
+/// the successor with itself must then answer 409 `last_admin_key` (`why`
+/// leads the assertion message). Returns the successor's (key, id).
+async fn roll_then_revoke_successor_refused(
+    gw: &mut Gateway,
+    key: &str,
+    id: &str,
+    grace: &str,
+    why: &str,
+) -> (String, String) {
+    let r = roll(gw, key, id, grace).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let successor = r.json()["key"].as_str().expect("key").to_string();
+    let successor_id = r.json()["id"].as_str().expect("id").to_string();
+    gw.secrets.push(successor.clone());
+    let r = admin(
+        gw,
+        &successor,
+        Method::DELETE,
+        &format!("/api/v1/keys/{successor_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.error_code().as_deref()),
+        (StatusCode::CONFLICT, Some("last_admin_key")),
+        "{why}{}",
+        r.text()
+    );
+    (successor, successor_id)
+}
+
 /// Security review S1: a rolled-over key lives on only for its grace, so it
 /// never counts as a remaining admin key. Before the fix, "roll the only
 /// admin key, then revoke its successor" answered 204 and, once the grace
@@ -626,25 +621,14 @@ async fn a_rolled_over_admin_key_does_not_count_as_the_remaining_admin() {
     let first_id = listing["keys"][0]["id"].as_str().expect("id").to_string();
 
     // A long grace: the old key is alive for an hour, yet it is ending.
-    let r = roll(&gw, &first, &first_id, "1h").await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
-    let second = r.json()["key"].as_str().expect("key").to_string();
-    let second_id = r.json()["id"].as_str().expect("id").to_string();
-    gw.secrets.push(second.clone());
-    let r = admin(
-        &gw,
-        &second,
-        Method::DELETE,
-        &format!("{keys}/{second_id}"),
-        None,
+    let (second, second_id) = roll_then_revoke_successor_refused(
+        &mut gw,
+        &first,
+        &first_id,
+        "1h",
+        "the rolled-over key must not count: ",
     )
     .await;
-    assert_eq!(
-        (r.status, r.error_code().as_deref()),
-        (StatusCode::CONFLICT, Some("last_admin_key")),
-        "the rolled-over key must not count: {}",
-        r.text()
-    );
     // Rolling the old key again would mint a "remaining" admin key that
     // dies with the first grace: a key is rolled once.
     let r = roll(&gw, &first, &first_id, "1h").await;
@@ -657,25 +641,8 @@ async fn a_rolled_over_admin_key_does_not_count_as_the_remaining_admin() {
 
     // The exact sequence of the review: roll with grace 1s, revoke the
     // successor. 409 whether or not the second has passed yet.
-    let r = roll(&gw, &second, &second_id, "1s").await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
-    let third = r.json()["key"].as_str().expect("key").to_string();
-    let third_id = r.json()["id"].as_str().expect("id").to_string();
-    gw.secrets.push(third.clone());
-    let r = admin(
-        &gw,
-        &third,
-        Method::DELETE,
-        &format!("{keys}/{third_id}"),
-        None,
-    )
-    .await;
-    assert_eq!(
-        (r.status, r.error_code().as_deref()),
-        (StatusCode::CONFLICT, Some("last_admin_key")),
-        "{}",
-        r.text()
-    );
+    let (third, third_id) =
+        roll_then_revoke_successor_refused(&mut gw, &second, &second_id, "1s", "").await;
     assert_eq!(
         admin(&gw, &third, Method::GET, keys, None).await.status,
         StatusCode::OK,

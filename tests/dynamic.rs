@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::jwt::{b64url, hs256, now_s};
 use common::{Gateway, JsonServer, Upstream, bearer, get, keygen, send};
 use http::{Method, StatusCode};
 
@@ -359,22 +360,6 @@ async fn concurrent_401s_cause_one_refresh() {
     s.finish();
 }
 
-fn hs256(claims: serde_json::Value, secret: &str) -> String {
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("jwt")
-}
-
-fn now_s() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("time")
-        .as_secs()
-}
-
 const USER_HS256: &str = "
   end-user:
     type: user
@@ -468,24 +453,6 @@ async fn user_token_moved_and_checked_as_hs256_jwt() {
     let mut s = s;
     s.gw.secrets.push(good);
     s.finish();
-}
-
-/// base64url without padding (RFC 7515 §2).
-fn b64url(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..(chunk.len() + 1) {
-            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{BIN, Gateway, Reply, Upstream, bearer, get, initial_admin_key, keygen, send};
+use common::{BIN, Gateway, Reply, Upstream, admin, bearer, get, initial_admin_key, keygen, send};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -38,21 +38,6 @@ clients:
 {extra_clients}
 "#
     )
-}
-
-async fn admin(gw: &Gateway, key: &str, method: Method, path: &str, body: Option<Value>) -> Reply {
-    let auth = bearer(key);
-    let b = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-    send(
-        method,
-        &gw.admin_url(path),
-        &[
-            ("authorization", &auth),
-            ("content-type", "application/json"),
-        ],
-        b,
-    )
-    .await
 }
 
 async fn create(gw: &Gateway, admin_key: &str, body: Value) -> Value {

@@ -159,8 +159,7 @@ async fn silent_and_dribbling_sockets_are_closed_on_every_listener() {
 
 #[tokio::test]
 async fn tls_sockets_silent_before_or_after_the_handshake_are_closed() {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, ServerName};
+    use rustls::pki_types::ServerName;
     let up = Upstream::start().await;
     let ep = token_endpoint().await;
     let (ca, cert, key_pem) = common::upstream::make_certs();
@@ -179,17 +178,7 @@ async fn tls_sockets_silent_before_or_after_the_handshake_are_closed() {
 
     // A full handshake, then no request: the deadline runs from accept,
     // not from the end of the handshake.
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
-        roots.add(c.expect("pem")).expect("add");
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let cfg = common::tls_client_config(&ca);
     let name = ServerName::try_from("localhost").expect("name");
     let tcp = connect(gw.proxy).await;
     let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))

@@ -16,25 +16,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::upstream::make_certs;
+use common::jwt::{self, now_s};
+use common::upstream::{self, make_certs};
 use common::{Gateway, Upstream, bearer, get, https_client, initial_admin_key, keygen, send};
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 
-fn now_s() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("time")
-        .as_secs()
-}
-
 fn hs256(secret: &str) -> String {
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &serde_json::json!({"sub": "u1", "exp": now_s() + 600}),
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    jwt::hs256(
+        serde_json::json!({"sub": "u1", "exp": now_s() + 600}),
+        secret,
     )
-    .expect("jwt")
 }
 
 /// Writes `content` to `path` by rename, as editors and secret managers do.
@@ -171,21 +163,7 @@ impl Drop for SwitchingUpstream {
 }
 
 fn server_config(cert_pem: &str, key_pem: &str) -> Arc<rustls::ServerConfig> {
-    use rustls::pki_types::pem::PemObject;
-    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .expect("certs");
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("key");
-    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .expect("server config");
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(cfg)
+    upstream::server_config(cert_pem, key_pem, &[b"http/1.1"])
 }
 
 impl SwitchingUpstream {

@@ -15,15 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use common::jwt::{b64url, now_s};
 use common::{Gateway, JsonServer, Upstream, bearer, find_in, get, initial_admin_key, keygen};
 use http::StatusCode;
-
-fn now_s() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("time")
-        .as_secs()
-}
 
 /// `n` concurrent GETs; returns their statuses.
 async fn burst(url: &str, headers: &[(&str, &str)], n: usize) -> Vec<StatusCode> {
@@ -289,24 +283,6 @@ fn cases_field<'a>(cases: &[(&str, &'a str, &str, bool)], name: &str) -> &'a str
         .find(|c| c.0 == name)
         .map(|c| c.1)
         .expect("case")
-}
-
-/// base64url without padding (RFC 7515 §2).
-fn b64url(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..(chunk.len() + 1) {
-            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
 }
 
 fn es256(kp: &rcgen::KeyPair, kid: &str) -> String {

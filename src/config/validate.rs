@@ -1820,6 +1820,14 @@ mod tests {
             .map_err(|e| e.0)
     }
 
+    /// The message of the error reported on `line`; panics if there is none.
+    fn message_on(errs: &[ConfigError], line: usize) -> String {
+        errs.iter()
+            .find(|e| e.line == Some(line))
+            .map(|e| e.message.clone())
+            .unwrap_or_else(|| panic!("no error on line {line}: {errs:?}"))
+    }
+
     #[test]
     fn connection_limits_default_and_parse() {
         assert_eq!(limits_of(""), Ok(Limits::default()));
@@ -1850,12 +1858,7 @@ mod tests {
              max_header_size: 4KiB\n  max_concurrent_streams: 0\n  h2_keep_alive_interval: 0ms\n",
         )
         .expect_err("invalid");
-        let at = |line: usize| {
-            errs.iter()
-                .find(|e| e.line == Some(line))
-                .map(|e| e.message.clone())
-                .unwrap_or_else(|| panic!("no error on line {line}: {errs:?}"))
-        };
+        let at = |line: usize| message_on(&errs, line);
         assert!(at(2).contains("max_connections must be between 1"));
         assert!(at(3).contains("header_read_timeout must be more than 0"));
         assert!(at(4).contains("not a duration"));
@@ -1896,12 +1899,7 @@ mod tests {
              h2_keep_alive_interval: 99999999999999d\n  h2_keep_alive_timeout: 25h\n",
         )
         .expect_err("invalid");
-        let at = |line: usize| {
-            errs.iter()
-                .find(|e| e.line == Some(line))
-                .map(|e| e.message.clone())
-                .unwrap_or_else(|| panic!("no error on line {line}: {errs:?}"))
-        };
+        let at = |line: usize| message_on(&errs, line);
         assert!(at(2).contains("header_read_timeout must be at most 1h"));
         assert!(at(3).contains("idle_timeout must be at most 1d"));
         assert!(at(4).contains("h2_keep_alive_interval must be at most 1d"));

@@ -728,18 +728,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn huge_lifetimes_neither_panic_nor_poison_the_state() {
-        let (r, _) = refresher(vec![], Duration::from_secs(1));
         let calls = Arc::new(AtomicU32::new(0));
-        let r = Refresher::new(
-            Arc::clone(&r.token),
-            Arc::clone(&r.spec),
-            Arc::new(TokenStore::new()),
-            Box::new(Lifetimes {
-                calls: Arc::clone(&calls),
-                answers: vec![Ok(Some(Duration::MAX)), Err("down".into())],
-            }),
-            Family::default(),
-        );
+        let r = with_fetcher(Lifetimes {
+            calls: Arc::clone(&calls),
+            answers: vec![Ok(Some(Duration::MAX)), Err("down".into())],
+        });
         r.start();
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -751,20 +744,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn failed_fetches_back_off_with_jitter_not_a_busy_loop() {
-        let (r, _) = refresher(vec![], Duration::from_secs(1));
         let calls = Arc::new(AtomicU32::new(0));
-        let r = Refresher::new(
-            Arc::clone(&r.token),
-            Arc::clone(&r.spec),
-            Arc::new(TokenStore::new()),
-            Box::new(Lifetimes {
-                calls: Arc::clone(&calls),
-                answers: vec![Err(
-                    "the lifetime at /expires_in gives a lifetime under 1 s".into(),
-                )],
-            }),
-            Family::default(),
-        );
+        let r = with_fetcher(Lifetimes {
+            calls: Arc::clone(&calls),
+            answers: vec![Err(
+                "the lifetime at /expires_in gives a lifetime under 1 s".into(),
+            )],
+        });
         r.start();
         // Backoff 1, 2, 4, 8, 16 s (±20 %): about 5 attempts in 30 s.
         tokio::time::sleep(Duration::from_secs(30)).await;

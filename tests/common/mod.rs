@@ -12,6 +12,7 @@
     reason = "each test crate uses a different part of the harness"
 )]
 
+pub mod jwt;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -395,6 +396,44 @@ pub fn client() -> TestClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
+/// A rustls client config trusting only the CA in `ca_pem`.
+pub fn tls_client_config(ca_pem: &str) -> rustls::ClientConfig {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.expect("pem")).expect("add");
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+/// An admin API request to `gw` authenticated with `key`, the body (if
+/// any) sent as JSON.
+pub async fn admin(
+    gw: &Gateway,
+    key: &str,
+    method: Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Reply {
+    let auth = bearer(key);
+    let b = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+    send(
+        method,
+        &gw.admin_url(path),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        b,
+    )
+    .await
+}
+
 pub async fn send(
     method: Method,
     url: &str,
@@ -555,19 +594,7 @@ impl JsonServer {
 pub fn https_client(
     ca_pem: &str,
 ) -> Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(c.expect("pem")).expect("add");
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let cfg = tls_client_config(ca_pem);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(cfg)
         .https_only()

@@ -248,6 +248,13 @@ impl Upstream {
 /// A CA and a server certificate for 127.0.0.1 and localhost signed by it.
 pub fn test_tls() -> (String, Arc<rustls::ServerConfig>) {
     let (ca_pem, cert_pem, key_pem) = make_certs();
+    let cfg = server_config(&cert_pem, &key_pem, &[b"h2", b"http/1.1"]);
+    (ca_pem, cfg)
+}
+
+/// A rustls server config for a PEM certificate chain and key, offering
+/// `alpn` in that order.
+pub fn server_config(cert_pem: &str, key_pem: &str, alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
     use rustls::pki_types::pem::PemObject;
     let certs = rustls::pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
@@ -261,8 +268,8 @@ pub fn test_tls() -> (String, Arc<rustls::ServerConfig>) {
     .with_no_client_auth()
     .with_single_cert(certs, key)
     .expect("server config");
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    (ca_pem, Arc::new(cfg))
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(cfg)
 }
 
 /// (CA PEM, leaf certificate PEM, leaf key PEM).
