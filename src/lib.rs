@@ -4,7 +4,7 @@
 //!
 //! Modules follow the request path and import downward only:
 //! `app → {admin, proxy, server} → state → {config, tokens, auth, upstream,
-//! error, body, secret}`.
+//! error, body, secret, lock, clock}`.
 
 // Lint policy (`unsafe_code` forbidden, no `unwrap`/`expect` outside
 // tests, checked casts) is the `[lints]` table in Cargo.toml, which covers
@@ -16,6 +16,7 @@ pub mod app;
 pub mod auth;
 pub mod body;
 pub mod caller;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod keys;

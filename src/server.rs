@@ -251,9 +251,7 @@ const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
 /// panics on overflow and a panic here would end the whole accept loop,
 /// so no value may reach a plain `+`.
 fn later(at: Instant, d: Duration) -> Instant {
-    at.checked_add(d.min(FAR_FUTURE))
-        .or_else(|| at.checked_add(FAR_FUTURE))
-        .unwrap_or(at)
+    crate::clock::later_by_first_fit(at, &[d.min(FAR_FUTURE), FAR_FUTURE])
 }
 
 /// Requests in flight on one connection, and since when it has had none.

@@ -108,10 +108,10 @@ pub fn refresh_due(
 /// else an hour: never `at` itself while a shorter step fits, since "due
 /// now" would mean fetching at once).
 fn later(at: Instant, d: Duration) -> Instant {
-    [d, super::fetch::MAX_LIFETIME, Duration::from_secs(3600)]
-        .into_iter()
-        .find_map(|step| at.checked_add(step))
-        .unwrap_or(at)
+    crate::clock::later_by_first_fit(
+        at,
+        &[d, super::fetch::MAX_LIFETIME, Duration::from_secs(3600)],
+    )
 }
 
 /// A wait as whole milliseconds for a log field. Saturating: waits are

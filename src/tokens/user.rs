@@ -272,9 +272,7 @@ fn pick(set: &JwkSet, kid: Option<&str>) -> Option<DecodingKey> {
 
 /// `at + d`, saturating instead of panicking.
 fn after(at: Instant, d: Duration) -> Instant {
-    at.checked_add(d)
-        .or_else(|| at.checked_add(JWKS_TTL))
-        .unwrap_or(at)
+    crate::clock::later_by_first_fit(at, &[d, JWKS_TTL])
 }
 
 /// What a caller does after looking at the state.

@@ -1,0 +1,33 @@
+//! Deadlines that cannot panic. `Instant + Duration` panics on overflow,
+//! and durations here come from config files and token endpoints, so no
+//! such value may reach a plain `+`. Each caller names its own fallback
+//! steps (what "far away" means for it); this module owns only the rule.
+//! Tokio's `Instant`, so callers stay testable on paused time.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// `at` plus the first of `steps` that fits in `Instant`'s range, or `at`
+/// itself when none does (only a clock at the very end of its range).
+pub fn later_by_first_fit(at: Instant, steps: &[Duration]) -> Instant {
+    steps
+        .iter()
+        .find_map(|&step| at.checked_add(step))
+        .unwrap_or(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn takes_the_first_step_that_fits() {
+        let now = Instant::now();
+        let hour = Duration::from_secs(3600);
+        assert_eq!(later_by_first_fit(now, &[hour]), now + hour);
+        assert_eq!(later_by_first_fit(now, &[Duration::MAX, hour]), now + hour);
+        assert_eq!(later_by_first_fit(now, &[Duration::MAX]), now);
+        assert_eq!(later_by_first_fit(now, &[]), now);
+    }
+}
