@@ -21,17 +21,17 @@ use tokio::sync::{Mutex, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin::{Admin, ReloadRequest};
+use crate::auth::keys;
 use crate::config::validate::{Limits, TlsFiles, listen_matches};
 use crate::config::{self, Config, ConfigError};
-use crate::keys;
+use crate::listen::tls::{self, CertResolver};
+use crate::listen::{self, Drain, DrainControl};
 use crate::lock::lock;
 use crate::proxy::{Listener, Proxy};
-use crate::server::{self, Drain, DrainControl};
 use crate::state::{ReloadStatus, ReloadTrigger, Shared, Snapshot, TlsStatus, now_rfc3339};
 use crate::store::sealed;
 use crate::store::sqlite::SqliteStore;
-use crate::tls::{self, CertResolver};
-use crate::token_values;
+use crate::tokens::values;
 
 /// A dedicated connector listener.
 #[derive(Debug)]
@@ -151,7 +151,7 @@ impl App {
         let shared = Arc::new(Shared::new(snapshot, Arc::new(store), master));
         shared.tokens.sync(&config, false);
         shared.sync_dynamic(&config);
-        let restored = token_values::restore(&shared)?;
+        let restored = values::restore(&shared)?;
         if restored > 0 {
             tracing::info!(
                 tokens = restored,
@@ -211,7 +211,7 @@ impl App {
 
         let (tx, rx) = watch::channel(false);
         stops.push(tx);
-        tokio::spawn(server::serve(
+        tokio::spawn(listen::serve(
             proxy_listener,
             acceptor,
             Proxy::new(Arc::clone(&shared), Listener::Shared),
@@ -224,7 +224,7 @@ impl App {
         let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
         let (tx, rx) = watch::channel(false);
         stops.push(tx);
-        tokio::spawn(server::serve(
+        tokio::spawn(listen::serve(
             admin_listener,
             None,
             Admin::new(Arc::clone(&shared), reload_tx),
@@ -297,7 +297,7 @@ impl App {
         };
         for (name, listener, addr) in fresh {
             let (tx, rx) = watch::channel(false);
-            tokio::spawn(server::serve(
+            tokio::spawn(listen::serve(
                 listener,
                 None,
                 Proxy::new(
@@ -382,7 +382,7 @@ impl App {
         drop(current);
         self.shared.tokens.sync(&config, false);
         self.shared.sync_dynamic(&config);
-        if let Err(e) = token_values::restore(&self.shared) {
+        if let Err(e) = values::restore(&self.shared) {
             tracing::error!(error = %e, "stored token values could not be restored");
         }
         self.check_tls(&config);

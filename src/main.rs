@@ -399,7 +399,7 @@ fn admin_key_reset(path: &std::path::Path) -> ExitCode {
         }
     };
     let dir = db.parent().map(PathBuf::from).unwrap_or_default();
-    match keygate::keys::reset_admin_key(
+    match keygate::auth::keys::reset_admin_key(
         &store,
         &cfg.keys.prefix,
         cfg.keys.max_ttl,

@@ -12,14 +12,14 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{ReloadRequest, json, only};
+use crate::auth::keys::{self, NewKey};
 use crate::body::Body;
 use crate::config::units::format_duration;
 use crate::config::{AuthMode, TokenKind, ValueSource};
 use crate::error::GatewayError;
-use crate::keys::{self, NewKey};
 use crate::lock::lock;
 use crate::state::{Shared, rfc3339};
-use crate::token_values;
+use crate::tokens::values;
 
 /// Admin request bodies are small JSON documents.
 const MAX_BODY: usize = 64 * 1024;
@@ -45,7 +45,7 @@ pub async fn dispatch(
             only(&method, Method::PUT)?;
             let body: SetValue = read_json(req).await?;
             let (s, n) = (Arc::clone(shared), name.to_string());
-            blocking(move || token_values::set(&s, &n, &body.value)).await?;
+            blocking(move || values::set(&s, &n, &body.value)).await?;
             Ok(json(StatusCode::OK, &token_json(shared, name)))
         }
         ["tokens", name, "refresh"] => {

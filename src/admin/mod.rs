@@ -39,9 +39,9 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::auth::caller;
 use crate::auth::{effective_roles, grants};
 use crate::body::Body;
-use crate::caller;
 use crate::config::ConfigError;
 use crate::error::{GatewayError, X_REQUEST_ID};
 use crate::state::Shared;
@@ -227,7 +227,7 @@ pub(crate) fn only(method: &Method, allowed: Method) -> Result<(), GatewayError>
     }
 }
 
-impl crate::server::Handler for Admin {
+impl crate::listen::Handler for Admin {
     fn call(
         &self,
         req: Request<Incoming>,

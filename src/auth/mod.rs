@@ -2,9 +2,11 @@
 //! (`key`), the hashed in-memory index (`index`), and role grants
 //! (`grants`). Knows nothing about HTTP beyond `Method`.
 
+pub mod caller;
 pub mod grants;
 pub mod index;
 pub mod key;
+pub mod keys;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -30,9 +30,9 @@ use hyper::body::Incoming;
 use super::hop;
 use super::local;
 use super::rewrite::{self, ForwardPath};
+use crate::auth::caller::{self, X_API_KEY};
 use crate::auth::{self, KeyRecord, grants};
 use crate::body::Body;
-use crate::caller::{self, X_API_KEY};
 use crate::config::AuthMode;
 use crate::config::TokenKind;
 use crate::config::validate::listen_matches;
@@ -78,6 +78,16 @@ pub struct Outcome {
     pub tokens: Vec<(String, String)>,
     pub upstream_status: Option<u16>,
     pub error: Option<&'static str>,
+}
+
+impl crate::listen::Handler for Proxy {
+    fn call(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response<Body>> + Send {
+        self.handle(req, peer)
+    }
 }
 
 impl Proxy {

@@ -13,6 +13,7 @@ pub mod fetch;
 pub mod refresh;
 pub mod source;
 pub mod user;
+pub mod values;
 
 use std::collections::HashMap;
 use std::sync::Arc;

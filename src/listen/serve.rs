@@ -49,16 +49,6 @@ pub trait Handler: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Response<Body>> + Send;
 }
 
-impl Handler for crate::proxy::Proxy {
-    fn call(
-        &self,
-        req: Request<Incoming>,
-        peer: SocketAddr,
-    ) -> impl Future<Output = Response<Body>> + Send {
-        self.handle(req, peer)
-    }
-}
-
 /// Tells connections to finish and lets the app wait until they have.
 #[derive(Debug, Clone)]
 pub struct Drain {
