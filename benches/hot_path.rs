@@ -16,11 +16,12 @@ use std::time::SystemTime;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Request;
+use keygate::auth::declared::ConfigKeys;
 use keygate::auth::{KeyIndex, KeyRecord, KeySource, key};
 use keygate::proxy::rewrite;
 use keygate::proxy::service::{Credential, Outcome, prepare};
-use keygate::state::Snapshot;
-use keygate::tokens::TokenStore;
+use keygate::snapshot;
+use keygate::tokens::{FixedCell, TokenStore};
 
 fn record(k: &str, i: usize) -> Arc<KeyRecord> {
     Arc::new(KeyRecord {
@@ -52,12 +53,21 @@ fn key_verification(c: &mut Criterion) {
         index.insert(record(k.expose(), i));
     }
     let now = SystemTime::now();
+    let declared = ConfigKeys::new();
     c.bench_function("verify key among 100k", |b| {
-        b.iter(|| index.verify(black_box(&probe), "kg_", now).is_ok())
+        b.iter(|| {
+            index
+                .verify(&declared, black_box(&probe), "kg_", now)
+                .is_ok()
+        })
     });
     let bad = key::generate("kg_").expect("rng");
     c.bench_function("reject unknown key among 100k", |b| {
-        b.iter(|| index.verify(black_box(bad.expose()), "kg_", now).is_err())
+        b.iter(|| {
+            index
+                .verify(&declared, black_box(bad.expose()), "kg_", now)
+                .is_err()
+        })
     });
 }
 
@@ -81,9 +91,9 @@ connectors:
   stripe: { upstream: "https://api.stripe.com", tokens: [a, b, c], headers: { Stripe-Version: "2024-06-20" } }
 "#;
     let cfg = Arc::new(keygate::config::from_text(yaml, Path::new("bench.yaml")).expect("config"));
-    let snap = Snapshot::build(Arc::clone(&cfg), None, 1).expect("snapshot");
-    let store = TokenStore::new();
-    store.sync(&cfg, false);
+    let snap = snapshot::routes(&cfg, None).expect("snapshot");
+    let store = TokenStore::new(FixedCell::new(cfg.tokens.clone()));
+    store.sync_files(&cfg.tokens);
     let conn = Arc::clone(&snap.connectors["stripe"]);
     let set = store.load();
     let target = Request::get("/stripe/v1/charges").body(()).expect("req");
@@ -135,7 +145,7 @@ fn routing_and_reload(c: &mut Criterion) {
     let yaml = connectors_yaml(10_000);
     let path = Path::new("bench.yaml");
     let cfg = Arc::new(keygate::config::from_text(&yaml, path).expect("config"));
-    let snap = Snapshot::build(Arc::clone(&cfg), None, 1).expect("snapshot");
+    let snap = snapshot::routes(&cfg, None).expect("snapshot");
     c.bench_function("route lookup among 10k connectors", |b| {
         b.iter(|| {
             let (name, rest) =
@@ -151,7 +161,7 @@ fn routing_and_reload(c: &mut Criterion) {
     group.bench_function("parse, validate and build 10k connectors", |b| {
         b.iter(|| {
             let cfg = Arc::new(keygate::config::from_text(black_box(&yaml), path).expect("config"));
-            black_box(Snapshot::build(cfg, Some(&snap), 2).expect("snapshot"))
+            black_box(snapshot::routes(&cfg, Some(&snap)).expect("snapshot"))
         })
     });
     group.finish();

@@ -17,6 +17,26 @@ pub fn later_by_first_fit(at: Instant, steps: &[Duration]) -> Instant {
         .unwrap_or(at)
 }
 
+/// Milliseconds since the epoch, at least 1 (0 means "none" in atomics),
+/// saturating rather than wrapping past u64 (half a billion years out).
+pub fn to_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// A time as RFC 3339 to the second, UTC (what every API answer and log
+/// line shows).
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// Now, as [`rfc3339`].
+pub fn now_rfc3339() -> String {
+    rfc3339(std::time::SystemTime::now())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -175,3 +175,15 @@ impl std::fmt::Display for GatewayError {
 }
 
 impl std::error::Error for GatewayError {}
+
+impl From<crate::auth::caller::Refused> for GatewayError {
+    fn from(r: crate::auth::caller::Refused) -> Self {
+        use crate::auth::caller::Refused;
+        match r {
+            Refused::Missing => GatewayError::MissingApiKey,
+            Refused::Invalid => GatewayError::InvalidApiKey,
+            Refused::Expired => GatewayError::ApiKeyExpired,
+            Refused::Ambiguous(why) => GatewayError::BadRequest(why.to_string()),
+        }
+    }
+}

@@ -14,11 +14,12 @@ use tokio::sync::{mpsc, oneshot};
 use super::{ReloadRequest, json, only};
 use crate::auth::keys::{self, NewKey};
 use crate::body::Body;
+use crate::clock::rfc3339;
 use crate::config::units::format_duration;
 use crate::config::{AuthMode, TokenKind, ValueSource};
 use crate::error::GatewayError;
-use crate::lock::lock;
-use crate::state::{Shared, rfc3339};
+use crate::snapshot::Snapshot;
+use crate::state::Shared;
 use crate::tokens::values;
 
 /// Admin request bodies are small JSON documents.
@@ -45,12 +46,20 @@ pub async fn dispatch(
             only(&method, Method::PUT)?;
             let body: SetValue = read_json(req).await?;
             let (s, n) = (Arc::clone(shared), name.to_string());
-            blocking(move || values::set(&s, &n, &body.value)).await?;
+            blocking(move || {
+                values::set(
+                    s.runtime_values(),
+                    &s.snapshot().config.tokens,
+                    &n,
+                    &body.value,
+                )
+            })
+            .await?;
             Ok(json(StatusCode::OK, &token_json(shared, name)))
         }
         ["tokens", name, "refresh"] => {
             only(&method, Method::POST)?;
-            let snap = shared.snapshot.load_full();
+            let snap = shared.snapshot();
             let spec = snap
                 .config
                 .tokens
@@ -62,12 +71,12 @@ pub async fn dispatch(
                     spec.type_name()
                 )));
             }
-            let r = shared
+            let r = snap
                 .refreshers
                 .get(*name)
-                .map(|r| Arc::clone(r.value()))
+                .map(Arc::clone)
                 .ok_or_else(|| GatewayError::CredentialUnavailable(name.to_string()))?;
-            let seen = shared.tokens.load().get(name).map(|v| v.version);
+            let seen = snap.values.get(name).map(|v| v.version);
             r.refresh_after(seen)
                 .await
                 .map_err(|_| GatewayError::CredentialUnavailable(name.to_string()))?;
@@ -83,7 +92,7 @@ pub async fn dispatch(
             only(&method, Method::DELETE)?;
             let force = force(&req)?;
             let (shared, id) = (Arc::clone(shared), id.to_string());
-            blocking(move || keys::revoke(&shared, &id, force, SystemTime::now())).await?;
+            blocking(move || keys::revoke(shared.as_ref(), &id, force, SystemTime::now())).await?;
             let mut r = Response::new(Body::empty());
             *r.status_mut() = StatusCode::NO_CONTENT;
             Ok(r)
@@ -165,9 +174,9 @@ async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Gat
 }
 
 fn status(shared: &Shared) -> Response<Body> {
-    let snap = shared.snapshot.load();
-    let last = lock(&shared.reload).clone();
-    let tls = lock(&shared.tls).clone();
+    let snap = shared.snapshot();
+    let last = shared.reload_status();
+    let tls = shared.tls_status();
     json(
         StatusCode::OK,
         &serde_json::json!({
@@ -202,7 +211,7 @@ async fn do_reload(reload: &mpsc::Sender<ReloadRequest>) -> Result<Response<Body
 }
 
 fn connectors(shared: &Shared) -> Response<Body> {
-    let snap = shared.snapshot.load();
+    let snap = shared.snapshot();
     let list: Vec<_> = snap
         .config
         .connectors
@@ -241,30 +250,28 @@ struct SetValue {
 }
 
 fn token_json(shared: &Shared, name: &str) -> serde_json::Value {
-    let snap = shared.snapshot.load();
-    let set = shared.tokens.load();
+    let snap = shared.snapshot();
     snap.config
         .tokens
         .get(name)
-        .map(|spec| one_token(shared, spec, &set))
+        .map(|spec| one_token(&snap, spec, &snap.values))
         .unwrap_or(serde_json::Value::Null)
 }
 
 fn tokens(shared: &Shared) -> Response<Body> {
-    let snap = shared.snapshot.load();
-    let set = shared.tokens.load();
+    let snap = shared.snapshot();
     let list: Vec<_> = snap
         .config
         .tokens
         .values()
-        .map(|spec| one_token(shared, spec, &set))
+        .map(|spec| one_token(&snap, spec, &snap.values))
         .collect();
     json(StatusCode::OK, &serde_json::json!({ "tokens": list }))
 }
 
 /// A token's state for the admin API: never its value.
 fn one_token(
-    shared: &Shared,
+    snap: &Snapshot,
     spec: &crate::config::TokenSpec,
     set: &crate::tokens::TokenSet,
 ) -> serde_json::Value {
@@ -284,8 +291,8 @@ fn one_token(
         (_, Some(ValueSource::Literal(_))) => serde_json::json!({"kind": "literal"}),
         (_, None) => serde_json::json!({"kind": "admin"}),
     };
-    let refresher = shared.refreshers.get(&spec.name).map(|r| r.state());
-    let user_error = shared.users.get(&spec.name).and_then(|u| u.last_error());
+    let refresher = snap.refreshers.get(&spec.name).map(|r| r.state());
+    let user_error = snap.users.get(&spec.name).and_then(|u| u.last_error());
     let state = match (&spec.kind, &refresher) {
         (TokenKind::User(_), _) => "per_request",
         (_, Some(r)) if r.refreshing => "refreshing",
@@ -313,7 +320,7 @@ fn one_token(
 }
 
 fn clients(shared: &Shared) -> Response<Body> {
-    let snap = shared.snapshot.load();
+    let snap = shared.snapshot();
     let list: Vec<_> = snap
         .config
         .clients
@@ -335,7 +342,7 @@ fn clients(shared: &Shared) -> Response<Body> {
 
 fn list_keys(shared: &Shared) -> Response<Body> {
     let now = SystemTime::now();
-    let mut all = shared.keys.all();
+    let mut all = shared.keys().all_with(&shared.snapshot().declared_keys);
     all.sort_by(|a, b| {
         a.created_at
             .cmp(&b.created_at)
@@ -351,8 +358,9 @@ async fn create_key(
 ) -> Result<Response<Body>, GatewayError> {
     let new: NewKey = read_json(req).await?;
     let s = Arc::clone(shared);
-    let (secret, record) = blocking(move || keys::create(&s, &new, SystemTime::now())).await?;
-    let mut body = keys::metadata(shared, &record, SystemTime::now());
+    let (secret, record) =
+        blocking(move || keys::create(s.as_ref(), &new, SystemTime::now())).await?;
+    let mut body = keys::metadata(shared.as_ref(), &record, SystemTime::now());
     body["key"] = serde_json::Value::String(secret.expose().to_string());
     Ok(json(StatusCode::CREATED, &body))
 }
@@ -377,8 +385,8 @@ async fn roll_key(
     let (s, id) = (Arc::clone(shared), id.to_string());
     let old_id = id.clone();
     let (secret, record) =
-        blocking(move || keys::roll(&s, &id, grace, force, SystemTime::now())).await?;
-    let mut body = keys::metadata(shared, &record, SystemTime::now());
+        blocking(move || keys::roll(s.as_ref(), &id, grace, force, SystemTime::now())).await?;
+    let mut body = keys::metadata(shared.as_ref(), &record, SystemTime::now());
     body["key"] = serde_json::Value::String(secret.expose().to_string());
     body["rolled_from"] = serde_json::Value::String(old_id);
     Ok(json(StatusCode::CREATED, &body))

@@ -169,7 +169,10 @@ impl Admin {
                 .map(|()| json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
             ["readyz"] => {
                 only(&method, Method::GET)?;
-                let missing = self.shared.missing_tokens();
+                let missing = self
+                    .shared
+                    .snapshot()
+                    .missing_tokens(std::time::SystemTime::now());
                 Ok(if missing.is_empty() {
                     json(StatusCode::OK, &serde_json::json!({"status": "ready"}))
                 } else {
@@ -181,7 +184,7 @@ impl Admin {
             }
             ["metrics"] => {
                 only(&method, Method::GET)?;
-                let text = self.shared.metrics.render(&self.shared.tokens.load());
+                let text = self.shared.metrics().render(&self.shared.snapshot().values);
                 let mut r = Response::new(Body::full(text));
                 r.headers_mut().insert(
                     CONTENT_TYPE,
@@ -202,18 +205,20 @@ impl Admin {
 
     /// A valid key whose roles include an admin role.
     fn authorize(&self, req: &Request<Incoming>) -> Result<(), GatewayError> {
-        let snap = self.shared.snapshot.load();
-        let result = caller::authenticate(&self.shared, &snap, req.headers()).and_then(|record| {
-            let roles = effective_roles(&snap.config.clients, &record)
-                .ok_or(GatewayError::InvalidApiKey)?;
-            if grants::is_admin(&snap.config.roles, roles) {
-                Ok(())
-            } else {
-                Err(GatewayError::AdminForbidden)
-            }
-        });
+        let snap = self.shared.snapshot();
+        let result = caller::authenticate(snap.keyring(self.shared.keys()), req.headers())
+            .map_err(GatewayError::from)
+            .and_then(|record| {
+                let roles = effective_roles(&snap.config.clients, &record)
+                    .ok_or(GatewayError::InvalidApiKey)?;
+                if grants::is_admin(&snap.config.roles, roles) {
+                    Ok(())
+                } else {
+                    Err(GatewayError::AdminForbidden)
+                }
+            });
         if let Err(e) = &result {
-            self.shared.metrics.auth_failure(e.code());
+            self.shared.metrics().auth_failure(e.code());
         }
         result
     }

@@ -8,26 +8,52 @@ use std::time::SystemTime;
 use http::HeaderMap;
 use http::header::{AUTHORIZATION, HeaderName};
 
-use crate::auth::{KeyRecord, KeyRejection};
-use crate::error::GatewayError;
-use crate::state::{Shared, Snapshot};
+use super::declared::ConfigKeys;
+use super::{KeyIndex, KeyRecord, KeyRejection};
+use crate::config::Config;
 
 pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
+/// Why a caller is not authenticated; `crate::error` maps each to its
+/// SPEC §3 answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// No key presented (401 `missing_api_key`).
+    Missing,
+    /// Unknown, malformed, revoked, or its client is gone (401
+    /// `invalid_api_key`): one answer, so nothing is learnt by probing.
+    Invalid,
+    /// Past its expiry (401 `api_key_expired`).
+    Expired,
+    /// Presented ambiguously (400): two headers, or two different keys.
+    Ambiguous(&'static str),
+}
+
+/// Where keys are looked up: the API key index and the keys the
+/// published config declares, with its client list and key prefix.
+#[derive(Debug, Clone, Copy)]
+pub struct Keyring<'a> {
+    pub index: &'a KeyIndex,
+    pub declared: &'a ConfigKeys,
+    pub config: &'a Config,
+}
 
 /// The key the caller presented, from `Authorization: Bearer` or
 /// `X-API-Key`. Both at once with different values is ambiguous and
 /// refused (RFC 6750 §3.1: one method per request).
-fn presented_key(headers: &HeaderMap) -> Result<Option<&str>, GatewayError> {
-    let single = |name: &HeaderName| -> Result<Option<&str>, GatewayError> {
+fn presented_key(headers: &HeaderMap) -> Result<Option<&str>, Refused> {
+    let single = |name: &HeaderName| -> Result<Option<&str>, Refused> {
         let mut all = headers.get_all(name).iter();
         let first = all.next();
         if all.next().is_some() {
-            return Err(GatewayError::BadRequest(format!(
-                "more than one {name} header"
-            )));
+            return Err(Refused::Ambiguous(if *name == AUTHORIZATION {
+                "more than one authorization header"
+            } else {
+                "more than one x-api-key header"
+            }));
         }
         first
-            .map(|v| v.to_str().map_err(|_| GatewayError::InvalidApiKey))
+            .map(|v| v.to_str().map_err(|_| Refused::Invalid))
             .transpose()
     };
     let bearer = single(&AUTHORIZATION)?.and_then(|v| {
@@ -36,8 +62,8 @@ fn presented_key(headers: &HeaderMap) -> Result<Option<&str>, GatewayError> {
     });
     let x_api_key = single(&X_API_KEY)?.map(str::trim);
     match (bearer, x_api_key) {
-        (Some(a), Some(b)) if a != b => Err(GatewayError::BadRequest(
-            "send the API key in Authorization or X-API-Key, not two different keys".into(),
+        (Some(a), Some(b)) if a != b => Err(Refused::Ambiguous(
+            "send the API key in Authorization or X-API-Key, not two different keys",
         )),
         (Some(a), _) => Ok(Some(a)),
         (None, b) => Ok(b),
@@ -45,26 +71,27 @@ fn presented_key(headers: &HeaderMap) -> Result<Option<&str>, GatewayError> {
 }
 
 /// A well-formed, known, live key of a client that still exists.
-pub fn authenticate(
-    shared: &Shared,
-    snap: &Snapshot,
-    headers: &HeaderMap,
-) -> Result<Arc<KeyRecord>, GatewayError> {
-    let key = presented_key(headers)?.ok_or(GatewayError::MissingApiKey)?;
+pub fn authenticate(keys: Keyring<'_>, headers: &HeaderMap) -> Result<Arc<KeyRecord>, Refused> {
+    let key = presented_key(headers)?.ok_or(Refused::Missing)?;
     if key.is_empty() {
-        return Err(GatewayError::MissingApiKey);
+        return Err(Refused::Missing);
     }
-    let record = shared
-        .keys
-        .verify(key, &snap.config.keys.prefix, SystemTime::now())
+    let record = keys
+        .index
+        .verify(
+            keys.declared,
+            key,
+            &keys.config.keys.prefix,
+            SystemTime::now(),
+        )
         .map_err(|r| match r {
-            KeyRejection::Expired => GatewayError::ApiKeyExpired,
+            KeyRejection::Expired => Refused::Expired,
             KeyRejection::Malformed(_) | KeyRejection::Unknown | KeyRejection::Revoked => {
-                GatewayError::InvalidApiKey
+                Refused::Invalid
             }
         })?;
-    if !snap.config.clients.contains_key(&record.client) {
-        return Err(GatewayError::InvalidApiKey);
+    if !keys.config.clients.contains_key(&record.client) {
+        return Err(Refused::Invalid);
     }
     Ok(record)
 }
@@ -83,10 +110,7 @@ mod tests {
         h.insert(X_API_KEY, HeaderValue::from_static("kg_abc"));
         assert_eq!(presented_key(&h), Ok(Some("kg_abc")));
         h.insert(X_API_KEY, HeaderValue::from_static("kg_other"));
-        assert!(matches!(
-            presented_key(&h),
-            Err(GatewayError::BadRequest(_))
-        ));
+        assert!(matches!(presented_key(&h), Err(Refused::Ambiguous(_))));
         h.remove(AUTHORIZATION);
         assert_eq!(presented_key(&h), Ok(Some("kg_other")));
         h.insert(

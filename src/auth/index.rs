@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use dashmap::DashMap;
 use subtle::ConstantTimeEq;
 
+use super::declared::ConfigKeys;
 use super::key::{self, FormatError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -84,14 +85,7 @@ impl KeyRecord {
     }
 }
 
-/// Milliseconds since the epoch, at least 1 (0 means "none" in atomics),
-/// saturating rather than wrapping past u64 (half a billion years out).
-pub fn to_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(1)
-        .max(1)
-}
+pub use crate::clock::to_ms;
 
 /// Why a presented key was refused. Maps onto the 401 codes of SPEC §3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,7 +114,7 @@ impl KeyIndex {
         self.by_digest.remove(digest);
     }
 
-    /// Every record; the admin API lists from here.
+    /// Every record of the index (API keys).
     pub fn all(&self) -> Vec<Arc<KeyRecord>> {
         self.by_digest
             .iter()
@@ -128,11 +122,21 @@ impl KeyIndex {
             .collect()
     }
 
-    pub fn find_id(&self, id: &str) -> Option<Arc<KeyRecord>> {
-        self.by_digest
-            .iter()
-            .find(|e| e.id == id)
-            .map(|e| Arc::clone(e.value()))
+    /// Every key: the index's and those `declared` in the published
+    /// snapshot. The admin API lists from here.
+    pub fn all_with(&self, declared: &ConfigKeys) -> Vec<Arc<KeyRecord>> {
+        let mut all = self.all();
+        all.extend(declared.values().cloned());
+        all
+    }
+
+    pub fn find_id(&self, declared: &ConfigKeys, id: &str) -> Option<Arc<KeyRecord>> {
+        declared.values().find(|r| r.id == id).cloned().or_else(|| {
+            self.by_digest
+                .iter()
+                .find(|e| e.id == id)
+                .map(|e| Arc::clone(e.value()))
+        })
     }
 
     /// Keeps only the records `keep` says yes to (used to re-sync the keys
@@ -141,10 +145,12 @@ impl KeyIndex {
         self.by_digest.retain(|_, r| keep(r));
     }
 
-    /// Format check, then lookup, then revocation and expiry. Touches the
+    /// Format check, then lookup (the keys `declared` in the published
+    /// snapshot, then the index), then revocation and expiry. Touches the
     /// record's last-used time on success.
     pub fn verify(
         &self,
+        declared: &ConfigKeys,
         presented: &str,
         prefix: &str,
         now: SystemTime,
@@ -152,11 +158,14 @@ impl KeyIndex {
         key::check_format(presented, prefix).map_err(KeyRejection::Malformed)?;
         let digest = key::digest(presented);
         // Clone the Arc out and drop the shard guard before anything else.
-        let record = self
-            .by_digest
-            .get(&digest)
-            .map(|e| Arc::clone(e.value()))
-            .ok_or(KeyRejection::Unknown)?;
+        let record = match declared.get(&digest) {
+            Some(r) => Arc::clone(r),
+            None => self
+                .by_digest
+                .get(&digest)
+                .map(|e| Arc::clone(e.value()))
+                .ok_or(KeyRejection::Unknown)?,
+        };
         if !bool::from(record.digest.ct_eq(&digest)) {
             return Err(KeyRejection::Unknown);
         }
@@ -200,26 +209,29 @@ mod tests {
         let k = key::generate("kg_").expect("rng");
         let now = SystemTime::now();
         assert_eq!(
-            idx.verify(k.expose(), "kg_", now).err(),
+            idx.verify(&ConfigKeys::new(), k.expose(), "kg_", now).err(),
             Some(KeyRejection::Unknown)
         );
         let rec = record(k.expose(), Some(now + Duration::from_secs(60)));
         idx.insert(Arc::clone(&rec));
-        let got = idx.verify(k.expose(), "kg_", now).expect("valid");
+        let got = idx
+            .verify(&ConfigKeys::new(), k.expose(), "kg_", now)
+            .expect("valid");
         assert_eq!(got.uses.load(Ordering::Relaxed), 1);
         assert!(got.last_used_at().is_some());
         let later = now + Duration::from_secs(61);
         assert_eq!(
-            idx.verify(k.expose(), "kg_", later).err(),
+            idx.verify(&ConfigKeys::new(), k.expose(), "kg_", later)
+                .err(),
             Some(KeyRejection::Expired)
         );
         *rec.revoked_at.lock().expect("lock") = Some(now);
         assert_eq!(
-            idx.verify(k.expose(), "kg_", now).err(),
+            idx.verify(&ConfigKeys::new(), k.expose(), "kg_", now).err(),
             Some(KeyRejection::Revoked)
         );
         assert!(matches!(
-            idx.verify("kg_short", "kg_", now),
+            idx.verify(&ConfigKeys::new(), "kg_short", "kg_", now),
             Err(KeyRejection::Malformed(_))
         ));
     }

@@ -21,15 +21,16 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::auth::declared::ConfigKeys;
 use crate::auth::index::to_ms;
-use crate::auth::{KeyRecord, KeySource, effective_roles, grants, key};
+use crate::auth::{KeyIndex, KeyRecord, KeySource, effective_roles, grants, key};
+use crate::config::Config;
 use crate::config::validate::BUILTIN_ADMIN;
 use crate::error::GatewayError;
 use crate::secret::Secret;
-use crate::state::{Shared, Snapshot};
 use crate::store::{Store, StoredKey, Usage, write_private};
 
 const META_BOOTSTRAPPED: &str = "bootstrapped";
@@ -37,6 +38,28 @@ const META_BOOTSTRAPPED: &str = "bootstrapped";
 /// running gateway polls it to pick that key up without a restart.
 const META_ADMIN_RESET: &str = "admin_key_reset";
 pub const INITIAL_ADMIN_FILE: &str = "initial-admin.key";
+
+/// What the key lifecycle works on: the API key index, the store, the key
+/// write lock, and the published config with its declared keys. The
+/// gateway's shared state provides it; the lifecycle never sees more.
+pub trait KeyContext: Send + Sync {
+    fn index(&self) -> &KeyIndex;
+    fn store(&self) -> &dyn Store;
+    /// The key write lock, recovered from poison: it guards `()`, no data,
+    /// and every change re-reads the store and the index under it, so a
+    /// panic while it was held must not turn every later revoke and roll
+    /// into a 500 (or stop `admin-key --reset` reaching a running gateway).
+    fn writes(&self) -> MutexGuard<'_, ()>;
+    /// The published config and the keys it declares, as of now.
+    fn view(&self) -> KeyView;
+}
+
+/// The published config and the keys it declares, loaded together.
+#[derive(Debug, Clone)]
+pub struct KeyView {
+    pub config: Arc<Config>,
+    pub declared: Arc<ConfigKeys>,
+}
 
 /// The longest `expires_in`, `grace` or `keys.max_ttl` accepted. Defined
 /// with the config (which bounds `max_ttl` by it) because config sits
@@ -121,19 +144,19 @@ fn new_id() -> Result<String, GatewayError> {
 }
 
 /// Loads stored keys and persisted usage into the index (at start).
-pub fn load(shared: &Shared) -> Result<usize, String> {
-    let stored = shared.store.load_keys().map_err(|e| e.to_string())?;
+pub fn load(shared: &dyn KeyContext) -> Result<usize, String> {
+    let stored = shared.store().load_keys().map_err(|e| e.to_string())?;
     let n = stored.len();
     for k in &stored {
-        shared.keys.insert(record_from(k));
+        shared.index().insert(record_from(k));
     }
     let by_id: HashMap<String, Arc<KeyRecord>> = shared
-        .keys
+        .index()
         .all()
         .into_iter()
         .map(|r| (r.id.clone(), r))
         .collect();
-    for u in shared.store.load_usage().map_err(|e| e.to_string())? {
+    for u in shared.store().load_usage().map_err(|e| e.to_string())? {
         if let Some(r) = by_id.get(&u.id) {
             r.last_used_ms.store(u.last_used_ms, Ordering::Relaxed);
             r.uses.store(u.uses, Ordering::Relaxed);
@@ -155,11 +178,11 @@ fn check_name(name: &str) -> Result<(), GatewayError> {
 /// Creates a key: validated against the running config, stored durably,
 /// then indexed. Returns the plaintext (shown once) and the record.
 pub fn create(
-    shared: &Shared,
+    shared: &dyn KeyContext,
     req: &NewKey,
     now: SystemTime,
 ) -> Result<(Secret, Arc<KeyRecord>), GatewayError> {
-    let snap = shared.snapshot.load_full();
+    let snap = shared.view();
     let cfg = &snap.config;
     let client = cfg
         .clients
@@ -227,7 +250,7 @@ pub fn create(
     reason = "one private constructor for create, roll and bootstrap; a parameter struct would only restate these names"
 )]
 fn issue(
-    shared: &Shared,
+    shared: &dyn KeyContext,
     prefix: &str,
     client: &str,
     name: &str,
@@ -250,10 +273,10 @@ fn issue(
         rolled_from: rolled_from.map(|(r, _)| r.id.clone()),
     };
     match rolled_from {
-        None => shared.store.insert_key(&stored).map_err(internal)?,
+        None => shared.store().insert_key(&stored).map_err(internal)?,
         Some((old, old_expiry)) => {
             if !shared
-                .store
+                .store()
                 .roll(&old.id, to_ms(old_expiry), &stored)
                 .map_err(internal)?
             {
@@ -264,23 +287,23 @@ fn issue(
         }
     }
     let record = record_from(&stored);
-    shared.keys.insert(Arc::clone(&record));
+    shared.index().insert(Arc::clone(&record));
     if let Some((old, old_expiry)) = rolled_from {
         old.set_expires_at(Some(old_expiry));
     }
     Ok((secret, record))
 }
 
-fn find(shared: &Shared, id: &str) -> Result<Arc<KeyRecord>, GatewayError> {
+fn find(shared: &dyn KeyContext, id: &str) -> Result<Arc<KeyRecord>, GatewayError> {
     shared
-        .keys
-        .find_id(id)
+        .index()
+        .find_id(&shared.view().declared, id)
         .ok_or_else(|| GatewayError::NotFound(format!("no key with id `{id}`")))
 }
 
 /// Whether `r` is live now and its client's current roles include an
 /// admin role.
-fn is_live_admin(snap: &Snapshot, r: &KeyRecord, now: SystemTime) -> bool {
+fn is_live_admin(snap: &KeyView, r: &KeyRecord, now: SystemTime) -> bool {
     r.revoked_at().is_none()
         && !r.is_expired(now)
         && effective_roles(&snap.config.clients, r)
@@ -292,9 +315,9 @@ fn is_live_admin(snap: &Snapshot, r: &KeyRecord, now: SystemTime) -> bool {
 /// were rolled over (whatever became of their successor)? Those are
 /// ending already, at the end of their grace. Call with
 /// `shared.key_writes` held so the answer stays true until the write.
-fn admin_remains(shared: &Shared, ending: &[String], now: SystemTime) -> bool {
-    let snap = shared.snapshot.load();
-    let all = shared.keys.all();
+fn admin_remains(shared: &dyn KeyContext, ending: &[String], now: SystemTime) -> bool {
+    let snap = shared.view();
+    let all = shared.index().all_with(&snap.declared);
     let rolled_over: HashSet<&str> = all
         .iter()
         .filter_map(|r| r.rolled_from.as_deref())
@@ -307,20 +330,12 @@ fn admin_remains(shared: &Shared, ending: &[String], now: SystemTime) -> bool {
 }
 
 /// A successor of `id`, if the key was rolled before (live or not).
-fn successor_of(shared: &Shared, id: &str) -> Option<Arc<KeyRecord>> {
+fn successor_of(shared: &dyn KeyContext, id: &str) -> Option<Arc<KeyRecord>> {
     shared
-        .keys
+        .index()
         .all()
         .into_iter()
         .find(|r| r.rolled_from.as_deref() == Some(id))
-}
-
-/// Takes `shared.key_writes`, recovering it from poison: it guards `()`,
-/// no data, and every change re-reads the store and the index under it,
-/// so a panic while it was held must not turn every later revoke and roll
-/// into a 500 (or stop `admin-key --reset` reaching a running gateway).
-fn lock_writes(shared: &Shared) -> std::sync::MutexGuard<'_, ()> {
-    crate::lock::lock(&shared.key_writes)
 }
 
 /// Revokes now, together with every live key rolled from this one (a
@@ -329,8 +344,13 @@ fn lock_writes(shared: &Shared) -> std::sync::MutexGuard<'_, ()> {
 /// so of concurrent revokes exactly one gets the 204. Refused with
 /// `last_admin_key` when it would end the last live admin key, unless
 /// `force`.
-pub fn revoke(shared: &Shared, id: &str, force: bool, now: SystemTime) -> Result<(), GatewayError> {
-    let _writes = lock_writes(shared);
+pub fn revoke(
+    shared: &dyn KeyContext,
+    id: &str,
+    force: bool,
+    now: SystemTime,
+) -> Result<(), GatewayError> {
+    let _writes = shared.writes();
     let record = find(shared, id)?;
     if record.source == KeySource::Config {
         return Err(GatewayError::Conflict(
@@ -342,17 +362,22 @@ pub fn revoke(shared: &Shared, id: &str, force: bool, now: SystemTime) -> Result
             "key `{id}` is already revoked"
         )));
     }
-    let mut ending = shared.store.live_successors(id).map_err(internal)?;
+    let mut ending = shared.store().live_successors(id).map_err(internal)?;
     ending.push(id.to_string());
     if !force && !admin_remains(shared, &ending, now) {
         return Err(GatewayError::LastAdminKey);
     }
     let revoked = shared
-        .store
+        .store()
         .revoke_chain(id, to_ms(now))
         .map_err(internal)?
         .ok_or_else(|| GatewayError::NotFound(format!("key `{id}` is already revoked")))?;
-    for r in shared.keys.all().iter().filter(|r| revoked.contains(&r.id)) {
+    for r in shared
+        .index()
+        .all()
+        .iter()
+        .filter(|r| revoked.contains(&r.id))
+    {
         crate::lock::lock(&r.revoked_at).get_or_insert(now);
     }
     Ok(())
@@ -366,13 +391,13 @@ pub fn revoke(shared: &Shared, id: &str, force: bool, now: SystemTime) -> Result
 /// key's rights, so a roll ends an admin key only in name; the
 /// last-admin-key rule is still checked on the state after the roll.
 pub fn roll(
-    shared: &Shared,
+    shared: &dyn KeyContext,
     id: &str,
     grace: Duration,
     force: bool,
     now: SystemTime,
 ) -> Result<(Secret, Arc<KeyRecord>), GatewayError> {
-    let _writes = lock_writes(shared);
+    let _writes = shared.writes();
     let old = find(shared, id)?;
     if old.source == KeySource::Config {
         return Err(GatewayError::Conflict(
@@ -404,7 +429,7 @@ pub fn roll(
         Some(e) if e < grace_end => e,
         _ => grace_end,
     };
-    let snap = shared.snapshot.load_full();
+    let snap = shared.view();
     // After the roll the old key is a rolled-over predecessor, which never
     // counts; the successor has its client, roles and expiry, so it is a
     // live admin exactly when the old key is one now.
@@ -425,9 +450,9 @@ pub fn roll(
 }
 
 /// Writes usage that moved since the last flush, in one transaction.
-pub fn flush_usage(shared: &Shared) -> Result<usize, String> {
+pub fn flush_usage(shared: &dyn KeyContext) -> Result<usize, String> {
     let moved: Vec<(Arc<KeyRecord>, u64)> = shared
-        .keys
+        .index()
         .all()
         .into_iter()
         .filter_map(|r| {
@@ -447,7 +472,7 @@ pub fn flush_usage(shared: &Shared) -> Result<usize, String> {
         })
         .collect();
     shared
-        .store
+        .store()
         .record_usage(&batch)
         .map_err(|e| e.to_string())?;
     for (r, uses) in &moved {
@@ -457,13 +482,17 @@ pub fn flush_usage(shared: &Shared) -> Result<usize, String> {
 }
 
 /// Deletes keys revoked or expired longer than `retention` ago.
-pub fn purge(shared: &Shared, retention: Duration, now: SystemTime) -> Result<usize, String> {
+pub fn purge(
+    shared: &dyn KeyContext,
+    retention: Duration,
+    now: SystemTime,
+) -> Result<usize, String> {
     let cutoff = now.checked_sub(retention).unwrap_or(UNIX_EPOCH);
     let n = shared
-        .store
+        .store()
         .purge_ended_before(to_ms(cutoff))
         .map_err(|e| e.to_string())?;
-    shared.keys.retain(|r| {
+    shared.index().retain(|r| {
         r.source == KeySource::Config
             || !(r.revoked_at().is_some_and(|t| t < cutoff)
                 || r.expires_at().is_some_and(|t| t < cutoff))
@@ -473,7 +502,7 @@ pub fn purge(shared: &Shared, retention: Duration, now: SystemTime) -> Result<us
 
 /// Whether some live key may use the admin API (rolled-over keys in their
 /// grace do not count).
-pub fn admin_key_exists(shared: &Shared, now: SystemTime) -> bool {
+pub fn admin_key_exists(shared: &dyn KeyContext, now: SystemTime) -> bool {
     admin_remains(shared, &[], now)
 }
 
@@ -528,12 +557,12 @@ fn mint_admin_key(
 /// Runs once per store: later starts never mint another. With
 /// `keys.max_ttl` set it expires like any key created then.
 pub fn bootstrap(
-    shared: &Shared,
+    shared: &dyn KeyContext,
     store_dir: &Path,
     now: SystemTime,
 ) -> Result<Option<PathBuf>, String> {
     if shared
-        .store
+        .store()
         .get_meta(META_BOOTSTRAPPED)
         .map_err(|e| e.to_string())?
         .is_some()
@@ -542,26 +571,26 @@ pub fn bootstrap(
     }
     if admin_key_exists(shared, now) {
         shared
-            .store
+            .store()
             .set_meta(META_BOOTSTRAPPED, "existing-admin-key")
             .map_err(|e| e.to_string())?;
         return Ok(None);
     }
     let (prefix, max_ttl) = {
-        let snap = shared.snapshot.load();
+        let snap = shared.view();
         (snap.config.keys.prefix.clone(), snap.config.keys.max_ttl)
     };
     let (path, stored) = mint_admin_key(
-        shared.store.as_ref(),
+        shared.store(),
         &prefix,
         max_ttl,
         store_dir,
         "initial-admin",
         now,
     )?;
-    shared.keys.insert(record_from(&stored));
+    shared.index().insert(record_from(&stored));
     shared
-        .store
+        .store()
         .set_meta(META_BOOTSTRAPPED, &stored.id)
         .map_err(|e| e.to_string())?;
     Ok(Some(path))
@@ -592,21 +621,24 @@ pub fn reset_admin_key(
 /// Polled by the running gateway: when `keygate admin-key --reset` marked
 /// the store since `seen`, adds the stored keys the index does not hold
 /// (records already held keep their usage data). Returns the new mark.
-pub fn pick_up_admin_reset(shared: &Shared, seen: Option<&str>) -> Result<Option<String>, String> {
+pub fn pick_up_admin_reset(
+    shared: &dyn KeyContext,
+    seen: Option<&str>,
+) -> Result<Option<String>, String> {
     let mark = shared
-        .store
+        .store()
         .get_meta(META_ADMIN_RESET)
         .map_err(|e| e.to_string())?;
     if mark.is_none() || mark.as_deref() == seen {
         return Ok(mark);
     }
-    let _writes = lock_writes(shared);
+    let _writes = shared.writes();
     let held: std::collections::HashSet<[u8; 32]> =
-        shared.keys.all().iter().map(|r| r.digest).collect();
+        shared.index().all().iter().map(|r| r.digest).collect();
     let mut added = 0;
-    for k in shared.store.load_keys().map_err(|e| e.to_string())? {
+    for k in shared.store().load_keys().map_err(|e| e.to_string())? {
         if !held.contains(&k.digest) {
-            shared.keys.insert(record_from(&k));
+            shared.index().insert(record_from(&k));
             added += 1;
         }
     }
@@ -621,9 +653,9 @@ pub fn pick_up_admin_reset(shared: &Shared, seen: Option<&str>) -> Result<Option
 }
 
 /// A key's metadata as the admin API shows it; never the key or its hash.
-pub fn metadata(shared: &Shared, r: &KeyRecord, now: SystemTime) -> serde_json::Value {
-    use crate::state::rfc3339;
-    let snap = shared.snapshot.load();
+pub fn metadata(shared: &dyn KeyContext, r: &KeyRecord, now: SystemTime) -> serde_json::Value {
+    use crate::clock::rfc3339;
+    let snap = shared.view();
     let roles = r
         .roles
         .clone()
@@ -656,17 +688,47 @@ pub fn metadata(shared: &Shared, r: &KeyRecord, now: SystemTime) -> serde_json::
 mod tests {
     use super::*;
 
-    /// A `Shared` on a SQLite store in `dir`, with the config's built-in
+    /// The lifecycle's whole world: an index, a SQLite store, the write
+    /// lock and a config.
+    struct Cx {
+        index: KeyIndex,
+        store: crate::store::sqlite::SqliteStore,
+        key_writes: Mutex<()>,
+        view: KeyView,
+    }
+
+    impl KeyContext for Cx {
+        fn index(&self) -> &KeyIndex {
+            &self.index
+        }
+        fn store(&self) -> &dyn Store {
+            &self.store
+        }
+        fn writes(&self) -> MutexGuard<'_, ()> {
+            crate::lock::lock(&self.key_writes)
+        }
+        fn view(&self) -> KeyView {
+            self.view.clone()
+        }
+    }
+
+    /// A context on a SQLite store in `dir`, with the config's built-in
     /// `keygate-admin` client and one plain client.
-    fn shared_in(dir: &Path) -> Shared {
+    fn shared_in(dir: &Path) -> Cx {
         let path = dir.join("keygate.yaml");
         let yaml = "roles: { r: {} }\nclients: { app: { roles: [r] } }\n";
         std::fs::write(&path, yaml).expect("write");
         let config = crate::config::from_text(yaml, &path).expect("config");
-        let snap = Snapshot::build(Arc::new(config), None, 1).expect("snapshot");
-        let store = crate::store::sqlite::SqliteStore::open(&dir.join("k.db")).expect("store");
-        let master = crate::store::sealed::MasterKey::from_bytes(&[7; 32]).expect("key");
-        Shared::new(snap, Arc::new(store), master)
+        let declared = crate::auth::declared::declared_keys(&config, &ConfigKeys::new());
+        Cx {
+            index: KeyIndex::new(),
+            store: crate::store::sqlite::SqliteStore::open(&dir.join("k.db")).expect("store"),
+            key_writes: Mutex::new(()),
+            view: KeyView {
+                config: Arc::new(config),
+                declared: Arc::new(declared),
+            },
+        }
     }
 
     #[test]
@@ -675,7 +737,7 @@ mod tests {
         let shared = Arc::new(shared_in(dir.path()));
         let now = SystemTime::now();
         assert!(
-            bootstrap(&shared, dir.path(), now)
+            bootstrap(&*shared, dir.path(), now)
                 .expect("bootstrap")
                 .is_some()
         );
@@ -685,8 +747,8 @@ mod tests {
             expires_in: None,
             roles: None,
         };
-        let (_, a) = create(&shared, &req, now).expect("create");
-        let (_, b) = create(&shared, &req, now).expect("create");
+        let (_, a) = create(&*shared, &req, now).expect("create");
+        let (_, b) = create(&*shared, &req, now).expect("create");
         let s2 = Arc::clone(&shared);
         let _ = std::thread::spawn(move || {
             let _g = s2.key_writes.lock().expect("lock");
@@ -695,12 +757,12 @@ mod tests {
         .join();
         assert!(shared.key_writes.is_poisoned());
         // Revoke, roll and the reset pick-up all still work.
-        assert_eq!(revoke(&shared, &a.id, false, now), Ok(()));
-        assert!(roll(&shared, &b.id, Duration::ZERO, false, now).is_ok());
-        assert!(pick_up_admin_reset(&shared, None).is_ok());
-        reset_admin_key(shared.store.as_ref(), "kg_", None, dir.path(), now).expect("reset");
+        assert_eq!(revoke(&*shared, &a.id, false, now), Ok(()));
+        assert!(roll(&*shared, &b.id, Duration::ZERO, false, now).is_ok());
+        assert!(pick_up_admin_reset(&*shared, None).is_ok());
+        reset_admin_key(shared.store(), "kg_", None, dir.path(), now).expect("reset");
         assert!(
-            pick_up_admin_reset(&shared, None)
+            pick_up_admin_reset(&*shared, None)
                 .expect("pick up")
                 .is_some()
         );
@@ -712,7 +774,7 @@ mod tests {
         let shared = shared_in(dir.path());
         let now = SystemTime::now();
         bootstrap(&shared, dir.path(), now).expect("bootstrap");
-        let a = shared.keys.all().pop().expect("the bootstrap key");
+        let a = shared.index().all().pop().expect("the bootstrap key");
         let (_, b) = roll(&shared, &a.id, Duration::from_secs(3600), false, now).expect("roll");
         assert_eq!(
             revoke(&shared, &b.id, false, now),

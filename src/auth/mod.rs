@@ -3,6 +3,7 @@
 //! (`grants`). Knows nothing about HTTP beyond `Method`.
 
 pub mod caller;
+pub mod declared;
 pub mod grants;
 pub mod index;
 pub mod key;

@@ -38,7 +38,8 @@ use crate::config::TokenKind;
 use crate::config::validate::listen_matches;
 use crate::error::{GatewayError, X_REQUEST_ID};
 use crate::secret::Secret;
-use crate::state::{ConnectorRuntime, Shared, Snapshot};
+use crate::snapshot::{ConnectorRuntime, Snapshot};
+use crate::state::Shared;
 use crate::tokens::{self, refresh::Refresher};
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -122,7 +123,7 @@ impl Proxy {
             resp.headers_mut().insert(X_REQUEST_ID, v);
         }
         let elapsed = started.elapsed().as_secs_f64();
-        let metrics = &self.shared.metrics;
+        let metrics = &self.shared.metrics();
         if let Some(c) = &out.connector {
             metrics.request(c, resp.status().as_u16(), elapsed);
             for (token, _) in &out.tokens {
@@ -170,13 +171,13 @@ impl Proxy {
         request_id: &str,
         out: &mut Outcome,
     ) -> Result<Response<Body>, GatewayError> {
-        let snap = self.shared.snapshot.load_full();
+        let snap = self.shared.snapshot();
         let (conn, uri, path) = route(&snap, &self.listener, &req)?;
         out.connector = Some(conn.spec.name.clone());
 
         match conn.spec.auth {
             AuthMode::ApiKey => {
-                let record = caller::authenticate(&self.shared, &snap, req.headers())?;
+                let record = caller::authenticate(snap.keyring(self.shared.keys()), req.headers())?;
                 out.client = Some(record.client.clone());
                 out.key_id = Some(record.id.clone());
                 authorize(&snap, &record, &conn, req.method(), &path)?;
@@ -190,7 +191,7 @@ impl Proxy {
             return Err(GatewayError::BodyTooLarge);
         }
 
-        let creds = credentials(&self.shared, &snap, &conn, req.headers()).await?;
+        let creds = credentials(&snap, &conn, req.headers()).await?;
         let head = prepare(&mut req, &conn, &creds, uri, request_id, peer, out);
         let fetched: Vec<(Arc<Refresher>, u64)> =
             creds.into_iter().filter_map(|c| c.refresher).collect();
@@ -310,12 +311,11 @@ pub struct Credential {
 /// not at all. Fetched tokens are fetched on first need (single flight);
 /// user tokens come from the caller and may be checked as JWTs.
 async fn credentials(
-    shared: &Shared,
     snap: &Snapshot,
     conn: &ConnectorRuntime,
     headers: &HeaderMap,
 ) -> Result<Vec<Credential>, GatewayError> {
-    let set = shared.tokens.load();
+    let set = &snap.values;
     let now = SystemTime::now();
     let plan = conn.spec.headers.tokens();
     let mut out = Vec::with_capacity(plan.len());
@@ -335,10 +335,10 @@ async fn credentials(
                 }
             }
             TokenKind::HttpRequest(_) => {
-                let r = shared
+                let r = snap
                     .refreshers
                     .get(name)
-                    .map(|r| Arc::clone(r.value()))
+                    .map(Arc::clone)
                     .ok_or_else(unavailable)?;
                 let v = match set.get(name).filter(|v| v.usable(now)) {
                     Some(v) => Arc::clone(v),
@@ -365,11 +365,7 @@ async fn credentials(
                     .filter(|t| !t.is_empty())
                     .ok_or_else(invalid)?;
                 if u.jwt.is_some() {
-                    let verifier = shared
-                        .users
-                        .get(name)
-                        .map(|v| Arc::clone(v.value()))
-                        .ok_or_else(invalid)?;
+                    let verifier = snap.users.get(name).map(Arc::clone).ok_or_else(invalid)?;
                     verifier.check(text).await.map_err(|_| invalid())?;
                 }
                 let secret = Secret::new(text);

@@ -7,7 +7,6 @@
 //! The answer holds secrets: it is never logged, and errors name only the
 //! status, the pointer or the kind of failure.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -222,7 +221,7 @@ async fn exchange(
 pub async fn fetch(
     spec: &HttpRequestSpec,
     client: &HttpClient,
-    store: &Arc<TokenStore>,
+    store: &TokenStore,
 ) -> Result<Fetched, String> {
     let mut builder = Request::builder()
         .method(spec.method.clone())

@@ -22,7 +22,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 
-use crate::config::{Config, TokenKind, TokenSpec, ValueSource};
+use crate::config::{TokenKind, TokenSpec, ValueSource};
 use crate::secret::Secret;
 
 /// Where the current value came from, for the admin API.
@@ -91,129 +91,276 @@ fn origin_of(spec: &TokenSpec) -> Origin {
     }
 }
 
+/// The token specs of one config, by name.
+pub type Specs = std::collections::BTreeMap<String, Arc<TokenSpec>>;
+
+/// A value cell over fixed specs, for code that runs without a gateway
+/// (unit tests, benchmarks): values are published, specs never change.
 #[derive(Debug, Default)]
-pub struct TokenStore {
+pub struct FixedCell {
+    specs: Specs,
     set: ArcSwap<TokenSet>,
 }
 
-impl TokenStore {
-    pub fn new() -> Self {
-        Self::default()
+impl FixedCell {
+    pub fn new(specs: Specs) -> Arc<Self> {
+        Arc::new(FixedCell {
+            specs,
+            set: ArcSwap::default(),
+        })
     }
+}
 
-    /// The current set: load once per request and keep it.
-    pub fn load(&self) -> Arc<TokenSet> {
+impl ValueCell for FixedCell {
+    fn values(&self) -> Arc<TokenSet> {
         self.set.load_full()
     }
 
-    /// Re-reads config-sourced values (all of them, or only `file:` ones
-    /// when `files_only`) and publishes the result in one swap, only if
-    /// something changed. Values whose secret and prefix are unchanged keep
-    /// their version; run-time (admin) values are kept as long as the token
-    /// still exists without a config source. Returns whether it published.
-    pub fn sync(&self, config: &Config, files_only: bool) -> bool {
-        let files = read_files_stable(config);
+    fn update(&self, change: &mut dyn FnMut(&Specs, &TokenSet) -> Option<TokenSet>) -> bool {
         loop {
             let old = self.set.load_full();
-            let next = compute(&old, config, files_only, &files);
-            if same(&old, &next) {
+            let Some(next) = change(&self.specs, &old) else {
                 return false;
-            }
+            };
             let prev = self.set.compare_and_swap(&old, Arc::new(next));
             if Arc::ptr_eq(&prev, &old) {
                 return true;
             }
-            // Lost a race with another writer (admin API): recompute.
         }
     }
+}
 
-    /// Publishes a run-time (admin) value with the given version; the
-    /// caller has checked and persisted it.
-    pub fn put(
-        &self,
-        spec: &TokenSpec,
-        secret: Secret,
-        version: u64,
-        updated_at: SystemTime,
-    ) -> Result<Arc<TokenValue>, &'static str> {
-        let value = Arc::new(TokenValue {
-            header_value: render(spec.prefix.as_deref(), &secret)?,
-            fingerprint: secret.fingerprint(),
-            prefix: spec.prefix.clone(),
-            secret,
-            version,
-            updated_at,
-            origin: Origin::Admin,
-            expires_at: None,
-        });
-        self.publish(&spec.name, |_| Arc::clone(&value))
+/// Where token values are published. The gateway's snapshot cell
+/// (`crate::snapshot::Published`) implements it, so a value and the
+/// catalog that references it are published in one swap and a request
+/// reads both from one load. It is a trait so that code below the
+/// snapshot (refreshers, fetches, run-time values) can publish without
+/// importing it.
+pub trait ValueCell: Send + Sync + std::fmt::Debug {
+    /// The values of the published snapshot.
+    fn values(&self) -> Arc<TokenSet>;
+    /// Publishes the set `change` builds from the published token specs and
+    /// values, in one swap, when it returns `Some`. `change` may run again
+    /// if another writer raced. Returns whether it published.
+    fn update(&self, change: &mut dyn FnMut(&Specs, &TokenSet) -> Option<TokenSet>) -> bool;
+}
+
+/// The writers' handle on the published token values: every write is
+/// checked against the token's spec in the published config, so a
+/// refresher or an admin write for a spec a reload has replaced changes
+/// nothing.
+#[derive(Debug, Clone)]
+pub struct TokenStore {
+    cell: Arc<dyn ValueCell>,
+}
+
+/// Why a value could not be published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutRefused {
+    /// The value cannot be written into a header.
+    NotHeaderSafe,
+    /// The token is gone, or a reload changed what it takes.
+    Superseded,
+}
+
+impl PutRefused {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PutRefused::NotHeaderSafe => "the value is not a valid header value",
+            PutRefused::Superseded => "the token was changed by a reload",
+        }
     }
+}
 
-    /// Publishes the value `make` builds from the current set under `name`,
-    /// clearing its error, in one swap (`make` may run again if another
-    /// writer raced). Returns the value published.
-    fn publish(
-        &self,
-        name: &str,
-        make: impl Fn(&TokenSet) -> Arc<TokenValue>,
-    ) -> Result<Arc<TokenValue>, &'static str> {
-        let mut out = None;
-        self.set.rcu(|old| {
-            let value = make(old);
-            out = Some(Arc::clone(&value));
-            let mut values = old.values.clone();
-            let mut errors = old.errors.clone();
-            values.insert(name.to_string(), value);
-            errors.remove(name);
-            TokenSet { values, errors }
-        });
-        out.ok_or("not published")
+/// Whether `current` (the published spec) is still the `http_request`
+/// spec a refresher was built for: same request, same header form.
+pub fn same_fetch(current: &TokenSpec, mine: &TokenSpec) -> bool {
+    match (&current.kind, &mine.kind) {
+        (TokenKind::HttpRequest(a), TokenKind::HttpRequest(b)) => {
+            **a == **b && current.header == mine.header && current.prefix == mine.prefix
+        }
+        _ => false,
     }
 }
 
 impl TokenStore {
-    /// Publishes a freshly fetched value (next version) with its expiry.
+    pub fn new(cell: Arc<dyn ValueCell>) -> Self {
+        TokenStore { cell }
+    }
+
+    /// The current set: load once per request and keep it.
+    pub fn load(&self) -> Arc<TokenSet> {
+        self.cell.values()
+    }
+
+    /// Re-reads the `file:` values of the published config (the watcher's
+    /// check) and publishes them in one swap, only if something changed.
+    /// `specs` are the published ones the files were read for; if a reload
+    /// published others meanwhile, it read the files itself and this
+    /// publishes nothing.
+    pub fn sync_files(&self, read_for: &Specs) -> bool {
+        let files = read_files_stable(read_for);
+        self.cell.update(&mut |specs, old| {
+            let same_specs = specs.len() == read_for.len()
+                && specs
+                    .iter()
+                    .zip(read_for)
+                    .all(|((a, x), (b, y))| a == b && Arc::ptr_eq(x, y));
+            if !same_specs {
+                return None;
+            }
+            let next = compute(old, specs, true, &files, &HashMap::new());
+            (!same(old, &next)).then_some(next)
+        })
+    }
+
+    /// Publishes a run-time (admin) value with the given version, rendered
+    /// with the published spec's prefix; the caller has checked and
+    /// persisted it.
+    pub fn put(
+        &self,
+        name: &str,
+        secret: Secret,
+        version: u64,
+        updated_at: SystemTime,
+    ) -> Result<Arc<TokenValue>, PutRefused> {
+        let mut out = Err(PutRefused::Superseded);
+        self.cell.update(&mut |specs, old| {
+            let Some(spec) = specs.get(name).filter(|s| s.takes_admin_value()) else {
+                out = Err(PutRefused::Superseded);
+                return None;
+            };
+            match admin_value(spec, secret.clone(), version, updated_at) {
+                Ok(value) => {
+                    out = Ok(Arc::clone(&value));
+                    Some(with_value(old, name, value))
+                }
+                Err(e) => {
+                    out = Err(e);
+                    None
+                }
+            }
+        });
+        out
+    }
+
+    /// Publishes a freshly fetched value (next version) with its expiry,
+    /// while `spec` is still the published spec of its token.
     pub fn put_fetched(
         &self,
         spec: &TokenSpec,
         secret: Secret,
         expires_at: Option<SystemTime>,
-    ) -> Result<Arc<TokenValue>, &'static str> {
-        let header_value = render(spec.prefix.as_deref(), &secret)?;
-        self.publish(&spec.name, |old| {
-            Arc::new(TokenValue {
-                header_value: header_value.clone(),
-                fingerprint: secret.fingerprint(),
-                prefix: spec.prefix.clone(),
-                secret: secret.clone(),
-                version: old.values.get(&spec.name).map_or(1, |v| v.version + 1),
-                updated_at: SystemTime::now(),
-                origin: Origin::Fetched,
+    ) -> Result<Arc<TokenValue>, PutRefused> {
+        let header_value =
+            render(spec.prefix.as_deref(), &secret).map_err(|_| PutRefused::NotHeaderSafe)?;
+        let mut out = Err(PutRefused::Superseded);
+        self.cell.update(&mut |specs, old| {
+            if !specs.get(&spec.name).is_some_and(|c| same_fetch(c, spec)) {
+                out = Err(PutRefused::Superseded);
+                return None;
+            }
+            let value = fetched_value(
+                spec,
+                &secret,
+                header_value.clone(),
+                old.values.get(&spec.name).map_or(1, |v| v.version + 1),
                 expires_at,
-            })
-        })
+            );
+            out = Ok(Arc::clone(&value));
+            Some(with_value(old, &spec.name, value))
+        });
+        out
     }
 
-    /// Records why a token has no usable value (shown by the admin API).
-    pub fn set_error(&self, name: &str, why: &str) {
-        self.set.rcu(|old| {
+    /// Records why a fetched token has no usable value (shown by the admin
+    /// API), while `spec` is still the published spec of its token.
+    pub fn set_error(&self, spec: &TokenSpec, why: &str) {
+        self.cell.update(&mut |specs, old| {
+            if !specs.get(&spec.name).is_some_and(|c| same_fetch(c, spec)) {
+                return None;
+            }
             let mut errors = old.errors.clone();
-            errors.insert(name.to_string(), why.to_string());
-            TokenSet {
+            errors.insert(spec.name.clone(), why.to_string());
+            Some(TokenSet {
                 values: old.values.clone(),
                 errors,
-            }
+            })
         });
     }
 }
 
+/// `old` with `name` set to `value` and its error cleared.
+fn with_value(old: &TokenSet, name: &str, value: Arc<TokenValue>) -> TokenSet {
+    let mut values = old.values.clone();
+    let mut errors = old.errors.clone();
+    values.insert(name.to_string(), value);
+    errors.remove(name);
+    TokenSet { values, errors }
+}
+
+/// A run-time (admin) value, ready to publish.
+pub fn admin_value(
+    spec: &TokenSpec,
+    secret: Secret,
+    version: u64,
+    updated_at: SystemTime,
+) -> Result<Arc<TokenValue>, PutRefused> {
+    Ok(Arc::new(TokenValue {
+        header_value: render(spec.prefix.as_deref(), &secret)
+            .map_err(|_| PutRefused::NotHeaderSafe)?,
+        fingerprint: secret.fingerprint(),
+        prefix: spec.prefix.clone(),
+        secret,
+        version,
+        updated_at,
+        origin: Origin::Admin,
+        expires_at: None,
+    }))
+}
+
+/// A fetched value, ready to publish.
+pub fn fetched_value(
+    spec: &TokenSpec,
+    secret: &Secret,
+    header_value: HeaderValue,
+    version: u64,
+    expires_at: Option<SystemTime>,
+) -> Arc<TokenValue> {
+    Arc::new(TokenValue {
+        header_value,
+        fingerprint: secret.fingerprint(),
+        prefix: spec.prefix.clone(),
+        secret: secret.clone(),
+        version,
+        updated_at: SystemTime::now(),
+        origin: Origin::Fetched,
+        expires_at,
+    })
+}
+
+/// First values a reload prepared aside for tokens that are new or
+/// changed (a fetched `http_request` value, a stored run-time value):
+/// they take precedence over anything carried from the previous set.
+pub type Seeds = HashMap<String, Result<Arc<TokenValue>, String>>;
+
+/// The value set for `config`, from the published set `old`: unchanged
+/// values keep their version, config sources are re-read (`file:` ones
+/// from `files`, read beforehand), `seeds` fill new or changed tokens.
+/// Pure, so a reload can run it inside its one publish.
+pub fn next_values(old: &TokenSet, specs: &Specs, files: &Files, seeds: &Seeds) -> TokenSet {
+    compute(old, specs, false, files, seeds)
+}
+
+/// `file:` values read for one config, by token name.
+pub type Files = HashMap<String, Result<Secret, source::Unavailable>>;
+
 /// Reads every `file:` source until two passes agree, so that files
 /// switched together (a Kubernetes Secret's `..data` symlink swap landing
 /// between two reads) are never published half old, half new.
-fn read_files_stable(config: &Config) -> HashMap<String, Result<Secret, source::Unavailable>> {
-    let read_all = || -> HashMap<String, Result<Secret, source::Unavailable>> {
-        config
-            .tokens
+pub fn read_files_stable(specs: &Specs) -> Files {
+    let read_all = || -> Files {
+        specs
             .values()
             .filter_map(|spec| match spec.source() {
                 Some(src @ ValueSource::File(_)) => Some((spec.name.clone(), source::read(src))),
@@ -239,15 +386,21 @@ fn read_files_stable(config: &Config) -> HashMap<String, Result<Secret, source::
 
 fn compute(
     old: &TokenSet,
-    config: &Config,
+    specs: &Specs,
     files_only: bool,
-    files: &HashMap<String, Result<Secret, source::Unavailable>>,
+    files: &Files,
+    seeds: &Seeds,
 ) -> TokenSet {
     let mut next = TokenSet::default();
-    for (name, spec) in &config.tokens {
+    for (name, spec) in specs {
         let prev = old.values.get(name);
         let outcome: Result<Arc<TokenValue>, String> = match (&spec.kind, spec.source()) {
             (TokenKind::User(_), _) => continue,
+            _ if seeds.contains_key(name) => match seeds.get(name) {
+                Some(Ok(v)) => rerender(v, spec).map_err(str::to_string),
+                Some(Err(e)) => Err(e.clone()),
+                None => continue,
+            },
             (TokenKind::HttpRequest(_), _) => match prev.filter(|p| p.origin == Origin::Fetched) {
                 Some(p) => rerender(p, spec).map_err(str::to_string),
                 None => Err(old

@@ -62,7 +62,7 @@ pub trait Fetcher: Send + Sync {
 pub struct HttpFetcher {
     pub spec: Arc<HttpRequestSpec>,
     pub client: HttpClient,
-    pub store: Arc<TokenStore>,
+    pub store: TokenStore,
 }
 
 impl Fetcher for HttpFetcher {
@@ -70,7 +70,7 @@ impl Fetcher for HttpFetcher {
         let (spec, client, store) = (
             Arc::clone(&self.spec),
             self.client.clone(),
-            Arc::clone(&self.store),
+            self.store.clone(),
         );
         Box::pin(async move { super::fetch::fetch(&spec, &client, &store).await })
     }
@@ -179,7 +179,7 @@ enum Step {
 pub struct Refresher {
     pub token: Arc<TokenSpec>,
     pub spec: Arc<HttpRequestSpec>,
-    store: Arc<TokenStore>,
+    store: TokenStore,
     fetcher: Box<dyn Fetcher>,
     inner: Mutex<Inner>,
     wake: Notify,
@@ -199,7 +199,7 @@ impl Refresher {
     pub fn new(
         token: Arc<TokenSpec>,
         spec: Arc<HttpRequestSpec>,
-        store: Arc<TokenStore>,
+        store: TokenStore,
         fetcher: Box<dyn Fetcher>,
         metrics: Family<TokenResult, Counter>,
     ) -> Arc<Self> {
@@ -221,14 +221,14 @@ impl Refresher {
     pub fn for_http(
         token: Arc<TokenSpec>,
         spec: Arc<HttpRequestSpec>,
-        store: Arc<TokenStore>,
+        store: TokenStore,
         metrics: Family<TokenResult, Counter>,
     ) -> Result<Arc<Self>, String> {
         let client = crate::upstream::build(spec.ca_file.as_deref(), Duration::from_secs(5))?;
         let fetcher = HttpFetcher {
             spec: Arc::clone(&spec),
             client,
-            store: Arc::clone(&store),
+            store: store.clone(),
         };
         Ok(Self::new(token, spec, store, Box::new(fetcher), metrics))
     }
@@ -351,12 +351,34 @@ impl Refresher {
         done
     }
 
+    /// The first value of a new or changed token, fetched by the reload
+    /// before the snapshot that references the token is published, so its
+    /// connectors never answer 503 in between and never get the old spec's
+    /// value. Not published here: the reload publishes it with the
+    /// snapshot. Recorded like any fetch (schedule, backoff, metrics).
+    pub async fn prime(&self) -> Result<Arc<TokenValue>, String> {
+        let started = Instant::now();
+        let result = self.fetcher.fetch().await;
+        self.settle(started, result, false)
+    }
+
     /// Records what the fetch started at `started` ended with; runs in the
     /// fetch task, so it happens even if every caller went away.
     fn record(
         &self,
         started: Instant,
         result: Result<Fetched, String>,
+    ) -> Result<Arc<TokenValue>, String> {
+        self.settle(started, result, true)
+    }
+
+    /// Records a fetch's outcome; publishes the value (or the error) when
+    /// `publish`, else only returns it.
+    fn settle(
+        &self,
+        started: Instant,
+        result: Result<Fetched, String>,
+        publish: bool,
     ) -> Result<Arc<TokenValue>, String> {
         // Background refreshes are spaced at least MIN_LIFETIME (1 s) apart:
         // a short but valid lifetime stays usable, and no answer can make
@@ -368,10 +390,20 @@ impl Refresher {
                     tracing::warn!(token = %self.token.name, max_days = super::fetch::MAX_LIFETIME.as_secs() / 86_400, "the token endpoint gave an absurd lifetime; clamped");
                 }
                 let expires_wall = f.lifetime.and_then(|l| SystemTime::now().checked_add(l));
-                self.store
-                    .put_fetched(&self.token, f.secret, expires_wall)
+                let value = if publish {
+                    self.store.put_fetched(&self.token, f.secret, expires_wall)
+                } else {
+                    super::render(self.token.prefix.as_deref(), &f.secret)
+                        .map_err(|_| super::PutRefused::NotHeaderSafe)
+                        .map(|hv| {
+                            let version =
+                                self.current().map_or(1, |v| v.version.saturating_add(1));
+                            super::fetched_value(&self.token, &f.secret, hv, version, expires_wall)
+                        })
+                };
+                value
                     .map(|v| (v, f.lifetime))
-                    .map_err(|why| format!("the fetched token is refused: {why}"))
+                    .map_err(|why| format!("the fetched token is refused: {}", why.as_str()))
             });
         let mut inner = lock(&self.inner);
         let st = &mut inner.st;
@@ -394,7 +426,9 @@ impl Refresher {
                 st.last_error = Some(e.clone());
                 st.not_before = Some(later(Instant::now(), wait));
                 self.count("failure");
-                self.store.set_error(&self.token.name, &e);
+                if publish {
+                    self.store.set_error(&self.token, &e);
+                }
                 tracing::warn!(token = %self.token.name, error = %e, retry_in_ms = log_ms(wait), "token fetch failed");
                 Err(e)
             }
@@ -527,10 +561,15 @@ mod tests {
             fail,
             lifetime,
         };
+        let cell = crate::tokens::FixedCell::new(
+            [(token.name.clone(), Arc::clone(&token))]
+                .into_iter()
+                .collect(),
+        );
         let r = Refresher::new(
             token,
             spec,
-            Arc::new(TokenStore::new()),
+            TokenStore::new(cell),
             Box::new(fetcher),
             Family::default(),
         );
@@ -788,10 +827,15 @@ mod tests {
 
     fn with_fetcher(fetcher: impl Fetcher + 'static) -> Arc<Refresher> {
         let (r, _) = refresher(vec![], Duration::from_secs(1));
+        let cell = crate::tokens::FixedCell::new(
+            [(r.token.name.clone(), Arc::clone(&r.token))]
+                .into_iter()
+                .collect(),
+        );
         Refresher::new(
             Arc::clone(&r.token),
             Arc::clone(&r.spec),
-            Arc::new(TokenStore::new()),
+            TokenStore::new(cell),
             Box::new(fetcher),
             Family::default(),
         )

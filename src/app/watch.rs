@@ -1,5 +1,5 @@
-//! Watches what the running config depends on and asks the app to re-check
-//! it: the config file itself, every `file:` token source, every `file:`
+//! Watches what the running config depends on and sends a check into the
+//! reload loop: the config file itself, every `file:` token source, every `file:`
 //! JWT secret of a `user` token, every connector `ca_file`, and the TLS
 //! certificate and key.
 //!
@@ -15,13 +15,13 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::app::App;
+use super::reload::Request;
 use crate::config::{Config, JwtKey, TokenKind, ValueSource};
 
 const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -62,7 +62,13 @@ pub fn watch_dirs(config: &Config, config_path: &Path) -> BTreeSet<PathBuf> {
     files.into_iter().filter_map(nearest_dir).collect()
 }
 
-pub fn spawn(app: Arc<App>) -> JoinHandle<()> {
+/// Watches the directories `dirs` names (the reload loop updates it after
+/// every load) and sends [`Request::Check`] on every debounced event and
+/// every poll tick. Knows nothing of what a check does.
+pub fn spawn(
+    mut dirs: watch::Receiver<BTreeSet<PathBuf>>,
+    checks: mpsc::Sender<Request>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
@@ -82,8 +88,7 @@ pub fn spawn(app: Arc<App>) -> JoinHandle<()> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if let Some(w) = watcher.as_mut() {
-                let snap = app.shared.snapshot.load_full();
-                let want = watch_dirs(&snap.config, app.config_path());
+                let want = dirs.borrow_and_update().clone();
                 for gone in watched.difference(&want) {
                     let _ = w.unwatch(gone);
                 }
@@ -103,7 +108,11 @@ pub fn spawn(app: Arc<App>) -> JoinHandle<()> {
                 }
                 _ = tick.tick() => {}
             }
-            app.check_sources().await;
+            // A check already queued covers this one: checks are idempotent.
+            match checks.try_send(Request::Check) {
+                Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            }
         }
     })
 }

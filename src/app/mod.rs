@@ -1,0 +1,251 @@
+//! Wires the running gateway: opens the store, publishes the first
+//! snapshot through the same path every reload takes, binds the
+//! listeners, starts the one reload loop, the watcher and the upkeep, and
+//! shuts down.
+//!
+//! - `reload`: the one loop every trigger goes through (build aside → one
+//!   publish → start/stop what changed).
+//! - `watch`: notify + poll → a check request into that loop.
+//! - `ports`: dedicated connector listeners, bound before and settled
+//!   after each publish.
+//! - `upkeep`: usage flushes, retention purges, `admin-key --reset` pick-up.
+
+mod ports;
+pub mod reload;
+mod upkeep;
+pub mod watch;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::{mpsc, watch as channel};
+use tokio_rustls::TlsAcceptor;
+
+use crate::admin::{Admin, ReloadRequest};
+use crate::auth::keys;
+use crate::clock::now_rfc3339;
+use crate::config::Config;
+use crate::listen::tls::{self, CertResolver};
+use crate::listen::{self, DrainControl};
+use crate::lock::lock;
+use crate::proxy::{Listener, Proxy};
+use crate::snapshot::Published;
+use crate::state::{ReloadTrigger, Shared};
+use crate::store::sealed;
+use crate::store::sqlite::SqliteStore;
+use ports::Ports;
+use reload::{Reloader, Request, render, warn_if_no_admin_key};
+
+/// Requests queued for the reload loop before a sender waits (the watcher
+/// drops a check when the queue is full: a queued check covers it).
+const QUEUE: usize = 16;
+
+#[derive(Debug)]
+pub struct App {
+    pub shared: Arc<Shared>,
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    /// Taken at shutdown so the drain can see the last connection go.
+    drain_ctl: std::sync::Mutex<Option<DrainControl>>,
+    stops: Vec<channel::Sender<bool>>,
+    ports: Arc<tokio::sync::Mutex<Ports>>,
+    /// Into the one reload loop.
+    requests: mpsc::Sender<Request>,
+    /// What the watcher watches; taken when it starts.
+    watch_dirs: std::sync::Mutex<Option<channel::Receiver<BTreeSet<PathBuf>>>>,
+}
+
+impl App {
+    /// Opens the store, publishes `config` and binds every listener.
+    pub async fn start(config_path: PathBuf, config: Config) -> Result<Arc<App>, String> {
+        let config = Arc::new(config);
+        let store_path = config.store.sqlite.clone();
+        let store = SqliteStore::open(&store_path)
+            .map_err(|e| format!("cannot open the store {}: {e}", store_path.display()))?;
+        let master = sealed::load_or_create(&config.store.master_key, &store)?;
+        let shared = Arc::new(Shared::new(
+            Published::empty(Arc::clone(&config)),
+            Arc::new(store),
+            master,
+        ));
+        let stored = keys::load(shared.as_ref())?;
+        tracing::info!(path = %store_path.display(), keys = stored, "store opened");
+
+        let tls = match &config.server.tls {
+            Some(files) => Some(Arc::new(CertResolver::new(files)?)),
+            None => None,
+        };
+        let acceptor = match &tls {
+            Some(r) => Some(TlsAcceptor::from(tls::server_config(Arc::clone(r))?)),
+            None => None,
+        };
+        if tls.is_some() {
+            shared.update_tls_status(|st| {
+                st.loaded_at = Some(now_rfc3339());
+                st.error = None;
+            });
+        }
+
+        // Read once: listeners bound later (dedicated ports) share them.
+        let limits = config.server.limits.clone();
+        let (drain_ctl, drain) = DrainControl::new(shared.metrics().open_connections.clone());
+        let ports = Arc::new(tokio::sync::Mutex::new(Ports::new(
+            Arc::clone(&shared),
+            limits.clone(),
+            drain.clone(),
+        )));
+        let (mut reloader, watch_dirs) = Reloader::new(
+            Arc::clone(&shared),
+            config_path.clone(),
+            Arc::clone(&ports),
+            tls,
+            limits.clone(),
+        );
+        // The first load takes the path of every reload.
+        reloader
+            .publish(Arc::clone(&config))
+            .await
+            .map_err(|errs| render(&config_path, &errs))?;
+
+        if let Some(retention) = config.store.retention {
+            match keys::purge(shared.as_ref(), retention, SystemTime::now()) {
+                Ok(n) if n > 0 => tracing::info!(purged = n, "ended keys past retention deleted"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "key purge failed"),
+            }
+        }
+        let store_dir = store_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        if let Some(path) = keys::bootstrap(shared.as_ref(), &store_dir, SystemTime::now())? {
+            tracing::warn!(
+                path = %path.display(),
+                "no admin key existed: created one for client keygate-admin; read it from this file (mode 0600), then delete the file"
+            );
+        }
+        warn_if_no_admin_key(&shared, &config_path);
+
+        let mut stops = Vec::new();
+        let proxy_listener = ports::bind(config.server.listen, "proxy").await?;
+        let proxy_addr = proxy_listener.local_addr().map_err(|e| e.to_string())?;
+        let admin_listener = ports::bind(config.admin.listen, "admin").await?;
+        let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
+
+        let (tx, rx) = channel::channel(false);
+        stops.push(tx);
+        tokio::spawn(listen::serve(
+            proxy_listener,
+            acceptor,
+            Proxy::new(Arc::clone(&shared), Listener::Shared),
+            limits.clone(),
+            rx,
+            drain.clone(),
+        ));
+        tracing::info!(listener = "proxy", addr = %proxy_addr, tls = acceptor_is_tls(&config), "listening");
+
+        let (requests, queue) = mpsc::channel::<Request>(QUEUE);
+        let (admin_reloads, mut admin_rx) = mpsc::channel::<ReloadRequest>(4);
+        let (tx, rx) = channel::channel(false);
+        stops.push(tx);
+        tokio::spawn(listen::serve(
+            admin_listener,
+            None,
+            Admin::new(Arc::clone(&shared), admin_reloads),
+            limits,
+            rx,
+            drain,
+        ));
+        tracing::info!(listener = "admin", addr = %admin_addr, "listening");
+
+        tokio::spawn(reloader.run(queue));
+        // `POST /api/v1/reload` joins the same queue.
+        let forward = requests.clone();
+        tokio::spawn(async move {
+            while let Some(reply) = admin_rx.recv().await {
+                let load = Request::Load {
+                    trigger: ReloadTrigger::Admin,
+                    reply: Some(reply),
+                };
+                if forward.send(load).await.is_err() {
+                    return;
+                }
+            }
+        });
+        tokio::spawn(upkeep::run(Arc::clone(&shared)));
+        Ok(Arc::new(App {
+            shared,
+            proxy_addr,
+            admin_addr,
+            drain_ctl: std::sync::Mutex::new(Some(drain_ctl)),
+            stops,
+            ports,
+            requests,
+            watch_dirs: std::sync::Mutex::new(Some(watch_dirs)),
+        }))
+    }
+
+    /// Stops accepting, drains in-flight requests for up to the grace.
+    pub async fn shutdown(&self) {
+        for s in &self.stops {
+            let _ = s.send(true);
+        }
+        self.ports.lock().await.close_all();
+        let grace = self.shared.snapshot().config.server.shutdown_grace;
+        let ctl = lock(&self.drain_ctl).take();
+        if let Some(ctl) = ctl {
+            if ctl.drain(grace).await {
+                tracing::info!("all connections drained");
+            } else {
+                tracing::warn!(
+                    grace_s = grace.as_secs_f64(),
+                    "shutdown grace elapsed with requests still in flight"
+                );
+            }
+        }
+        let shared = Arc::clone(&self.shared);
+        match tokio::task::spawn_blocking(move || keys::flush_usage(shared.as_ref())).await {
+            Ok(Ok(n)) => tracing::info!(keys = n, "key usage flushed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "key usage flush failed at shutdown"),
+            Err(e) => tracing::error!(error = %e, "key usage flush failed at shutdown"),
+        }
+    }
+
+    /// Serves until SIGTERM or SIGINT; SIGHUP reloads; the watcher runs.
+    #[cfg(unix)]
+    pub async fn run_until_signal(self: Arc<Self>) -> Result<(), String> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+        let watcher = lock(&self.watch_dirs)
+            .take()
+            .map(|dirs| watch::spawn(dirs, self.requests.clone()));
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading config");
+                    let load = Request::Load { trigger: ReloadTrigger::Signal, reply: None };
+                    if self.requests.send(load).await.is_err() {
+                        tracing::error!("the reload loop has stopped; SIGHUP ignored");
+                    }
+                }
+            }
+        }
+        if let Some(w) = watcher {
+            w.abort();
+        }
+        tracing::info!("shutting down: no new connections, draining in-flight requests");
+        self.shutdown().await;
+        Ok(())
+    }
+}
+
+fn acceptor_is_tls(config: &Config) -> bool {
+    config.server.tls.is_some()
+}

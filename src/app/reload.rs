@@ -1,0 +1,417 @@
+//! The one reload loop. Every trigger (SIGHUP, the file watcher's checks,
+//! `POST /api/v1/reload`) is a [`Request`] on one channel, and one task
+//! handles them in order, so two loads never overlap and their effects
+//! are never applied out of order.
+//!
+//! A load is: read → validate → build the new catalog aside (reusing
+//! every unchanged part) and the first values of new or changed tokens →
+//! bind any new dedicated ports → ONE publish → start the refreshers it
+//! added and the new ports; stop the refreshers it replaced or removed and
+//! release the ports of removed connectors. Any failure before the publish
+//! changes nothing: the last good config keeps serving, and the error is
+//! kept for status.
+//!
+//! A check (the watcher's event or poll tick) reloads when the config
+//! file's content or a connector `ca_file`'s changed, and otherwise
+//! re-reads `file:` token values, `file:` JWT secrets and the TLS pair.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::ports::Ports;
+use super::watch::watch_dirs;
+use crate::auth::keys;
+use crate::clock::now_rfc3339;
+use crate::config::validate::{Limits, TlsFiles};
+use crate::config::{self, Config, ConfigError};
+use crate::listen::tls::CertResolver;
+use crate::snapshot::{self, file_digest};
+use crate::state::{ReloadStatus, ReloadTrigger, Shared};
+
+/// The answer to a load: the generation published, or why nothing was.
+pub type Outcome = Result<u64, Vec<ConfigError>>;
+
+/// What the loop is asked to do.
+#[derive(Debug)]
+pub enum Request {
+    /// Load the config file now (and answer, if someone waits).
+    Load {
+        trigger: ReloadTrigger,
+        reply: Option<oneshot::Sender<Outcome>>,
+    },
+    /// See whether anything watched changed.
+    Check,
+}
+
+/// The state of the loop: what was last *tried* (good or refused), so a
+/// check reloads on a content change, not on every touch, and retries a
+/// refused load only when one of its files changes again.
+pub struct Reloader {
+    shared: Arc<Shared>,
+    config_path: PathBuf,
+    ports: Arc<tokio::sync::Mutex<Ports>>,
+    tls: Option<Arc<CertResolver>>,
+    /// `server:` connection limits as of start (restart-only).
+    limits: Limits,
+    /// SHA-256 of the config text last tried.
+    config_digest: [u8; 32],
+    /// Digest of the TLS pair last tried.
+    tls_digest: Option<[u8; 32]>,
+    /// The connector `ca_file`s of the config last tried and their digest.
+    trust: TrustFiles,
+    /// The folders the watcher watches, for the published config.
+    dirs: watch::Sender<BTreeSet<PathBuf>>,
+}
+
+impl Reloader {
+    pub fn new(
+        shared: Arc<Shared>,
+        config_path: PathBuf,
+        ports: Arc<tokio::sync::Mutex<Ports>>,
+        tls: Option<Arc<CertResolver>>,
+        limits: Limits,
+    ) -> (Self, watch::Receiver<BTreeSet<PathBuf>>) {
+        let config = shared.snapshot().config.clone();
+        let (dirs, watched) = watch::channel(watch_dirs(&config, &config_path));
+        let reloader = Reloader {
+            tls_digest: config.server.tls.as_ref().and_then(tls_files_digest),
+            trust: TrustFiles::of(&config),
+            // What the start parsed (read again: the digest of the text,
+            // not of the parse).
+            config_digest: std::fs::read(&config_path)
+                .map(|b| digest(&b))
+                .unwrap_or_default(),
+            shared,
+            config_path,
+            ports,
+            tls,
+            limits,
+            dirs,
+        };
+        (reloader, watched)
+    }
+
+    /// Handles requests until every sender is gone.
+    pub async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
+        while let Some(request) = requests.recv().await {
+            match request {
+                Request::Load { trigger, reply } => {
+                    let outcome = self.reload(trigger).await;
+                    if let Some(reply) = reply {
+                        let _ = reply.send(outcome);
+                    }
+                }
+                Request::Check => self.check().await,
+            }
+        }
+    }
+
+    /// Loads the config file and publishes it; records the outcome for
+    /// status, the log and the metrics. On any error the running config
+    /// stays.
+    pub async fn reload(&mut self, trigger: ReloadTrigger) -> Outcome {
+        let result = self.load().await;
+        if trigger != ReloadTrigger::Start {
+            self.shared.metrics().reload(result.is_ok());
+        }
+        let status = match &result {
+            Ok(generation) => {
+                tracing::info!(generation, trigger = trigger.as_str(), "config reloaded");
+                ReloadStatus {
+                    ok: true,
+                    at: Some(now_rfc3339()),
+                    trigger,
+                    errors: Vec::new(),
+                }
+            }
+            Err(errs) => {
+                tracing::error!(trigger = trigger.as_str(), errors = %render(&self.config_path, errs), "config reload rejected; the last good config keeps serving");
+                ReloadStatus {
+                    ok: false,
+                    at: Some(now_rfc3339()),
+                    trigger,
+                    errors: errs.clone(),
+                }
+            }
+        };
+        self.shared.set_reload_status(status);
+        // A reload may drop a YAML admin key or an `admin: true` role. The
+        // config file is the operator's to change, so it is not refused,
+        // but a gateway nobody can administer must say so, and how to fix it.
+        warn_if_no_admin_key(&self.shared, &self.config_path);
+        result
+    }
+
+    async fn load(&mut self) -> Outcome {
+        let text = std::fs::read_to_string(&self.config_path).map_err(|e| {
+            vec![ConfigError {
+                line: None,
+                column: None,
+                message: format!("cannot read config file: {e}"),
+            }]
+        })?;
+        self.config_digest = digest(text.as_bytes());
+        let mut config = config::from_text(&text, &self.config_path).map_err(|e| e.0)?;
+        self.trust = TrustFiles::of(&config);
+        let old = self.shared.snapshot();
+        // At start the running config is the one being loaded.
+        if old.generation > 0 && keep_restart_only(&mut config, &old.config, &self.limits) {
+            tracing::warn!(
+                "server.listen, admin.listen and server connection limit changes take effect at the next restart"
+            );
+        }
+        self.publish(Arc::new(config)).await
+    }
+
+    /// Builds `config`'s snapshot aside, binds its new ports, publishes it
+    /// in one swap, then starts and stops what it added and removed.
+    pub async fn publish(&mut self, config: Arc<Config>) -> Outcome {
+        let old = self.shared.snapshot();
+        let generation = old.generation + 1;
+        let next = snapshot::build(
+            Arc::clone(&config),
+            &old,
+            generation,
+            self.shared.tokens(),
+            self.shared.build_context(),
+        )
+        .await?;
+        let mut ports = self.ports.lock().await;
+        let fresh = match ports.bind(&config).await {
+            Ok(fresh) => fresh,
+            Err(errs) => {
+                // Refused: the refreshers built for it never start.
+                for r in &next.added {
+                    r.stop();
+                }
+                return Err(errs);
+            }
+        };
+        let (published, replaced) = {
+            // Under the key write lock: a revoke or roll decides the
+            // last-admin-key rule on the config before this publish or
+            // after it, never between. No `.await` while it is held.
+            let _writes = crate::auth::keys::KeyContext::writes(self.shared.as_ref());
+            self.shared.published().publish(&next)
+        };
+        // Background tasks start after, and stop after, the swap that adds
+        // or removes them.
+        for r in &next.added {
+            r.start();
+        }
+        for (name, r) in &replaced.refreshers {
+            if !published
+                .refreshers
+                .get(name)
+                .is_some_and(|n| Arc::ptr_eq(n, r))
+            {
+                r.stop();
+            }
+        }
+        ports.settle(&config, fresh);
+        drop(ports);
+        for (name, why) in &published.values.errors {
+            if config
+                .connectors
+                .values()
+                .any(|c| c.headers.tokens().iter().any(|(_, t)| t == name))
+            {
+                tracing::warn!(token = %name, reason = %why, "token has no value; connectors using it answer 503");
+            }
+        }
+        self.dirs
+            .send_replace(watch_dirs(&config, &self.config_path));
+        self.check_tls(&config);
+        Ok(generation)
+    }
+
+    /// The watcher's check: reloads the config if its content (or a
+    /// connector `ca_file`'s) changed, else re-reads `file:` token values,
+    /// `file:` JWT secrets and the TLS certificate.
+    async fn check(&mut self) {
+        let now = std::fs::read(&self.config_path).map(|b| digest(&b)).ok();
+        if now.is_some_and(|n| n != self.config_digest) {
+            let _ = self.reload(ReloadTrigger::Watch).await;
+            return;
+        }
+        // The files of the config last *tried*, compared with themselves:
+        // after a refused reload (a CA file that is not PEM, a port in
+        // use) the running config may name other files, and comparing
+        // those would differ on every poll and reload once a second.
+        let reread = self.trust.reread();
+        if reread != self.trust {
+            self.trust = reread;
+            tracing::info!("a connector ca_file changed; reloading");
+            let _ = self.reload(ReloadTrigger::Watch).await;
+            return;
+        }
+        let snap = self.shared.snapshot();
+        let mut secrets = false;
+        for v in snap.users.values() {
+            secrets |= v.reread_secret(true);
+        }
+        if secrets {
+            tracing::info!("user token secrets re-read from files");
+        }
+        if self.shared.tokens().sync_files(&snap.config.tokens) {
+            let set = self.shared.tokens().load();
+            for (name, why) in &set.errors {
+                tracing::warn!(token = %name, reason = %why, "token has no value");
+            }
+            tracing::info!("token values re-read from files");
+        }
+        self.check_tls(&snap.config);
+    }
+
+    fn check_tls(&mut self, config: &Config) {
+        let (Some(resolver), Some(files)) = (&self.tls, &config.server.tls) else {
+            return;
+        };
+        let now = tls_files_digest(files);
+        if now.is_none() || now == self.tls_digest {
+            return;
+        }
+        // Tried once per content: a refused pair (a renewal half written,
+        // or a key that is not the certificate's) is reported, then
+        // retried when either file changes again.
+        self.tls_digest = now;
+        let result = resolver.reload(files);
+        self.shared.update_tls_status(|st| match result {
+            Ok(()) => {
+                st.loaded_at = Some(now_rfc3339());
+                st.error = None;
+                tracing::info!("TLS certificate reloaded");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "TLS certificate reload refused; keeping the current one");
+                st.error = Some(e);
+            }
+        });
+    }
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+fn tls_files_digest(files: &TlsFiles) -> Option<[u8; 32]> {
+    let cert = std::fs::read(&files.cert).ok()?;
+    let key = std::fs::read(&files.key).ok()?;
+    let mut h = Sha256::new();
+    h.update(&cert);
+    h.update(&key);
+    Some(h.finalize().into())
+}
+
+/// The connector `ca_file`s of one config and one digest over their paths
+/// and contents.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct TrustFiles {
+    files: Vec<PathBuf>,
+    digest: [u8; 32],
+}
+
+impl TrustFiles {
+    fn of(config: &Config) -> Self {
+        let mut files: Vec<PathBuf> = config
+            .connectors
+            .values()
+            .filter_map(|c| c.ca_file.clone())
+            .collect();
+        files.sort();
+        files.dedup();
+        let digest = trust_digest(&files);
+        TrustFiles { files, digest }
+    }
+
+    /// The same files as they are now.
+    fn reread(&self) -> Self {
+        TrustFiles {
+            files: self.files.clone(),
+            digest: trust_digest(&self.files),
+        }
+    }
+}
+
+fn trust_digest(files: &[PathBuf]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for f in files {
+        h.update(f.as_os_str().as_encoded_bytes());
+        h.update([0]);
+        match file_digest(f) {
+            Some(d) => h.update(d),
+            None => h.update([0xff]),
+        }
+    }
+    h.finalize().into()
+}
+
+/// Logs, loudly, when no live key can use the admin API (after a start
+/// or a reload), naming the command that lets the operator back in.
+pub fn warn_if_no_admin_key(shared: &Shared, config_path: &Path) {
+    if !keys::admin_key_exists(shared, SystemTime::now()) {
+        tracing::warn!(
+            recovery = %format!("keygate admin-key --reset -c {}", config_path.display()),
+            "no live admin key remains: the admin API accepts no key; run `keygate admin-key --reset -c <config>` on this host to mint one"
+        );
+    }
+}
+
+/// Puts the values that only a restart applies back to the running ones,
+/// so the published config (what the rest of keygate reads) states what
+/// is in force: the sockets actually bound, never addresses only the next
+/// start will use, and the connection `limits` every listener was started
+/// with (dedicated ports bound later take them too). Returns whether the
+/// file asked for a change.
+fn keep_restart_only(config: &mut Config, running: &Config, limits: &Limits) -> bool {
+    let changed = config.server.listen != running.server.listen
+        || config.admin.listen != running.admin.listen
+        || config.server.limits != *limits;
+    config.server.listen = running.server.listen;
+    config.admin.listen = running.admin.listen;
+    config.server.limits = limits.clone();
+    changed
+}
+
+pub fn render(path: &Path, errs: &[ConfigError]) -> String {
+    config::ConfigErrors(errs.to_vec()).render(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_publishes_the_running_listen_and_limits() {
+        let path = Path::new("/tmp/keygate.yaml");
+        let running = config::from_text(
+            "server: { listen: 127.0.0.1:8080, max_connections: 20 }\n",
+            path,
+        )
+        .expect("running");
+        let mut next = config::from_text(
+            "server: { listen: 127.0.0.1:9090, max_connections: 5, idle_timeout: 5s }\n",
+            path,
+        )
+        .expect("next");
+        let started = running.server.limits.clone();
+        assert!(keep_restart_only(&mut next, &running, &started));
+        assert_eq!(next.server.listen, running.server.listen);
+        assert_eq!(
+            next.server.limits, started,
+            "limits not applied must not be published"
+        );
+        // Nothing asked for: nothing to warn about.
+        let mut same = config::from_text(
+            "server: { listen: 127.0.0.1:8080, max_connections: 20 }\n",
+            path,
+        )
+        .expect("same");
+        assert!(!keep_restart_only(&mut same, &running, &started));
+    }
+}

@@ -1,0 +1,52 @@
+//! Background upkeep: batched usage writes, retention purges, and picking
+//! up an admin key written by `keygate admin-key --reset` (one indexed
+//! read per tick), so an operator locked out of the admin API gets back in
+//! without restarting the gateway. Ticks every `store.flush_interval`,
+//! read from the published config each time so a reload changes it.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::auth::keys;
+use crate::state::Shared;
+
+/// How often ended keys past `store.retention` are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+pub async fn run(shared: Arc<Shared>) {
+    let mut last_purge = tokio::time::Instant::now();
+    let mut reset_seen: Option<String> = None;
+    loop {
+        let every = shared.snapshot().config.store.flush_interval;
+        tokio::time::sleep(every).await;
+        let s = Arc::clone(&shared);
+        let purge = last_purge.elapsed() >= PURGE_EVERY;
+        if purge {
+            last_purge = tokio::time::Instant::now();
+        }
+        let seen = reset_seen.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let flushed = keys::flush_usage(s.as_ref());
+            if purge
+                && let Some(retention) = s.snapshot().config.store.retention
+                && let Err(e) = keys::purge(s.as_ref(), retention, SystemTime::now())
+            {
+                tracing::warn!(error = %e, "key purge failed");
+            }
+            let reset = keys::pick_up_admin_reset(s.as_ref(), seen.as_deref());
+            (flushed, reset)
+        })
+        .await;
+        if let Ok((flushed, reset)) = result {
+            if let Err(e) = flushed {
+                tracing::warn!(error = %e, "key usage flush failed; will retry");
+            }
+            match reset {
+                Ok(mark) => reset_seen = mark,
+                Err(e) => {
+                    tracing::warn!(error = %e, "checking for a reset admin key failed; will retry")
+                }
+            }
+        }
+    }
+}
