@@ -2,9 +2,23 @@
 //! keygate API key; keygate injects the connector's upstream credentials
 //! and forwards. See SPEC.md for the contract and README.md for operating it.
 //!
-//! Modules follow the request path and import downward only:
-//! `app → {admin, proxy, server} → state → {config, tokens, auth, upstream,
-//! error, body, secret, lock, clock}`.
+//! Modules follow the request path and import downward only. Layers, top
+//! to bottom; a module may use only modules of the layers below its own
+//! (`tests/layering.rs` reads every `crate::` path in `src/` and holds the
+//! code to this list):
+//!
+//! 1. `app`: wiring, the one reload loop, the watcher, ports, upkeep
+//! 2. `admin`, `proxy`: the two services
+//! 3. `state`: the handles the services share
+//! 4. `snapshot`: everything a request reads, published in one swap
+//! 5. `error`, `listen`: the one error → response mapping; accept loops
+//! 6. `auth`: who is calling, keys and their lifecycle
+//! 7. `tokens`: token values, refresh, per-user tokens
+//! 8. `store`, `metrics`, `upstream`: persistence, counters, the client
+//! 9. `config`: YAML → validated model
+//! 10. `body`, `secret`, `lock`, `clock`: leaves
+//!
+//! The binary (`main.rs`, `cli.rs`) sits above them all.
 
 // Lint policy (`unsafe_code` forbidden, no `unwrap`/`expect` outside
 // tests, checked casts) is the `[lints]` table in Cargo.toml, which covers

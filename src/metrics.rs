@@ -16,8 +16,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::tokens::TokenSet;
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConnectorStatus {
     pub connector: String,
@@ -249,17 +247,22 @@ impl Metrics {
     }
 
     /// The text exposition, with scrape-time gauges refreshed first.
-    pub fn render(&self, tokens: &TokenSet) -> String {
+    /// `token_updates` gives each token's name and when its value last
+    /// changed (callers hand numbers in: metrics knows no domain type).
+    pub fn render<'a>(
+        &self,
+        token_updates: impl IntoIterator<Item = (&'a str, SystemTime)>,
+    ) -> String {
         let now = SystemTime::now();
         self.token_age.clear();
-        for (name, v) in &tokens.values {
+        for (name, updated_at) in token_updates {
             let age = now
-                .duration_since(v.updated_at)
+                .duration_since(updated_at)
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0);
             self.token_age
                 .get_or_create(&TokenLabel {
-                    token: name.clone(),
+                    token: name.to_string(),
                 })
                 .set(age);
         }

@@ -184,7 +184,13 @@ impl Admin {
             }
             ["metrics"] => {
                 only(&method, Method::GET)?;
-                let text = self.shared.metrics().render(&self.shared.snapshot().values);
+                let snap = self.shared.snapshot();
+                let text = self.shared.metrics().render(
+                    snap.values
+                        .values
+                        .iter()
+                        .map(|(name, v)| (name.as_str(), v.updated_at)),
+                );
                 let mut r = Response::new(Body::full(text));
                 r.headers_mut().insert(
                     CONTENT_TYPE,

@@ -6,6 +6,7 @@
 mod locate;
 pub mod pattern;
 pub mod raw;
+pub mod source;
 mod strict;
 pub mod units;
 pub mod validate;

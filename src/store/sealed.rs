@@ -16,7 +16,7 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
 use super::{Store, write_private};
 use crate::config::ValueSource;
-use crate::tokens::source;
+use crate::config::source;
 
 const CHECK_META: &str = "master_key_check";
 const CHECK_PLAINTEXT: &[u8] = b"keygate master key check v1";

@@ -11,7 +11,6 @@
 
 pub mod fetch;
 pub mod refresh;
-pub mod source;
 pub mod user;
 pub mod values;
 
@@ -22,6 +21,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 
+use crate::config::source;
 use crate::config::{TokenKind, TokenSpec, ValueSource};
 use crate::secret::Secret;
 

@@ -34,7 +34,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::refresh::{backoff, jitter};
-use super::source;
+use crate::config::source;
 use crate::config::{JwtKey, JwtSpec, UserSpec, ValueSource};
 use crate::lock::lock;
 use crate::secret::Secret;
