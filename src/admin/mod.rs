@@ -18,7 +18,8 @@
 //! | `POST /api/v1/keys/{id}/roll` | admin | successor key (201, shown once); the old one expires after the grace |
 //!
 //! The list is `router::ROUTES`, row for row (a test compares them), and
-//! `openapi.yaml` beside this file describes the same routes. A path no route
+//! `openapi.yaml` beside this file describes the same routes with the
+//! shapes of their answers (a test compares those too). A path no route
 //! has is `404`; a route's path with another method is `405` with
 //! `Allow`. Both are answered before the key is checked.
 //!
@@ -37,6 +38,8 @@
 //! The proxy listener serves none of this.
 
 mod api;
+#[cfg(test)]
+mod openapi_check;
 mod probes;
 mod reply;
 mod router;

@@ -53,6 +53,10 @@ pub struct Route {
     pub pattern: &'static str,
     pub access: Access,
     pub(crate) handler: Handler,
+    /// The answers the handler's type can give, for the OpenAPI test;
+    /// inferred from the handler, so it cannot name the wrong type.
+    #[cfg(test)]
+    pub(crate) answers: fn() -> Vec<super::openapi_check::Answer>,
 }
 
 /// `route!(GET "/api/v1/keys/{id}", Admin, api::revoke_key)`: one row, with
@@ -64,6 +68,8 @@ macro_rules! route {
             pattern: $pattern,
             access: Access::$access,
             handler: |cx| Box::pin(async move { IntoReply::into_reply($handler(cx).await?) }),
+            #[cfg(test)]
+            answers: || super::openapi_check::answers_of($handler),
         }
     };
 }
