@@ -4,8 +4,8 @@
 //! text or names from the config; they never carry a secret, an upstream
 //! error's text, or internal detail.
 
-use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, WWW_AUTHENTICATE};
-use http::{Response, StatusCode};
+use http::header::{ALLOW, CONTENT_TYPE, HeaderName, HeaderValue, WWW_AUTHENTICATE};
+use http::{Method, Response, StatusCode};
 
 use crate::body::Body;
 
@@ -32,7 +32,8 @@ pub enum GatewayError {
     UnknownConnector,
     /// Admin API: no such key, token or route.
     NotFound(String),
-    MethodNotAllowed,
+    /// Admin API: the path exists with these methods only.
+    MethodNotAllowed(Vec<Method>),
     /// Admin API: the request conflicts with the current state.
     Conflict(String),
     /// Admin API: the change would end the last live key that can use the
@@ -96,7 +97,7 @@ impl GatewayError {
                 "no connector by that name".into(),
             ),
             NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m.clone()),
-            MethodNotAllowed => (
+            MethodNotAllowed(_) => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 "this route does not accept that method".into(),
@@ -162,6 +163,13 @@ impl GatewayError {
                 WWW_AUTHENTICATE,
                 HeaderValue::from_static(r#"Bearer realm="keygate", error="invalid_token""#),
             );
+        }
+        // RFC 9110 §15.5.6: a 405 lists the methods the target supports.
+        if let GatewayError::MethodNotAllowed(allow) = self {
+            let list: Vec<&str> = allow.iter().map(Method::as_str).collect();
+            if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
+                h.insert(ALLOW, v);
+            }
         }
         resp
     }

@@ -8,11 +8,6 @@
 //! that neither config alone would give; a key removed from the file is
 //! refused by the very next request after the reload returns.
 
-#![expect(
-    clippy::expect_used,
-    reason = "test setup and helpers outside #[test] fns; a failed expect is the test failing, with its message"
-)]
-
 mod common;
 
 use std::sync::Arc;

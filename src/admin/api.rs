@@ -1,108 +1,503 @@
-//! The `/api/v1/*` handlers. Each returns a response or a `GatewayError`;
-//! store work runs on the blocking pool.
+//! The `/api/v1/*` handlers, one `async fn` per row of the route table,
+//! and the `Serialize` types they answer with (the OpenAPI test checks
+//! those against `openapi.yaml`). Each returns its answer or a
+//! `GatewayError`; store work runs on the blocking pool. Routing, the admin
+//! key check and `no-store` happen before and after, in `router` and `mod`.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use http::Request;
 use http::header::CONTENT_LENGTH;
-use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-use super::{ReloadRequest, json, only};
-use crate::auth::keys::{self, NewKey};
-use crate::body::Body;
+use super::reply::{Created, Json, NoContent};
+use super::router::Ctx;
+use crate::auth::keys::{self, KeyMetadata, NewKey};
 use crate::clock::rfc3339;
 use crate::config::units::format_duration;
 use crate::config::{AuthMode, TokenKind, ValueSource};
 use crate::error::GatewayError;
+use crate::secret::Secret;
 use crate::snapshot::Snapshot;
-use crate::state::Shared;
+use crate::state::{ReloadStatus, Shared, TlsStatus};
 use crate::tokens::values;
 
 /// Admin request bodies are small JSON documents.
 const MAX_BODY: usize = 64 * 1024;
 const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
 
-pub async fn dispatch(
-    shared: &Arc<Shared>,
-    reload: &mpsc::Sender<ReloadRequest>,
-    method: Method,
-    rest: &[String],
-    req: Request<Incoming>,
-) -> Result<Response<Body>, GatewayError> {
-    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
-    match rest.as_slice() {
-        ["status"] => only(&method, Method::GET).map(|()| status(shared)),
-        ["reload"] => {
-            only(&method, Method::POST)?;
-            do_reload(reload).await
-        }
-        ["connectors"] => only(&method, Method::GET).map(|()| connectors(shared)),
-        ["tokens"] => only(&method, Method::GET).map(|()| tokens(shared)),
-        ["tokens", name, "value"] => {
-            only(&method, Method::PUT)?;
-            let body: SetValue = read_json(req).await?;
-            let (s, n) = (Arc::clone(shared), name.to_string());
-            blocking(move || {
-                values::set(
-                    s.runtime_values(),
-                    &s.snapshot().config.tokens,
-                    &n,
-                    &body.value,
-                )
-            })
-            .await?;
-            Ok(json(StatusCode::OK, &token_json(shared, name)))
-        }
-        ["tokens", name, "refresh"] => {
-            only(&method, Method::POST)?;
-            let snap = shared.snapshot();
-            let spec = snap
-                .config
-                .tokens
-                .get(*name)
-                .ok_or_else(|| GatewayError::NotFound(format!("no token named `{name}`")))?;
-            if !matches!(spec.kind, TokenKind::HttpRequest(_)) {
-                return Err(GatewayError::Conflict(format!(
-                    "token `{name}` is of type `{}`; only http_request tokens are refreshed",
-                    spec.type_name()
-                )));
-            }
-            let r = snap
-                .refreshers
-                .get(*name)
-                .map(Arc::clone)
-                .ok_or_else(|| GatewayError::CredentialUnavailable(name.to_string()))?;
-            let seen = snap.values.get(name).map(|v| v.version);
-            r.refresh_after(seen)
-                .await
-                .map_err(|_| GatewayError::CredentialUnavailable(name.to_string()))?;
-            Ok(json(StatusCode::OK, &token_json(shared, name)))
-        }
-        ["clients"] => only(&method, Method::GET).map(|()| clients(shared)),
-        ["keys"] => match method {
-            Method::GET => Ok(list_keys(shared)),
-            Method::POST => create_key(shared, req).await,
-            _ => Err(GatewayError::MethodNotAllowed),
-        },
-        ["keys", id] => {
-            only(&method, Method::DELETE)?;
-            let force = force(&req)?;
-            let (shared, id) = (Arc::clone(shared), id.to_string());
-            blocking(move || keys::revoke(shared.as_ref(), &id, force, SystemTime::now())).await?;
-            let mut r = Response::new(Body::empty());
-            *r.status_mut() = StatusCode::NO_CONTENT;
-            Ok(r)
-        }
-        ["keys", id, "roll"] => {
-            only(&method, Method::POST)?;
-            roll_key(shared, id, req).await
-        }
-        _ => Err(GatewayError::NotFound("no such admin route".into())),
+/// `GET /api/v1/status`.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub generation: u64,
+    pub loaded_at: String,
+    pub config_path: String,
+    pub last_reload: ReloadStatus,
+    /// `None` when the proxy listener is plain HTTP.
+    pub tls: Option<TlsStatus>,
+}
+
+pub async fn status(cx: Ctx) -> Result<Json<Status>, GatewayError> {
+    let shared = &cx.shared;
+    let snap = shared.snapshot();
+    let last = shared.reload_status();
+    let tls = shared.tls_status();
+    Ok(Json(Status {
+        generation: snap.generation,
+        loaded_at: rfc3339(snap.loaded_at),
+        config_path: snap.config.path.display().to_string(),
+        last_reload: last,
+        tls,
+    }))
+}
+
+/// `POST /api/v1/reload` when the new config is in service; a rejected
+/// one is `400` naming every problem.
+#[derive(Debug, Serialize)]
+pub struct Reloaded {
+    /// Always `true`: kept for clients that test it.
+    pub ok: bool,
+    pub generation: u64,
+}
+
+pub async fn reload(cx: Ctx) -> Result<Json<Reloaded>, GatewayError> {
+    let (tx, rx) = oneshot::channel();
+    cx.reload
+        .send(tx)
+        .await
+        .map_err(|_| GatewayError::Internal)?;
+    match rx.await.map_err(|_| GatewayError::Internal)? {
+        Ok(generation) => Ok(Json(Reloaded {
+            ok: true,
+            generation,
+        })),
+        Err(errs) => Err(GatewayError::BadRequest(format!(
+            "config rejected, the last good config keeps serving: {}",
+            errs.iter()
+                .map(|e| match (e.line, e.column) {
+                    (Some(l), Some(c)) => format!("{l}:{c}: {}", e.message),
+                    _ => e.message.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))),
     }
+}
+
+/// `GET /api/v1/connectors`.
+#[derive(Debug, Serialize)]
+pub struct ConnectorList {
+    pub connectors: Vec<ConnectorView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConnectorView {
+    pub name: String,
+    pub description: Option<String>,
+    pub upstream: String,
+    /// The dedicated port, if the connector has one.
+    pub listen: Option<String>,
+    /// `api_key` or `none`.
+    pub auth: &'static str,
+    pub tokens: Vec<ConnectorToken>,
+    /// The names of the static headers; never their values.
+    pub static_headers: Vec<String>,
+    pub timeouts: Timeouts,
+    pub max_request_body: u64,
+}
+
+/// A token a connector injects, and where.
+#[derive(Debug, Serialize)]
+pub struct ConnectorToken {
+    pub name: String,
+    pub header: String,
+    pub prefix: Option<String>,
+}
+
+/// Durations as the config spells them (`5s`, `2m`).
+#[derive(Debug, Serialize)]
+pub struct Timeouts {
+    pub connect: String,
+    pub response: String,
+}
+
+pub async fn connectors(cx: Ctx) -> Result<Json<ConnectorList>, GatewayError> {
+    let shared = &cx.shared;
+    let snap = shared.snapshot();
+    let list: Vec<_> = snap
+        .config
+        .connectors
+        .values()
+        .map(|c| {
+            let tokens: Vec<_> = c
+                .headers
+                .tokens()
+                .iter()
+                .map(|(h, t)| {
+                    let prefix = snap.config.tokens.get(t).and_then(|s| s.prefix.clone());
+                    ConnectorToken {
+                        name: t.clone(),
+                        header: h.as_str().to_string(),
+                        prefix,
+                    }
+                })
+                .collect();
+            let statics = c
+                .headers
+                .statics()
+                .iter()
+                .map(|(h, _)| h.as_str().to_string())
+                .collect();
+            ConnectorView {
+                name: c.name.clone(),
+                description: c.description.clone(),
+                upstream: c.upstream.to_string(),
+                listen: c.listen.map(|l| l.to_string()),
+                auth: match c.auth {
+                    AuthMode::ApiKey => "api_key",
+                    AuthMode::None => "none",
+                },
+                tokens,
+                static_headers: statics,
+                timeouts: Timeouts {
+                    connect: format_duration(c.connect_timeout),
+                    response: format_duration(c.response_timeout),
+                },
+                max_request_body: c.max_request_body,
+            }
+        })
+        .collect();
+    Ok(Json(ConnectorList { connectors: list }))
+}
+
+/// `GET /api/v1/tokens`.
+#[derive(Debug, Serialize)]
+pub struct TokenList {
+    pub tokens: Vec<TokenView>,
+}
+
+pub async fn tokens(cx: Ctx) -> Result<Json<TokenList>, GatewayError> {
+    let shared = &cx.shared;
+    let snap = shared.snapshot();
+    let set = &snap.values;
+    let list: Vec<_> = snap
+        .config
+        .tokens
+        .values()
+        .map(|spec| one_token(&snap, spec, set))
+        .collect();
+    Ok(Json(TokenList { tokens: list }))
+}
+
+/// A token's state for the admin API: never its value.
+#[derive(Debug, Serialize)]
+pub struct TokenView {
+    pub name: String,
+    pub description: Option<String>,
+    /// `text`, `http_request` or `user`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub header: String,
+    pub prefix: Option<String>,
+    pub source: TokenSource,
+    pub state: TokenState,
+    pub version: Option<u64>,
+    /// First 8 hex digits of the value's SHA-256.
+    pub fingerprint: Option<String>,
+    pub updated_at: Option<String>,
+    pub expires_at: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// Where a token's value comes from.
+#[derive(Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TokenSource {
+    HttpRequest {
+        url: String,
+    },
+    /// A `user` token: each caller sends its own.
+    Caller {
+        from_header: String,
+    },
+    Env {
+        env: String,
+    },
+    File {
+        file: String,
+    },
+    Literal,
+    /// Set at run time through `PUT /api/v1/tokens/{name}/value`.
+    Admin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenState {
+    Ready,
+    Unavailable,
+    Refreshing,
+    /// A `user` token has a value per request, none of its own.
+    PerRequest,
+}
+
+fn one_token(
+    snap: &Snapshot,
+    spec: &crate::config::TokenSpec,
+    set: &crate::tokens::TokenSet,
+) -> TokenView {
+    let now = SystemTime::now();
+    let value = set.get(&spec.name).filter(|v| v.usable(now));
+    let source = match (&spec.kind, spec.source()) {
+        (TokenKind::HttpRequest(h), _) => TokenSource::HttpRequest {
+            url: h.url.to_string(),
+        },
+        (TokenKind::User(u), _) => TokenSource::Caller {
+            from_header: u.from_header.as_str().to_string(),
+        },
+        (_, Some(ValueSource::Env(name))) => TokenSource::Env { env: name.clone() },
+        (_, Some(ValueSource::File(p))) => TokenSource::File {
+            file: p.display().to_string(),
+        },
+        (_, Some(ValueSource::Literal(_))) => TokenSource::Literal,
+        (_, None) => TokenSource::Admin,
+    };
+    let refresher = snap.refreshers.get(&spec.name).map(|r| r.state());
+    let user_error = snap.users.get(&spec.name).and_then(|u| u.last_error());
+    let state = match (&spec.kind, &refresher) {
+        (TokenKind::User(_), _) => TokenState::PerRequest,
+        (_, Some(r)) if r.refreshing => TokenState::Refreshing,
+        _ if value.is_some() => TokenState::Ready,
+        _ => TokenState::Unavailable,
+    };
+    let last_error = refresher
+        .and_then(|r| r.last_error)
+        .or(user_error)
+        .or_else(|| set.errors.get(&spec.name).cloned());
+    TokenView {
+        name: spec.name.clone(),
+        description: spec.description.clone(),
+        kind: spec.type_name(),
+        header: spec.header.as_str().to_string(),
+        prefix: spec.prefix.clone(),
+        source,
+        state,
+        version: value.map(|v| v.version),
+        fingerprint: value.map(|v| v.fingerprint.clone()),
+        updated_at: value.map(|v| rfc3339(v.updated_at)),
+        expires_at: value.and_then(|v| v.expires_at).map(rfc3339),
+        last_error,
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetValue {
+    value: String,
+}
+
+/// One token after a change; `404` if a reload dropped it meanwhile.
+fn token_view(shared: &Shared, name: &str) -> Result<TokenView, GatewayError> {
+    let snap = shared.snapshot();
+    let set = &snap.values;
+    snap.config
+        .tokens
+        .get(name)
+        .map(|spec| one_token(&snap, spec, set))
+        .ok_or_else(|| GatewayError::NotFound(format!("no token named `{name}`")))
+}
+
+/// `PUT /api/v1/tokens/{name}/value`.
+pub async fn set_token_value(cx: Ctx) -> Result<Json<TokenView>, GatewayError> {
+    let (shared, name) = (&cx.shared, cx.params.get("name")?);
+    let body: SetValue = read_json(cx.req).await?;
+    let (s, n) = (Arc::clone(shared), name.to_string());
+    blocking(move || {
+        values::set(
+            s.runtime_values(),
+            &s.snapshot().config.tokens,
+            &n,
+            &body.value,
+        )
+    })
+    .await?;
+    token_view(shared, name).map(Json)
+}
+
+/// `POST /api/v1/tokens/{name}/refresh`.
+pub async fn refresh_token(cx: Ctx) -> Result<Json<TokenView>, GatewayError> {
+    let (shared, name) = (&cx.shared, cx.params.get("name")?);
+    let snap = shared.snapshot();
+    let spec = snap
+        .config
+        .tokens
+        .get(name)
+        .ok_or_else(|| GatewayError::NotFound(format!("no token named `{name}`")))?;
+    if !matches!(spec.kind, TokenKind::HttpRequest(_)) {
+        return Err(GatewayError::Conflict(format!(
+            "token `{name}` is of type `{}`; only http_request tokens are refreshed",
+            spec.type_name()
+        )));
+    }
+    let r = snap
+        .refreshers
+        .get(name)
+        .map(Arc::clone)
+        .ok_or_else(|| GatewayError::CredentialUnavailable(name.to_string()))?;
+    let seen = snap.values.get(name).map(|v| v.version);
+    r.refresh_after(seen)
+        .await
+        .map_err(|_| GatewayError::CredentialUnavailable(name.to_string()))?;
+    token_view(shared, name).map(Json)
+}
+
+/// `GET /api/v1/clients`.
+#[derive(Debug, Serialize)]
+pub struct ClientList {
+    pub clients: Vec<ClientView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ClientView {
+    pub name: String,
+    pub description: Option<String>,
+    pub roles: Vec<RoleRef>,
+}
+
+/// A role a client holds, and whether it opens the admin API.
+#[derive(Debug, Serialize)]
+pub struct RoleRef {
+    pub name: String,
+    pub admin: bool,
+}
+
+pub async fn clients(cx: Ctx) -> Result<Json<ClientList>, GatewayError> {
+    let shared = &cx.shared;
+    let snap = shared.snapshot();
+    let list: Vec<_> = snap
+        .config
+        .clients
+        .values()
+        .map(|c| {
+            let roles: Vec<_> = c
+                .roles
+                .iter()
+                .map(|r| {
+                    let admin = snap.config.roles.get(r).is_some_and(|x| x.admin);
+                    RoleRef {
+                        name: r.clone(),
+                        admin,
+                    }
+                })
+                .collect();
+            ClientView {
+                name: c.name.clone(),
+                description: c.description.clone(),
+                roles,
+            }
+        })
+        .collect();
+    Ok(Json(ClientList { clients: list }))
+}
+
+/// `GET /api/v1/keys`, oldest first.
+#[derive(Debug, Serialize)]
+pub struct KeyList {
+    pub keys: Vec<KeyMetadata>,
+}
+
+pub async fn list_keys(cx: Ctx) -> Result<Json<KeyList>, GatewayError> {
+    let shared = &cx.shared;
+    let now = SystemTime::now();
+    let mut all = shared.keys().all_with(&shared.snapshot().declared_keys);
+    all.sort_by(|a, b| {
+        a.created_at
+            .cmp(&b.created_at)
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    let list: Vec<_> = all
+        .iter()
+        .map(|r| keys::metadata(shared.as_ref(), r, now))
+        .collect();
+    Ok(Json(KeyList { keys: list }))
+}
+
+/// `POST /api/v1/keys`: the new key, shown this once, with its metadata.
+/// No `Debug`: it holds a plaintext key.
+#[derive(Serialize)]
+pub struct KeyCreated {
+    #[serde(flatten)]
+    pub metadata: KeyMetadata,
+    #[serde(serialize_with = "expose")]
+    pub key: Secret,
+}
+
+/// `POST /api/v1/keys/{id}/roll`: the successor, shown this once, with
+/// its metadata and the key it replaces. No `Debug`: it holds a plaintext
+/// key.
+#[derive(Serialize)]
+pub struct KeyRolled {
+    #[serde(flatten)]
+    pub metadata: KeyMetadata,
+    #[serde(serialize_with = "expose")]
+    pub key: Secret,
+    pub rolled_from: String,
+}
+
+/// The one place a new key's plaintext is written out: the answer to the
+/// operator who created or rolled it.
+fn expose<S: serde::Serializer>(key: &Secret, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(key.expose())
+}
+
+pub async fn create_key(cx: Ctx) -> Result<Created<KeyCreated>, GatewayError> {
+    let shared = &cx.shared;
+    let new: NewKey = read_json(cx.req).await?;
+    let s = Arc::clone(shared);
+    let (secret, record) =
+        blocking(move || keys::create(s.as_ref(), &new, SystemTime::now())).await?;
+    Ok(Created(KeyCreated {
+        metadata: keys::metadata(shared.as_ref(), &record, SystemTime::now()),
+        key: secret,
+    }))
+}
+
+/// `DELETE /api/v1/keys/{id}`.
+pub async fn revoke_key(cx: Ctx) -> Result<NoContent, GatewayError> {
+    let force = force(&cx.req)?;
+    let (shared, id) = (Arc::clone(&cx.shared), cx.params.get("id")?.to_string());
+    blocking(move || keys::revoke(shared.as_ref(), &id, force, SystemTime::now())).await?;
+    Ok(NoContent)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Roll {
+    grace: Option<String>,
+}
+
+pub async fn roll_key(cx: Ctx) -> Result<Created<KeyRolled>, GatewayError> {
+    let (shared, id) = (&cx.shared, cx.params.get("id")?);
+    let force = force(&cx.req)?;
+    let roll: Roll = read_json(cx.req).await?;
+    let grace = match roll.grace {
+        None => DEFAULT_GRACE,
+        Some(g) => keys::parse_key_duration("grace", &g)?,
+    };
+    let (s, id) = (Arc::clone(shared), id.to_string());
+    let old_id = id.clone();
+    let (secret, record) =
+        blocking(move || keys::roll(s.as_ref(), &id, grace, force, SystemTime::now())).await?;
+    Ok(Created(KeyRolled {
+        metadata: keys::metadata(shared.as_ref(), &record, SystemTime::now()),
+        key: secret,
+        rolled_from: old_id,
+    }))
 }
 
 /// `?force=true` overrides the last-admin-key rule (see `keys`). Only
@@ -171,223 +566,4 @@ async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Gat
             crate::secret::redact_quoted(&e.to_string())
         ))
     })
-}
-
-fn status(shared: &Shared) -> Response<Body> {
-    let snap = shared.snapshot();
-    let last = shared.reload_status();
-    let tls = shared.tls_status();
-    json(
-        StatusCode::OK,
-        &serde_json::json!({
-            "generation": snap.generation,
-            "loaded_at": rfc3339(snap.loaded_at),
-            "config_path": snap.config.path.display().to_string(),
-            "last_reload": last,
-            "tls": tls,
-        }),
-    )
-}
-
-async fn do_reload(reload: &mpsc::Sender<ReloadRequest>) -> Result<Response<Body>, GatewayError> {
-    let (tx, rx) = oneshot::channel();
-    reload.send(tx).await.map_err(|_| GatewayError::Internal)?;
-    match rx.await.map_err(|_| GatewayError::Internal)? {
-        Ok(generation) => Ok(json(
-            StatusCode::OK,
-            &serde_json::json!({"ok": true, "generation": generation}),
-        )),
-        Err(errs) => Err(GatewayError::BadRequest(format!(
-            "config rejected, the last good config keeps serving: {}",
-            errs.iter()
-                .map(|e| match (e.line, e.column) {
-                    (Some(l), Some(c)) => format!("{l}:{c}: {}", e.message),
-                    _ => e.message.clone(),
-                })
-                .collect::<Vec<_>>()
-                .join("; ")
-        ))),
-    }
-}
-
-fn connectors(shared: &Shared) -> Response<Body> {
-    let snap = shared.snapshot();
-    let list: Vec<_> = snap
-        .config
-        .connectors
-        .values()
-        .map(|c| {
-            let tokens: Vec<_> = c
-                .headers
-                .tokens()
-                .iter()
-                .map(|(h, t)| {
-                    let prefix = snap.config.tokens.get(t).and_then(|s| s.prefix.clone());
-                    serde_json::json!({"name": t, "header": h.as_str(), "prefix": prefix})
-                })
-                .collect();
-            let statics: Vec<&str> = c.headers.statics().iter().map(|(h, _)| h.as_str()).collect();
-            serde_json::json!({
-                "name": c.name,
-                "description": c.description,
-                "upstream": c.upstream.to_string(),
-                "listen": c.listen.map(|l| l.to_string()),
-                "auth": match c.auth { AuthMode::ApiKey => "api_key", AuthMode::None => "none" },
-                "tokens": tokens,
-                "static_headers": statics,
-                "timeouts": {"connect": format_duration(c.connect_timeout), "response": format_duration(c.response_timeout)},
-                "max_request_body": c.max_request_body,
-            })
-        })
-        .collect();
-    json(StatusCode::OK, &serde_json::json!({ "connectors": list }))
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SetValue {
-    value: String,
-}
-
-fn token_json(shared: &Shared, name: &str) -> serde_json::Value {
-    let snap = shared.snapshot();
-    snap.config
-        .tokens
-        .get(name)
-        .map(|spec| one_token(&snap, spec, &snap.values))
-        .unwrap_or(serde_json::Value::Null)
-}
-
-fn tokens(shared: &Shared) -> Response<Body> {
-    let snap = shared.snapshot();
-    let list: Vec<_> = snap
-        .config
-        .tokens
-        .values()
-        .map(|spec| one_token(&snap, spec, &snap.values))
-        .collect();
-    json(StatusCode::OK, &serde_json::json!({ "tokens": list }))
-}
-
-/// A token's state for the admin API: never its value.
-fn one_token(
-    snap: &Snapshot,
-    spec: &crate::config::TokenSpec,
-    set: &crate::tokens::TokenSet,
-) -> serde_json::Value {
-    let now = SystemTime::now();
-    let value = set.get(&spec.name).filter(|v| v.usable(now));
-    let source = match (&spec.kind, spec.source()) {
-        (TokenKind::HttpRequest(h), _) => {
-            serde_json::json!({"kind": "http_request", "url": h.url.to_string()})
-        }
-        (TokenKind::User(u), _) => {
-            serde_json::json!({"kind": "caller", "from_header": u.from_header.as_str()})
-        }
-        (_, Some(ValueSource::Env(name))) => serde_json::json!({"kind": "env", "env": name}),
-        (_, Some(ValueSource::File(p))) => {
-            serde_json::json!({"kind": "file", "file": p.display().to_string()})
-        }
-        (_, Some(ValueSource::Literal(_))) => serde_json::json!({"kind": "literal"}),
-        (_, None) => serde_json::json!({"kind": "admin"}),
-    };
-    let refresher = snap.refreshers.get(&spec.name).map(|r| r.state());
-    let user_error = snap.users.get(&spec.name).and_then(|u| u.last_error());
-    let state = match (&spec.kind, &refresher) {
-        (TokenKind::User(_), _) => "per_request",
-        (_, Some(r)) if r.refreshing => "refreshing",
-        _ if value.is_some() => "ready",
-        _ => "unavailable",
-    };
-    let last_error = refresher
-        .and_then(|r| r.last_error)
-        .or(user_error)
-        .or_else(|| set.errors.get(&spec.name).cloned());
-    serde_json::json!({
-        "name": spec.name,
-        "description": spec.description,
-        "type": spec.type_name(),
-        "header": spec.header.as_str(),
-        "prefix": spec.prefix,
-        "source": source,
-        "state": state,
-        "version": value.map(|v| v.version),
-        "fingerprint": value.map(|v| v.fingerprint.clone()),
-        "updated_at": value.map(|v| rfc3339(v.updated_at)),
-        "expires_at": value.and_then(|v| v.expires_at).map(rfc3339),
-        "last_error": last_error,
-    })
-}
-
-fn clients(shared: &Shared) -> Response<Body> {
-    let snap = shared.snapshot();
-    let list: Vec<_> = snap
-        .config
-        .clients
-        .values()
-        .map(|c| {
-            let roles: Vec<_> = c
-                .roles
-                .iter()
-                .map(|r| {
-                    let admin = snap.config.roles.get(r).is_some_and(|x| x.admin);
-                    serde_json::json!({"name": r, "admin": admin})
-                })
-                .collect();
-            serde_json::json!({"name": c.name, "description": c.description, "roles": roles})
-        })
-        .collect();
-    json(StatusCode::OK, &serde_json::json!({ "clients": list }))
-}
-
-fn list_keys(shared: &Shared) -> Response<Body> {
-    let now = SystemTime::now();
-    let mut all = shared.keys().all_with(&shared.snapshot().declared_keys);
-    all.sort_by(|a, b| {
-        a.created_at
-            .cmp(&b.created_at)
-            .then_with(|| a.id.cmp(&b.id))
-    });
-    let list: Vec<_> = all.iter().map(|r| keys::metadata(shared, r, now)).collect();
-    json(StatusCode::OK, &serde_json::json!({ "keys": list }))
-}
-
-async fn create_key(
-    shared: &Arc<Shared>,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, GatewayError> {
-    let new: NewKey = read_json(req).await?;
-    let s = Arc::clone(shared);
-    let (secret, record) =
-        blocking(move || keys::create(s.as_ref(), &new, SystemTime::now())).await?;
-    let mut body = keys::metadata(shared.as_ref(), &record, SystemTime::now());
-    body["key"] = serde_json::Value::String(secret.expose().to_string());
-    Ok(json(StatusCode::CREATED, &body))
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Roll {
-    grace: Option<String>,
-}
-
-async fn roll_key(
-    shared: &Arc<Shared>,
-    id: &str,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, GatewayError> {
-    let force = force(&req)?;
-    let roll: Roll = read_json(req).await?;
-    let grace = match roll.grace {
-        None => DEFAULT_GRACE,
-        Some(g) => keys::parse_key_duration("grace", &g)?,
-    };
-    let (s, id) = (Arc::clone(shared), id.to_string());
-    let old_id = id.clone();
-    let (secret, record) =
-        blocking(move || keys::roll(s.as_ref(), &id, grace, force, SystemTime::now())).await?;
-    let mut body = keys::metadata(shared.as_ref(), &record, SystemTime::now());
-    body["key"] = serde_json::Value::String(secret.expose().to_string());
-    body["rolled_from"] = serde_json::Value::String(old_id);
-    Ok(json(StatusCode::CREATED, &body))
 }

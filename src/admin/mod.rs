@@ -3,17 +3,25 @@
 //! | route | key | does |
 //! | --- | --- | --- |
 //! | `GET /healthz` | no | liveness |
-//! | `GET /readyz` | no | 200 once every attached token has a value, else 503 |
+//! | `GET /readyz` | no | 200 once every attached token has a value, else 503 naming the others |
 //! | `GET /metrics` | no | Prometheus metrics (OpenMetrics text) |
-//! | `GET /api/v1/status` | admin | config generation, loaded-at, last reload result and its trigger |
-//! | `POST /api/v1/reload` | admin | reload the config file now |
+//! | `GET /api/v1/status` | admin | config generation, loaded-at, last reload result and its trigger, TLS certificate state |
+//! | `POST /api/v1/reload` | admin | reload the config file now (400 naming every problem) |
 //! | `GET /api/v1/connectors` | admin | connectors, their tokens' names, headers, prefixes |
 //! | `GET /api/v1/tokens` | admin | token state and fingerprints, never values |
+//! | `PUT /api/v1/tokens/{name}/value` | admin | set a run-time value (hot-swapped, stored encrypted; 409 for env/file tokens) |
+//! | `POST /api/v1/tokens/{name}/refresh` | admin | refresh an `http_request` token now |
 //! | `GET /api/v1/clients` | admin | clients and roles |
+//! | `GET /api/v1/keys` | admin | metadata of every key, never the key |
 //! | `POST /api/v1/keys` | admin | create a key (201, shown once) |
-//! | `GET /api/v1/keys` | admin | metadata of every key |
 //! | `DELETE /api/v1/keys/{id}` | admin | revoke now, with its roll successors (204; 404 if already revoked) |
-//! | `POST /api/v1/keys/{id}/roll` | admin | successor key; the old one expires after the grace |
+//! | `POST /api/v1/keys/{id}/roll` | admin | successor key (201, shown once); the old one expires after the grace |
+//!
+//! The list is `router::ROUTES`, row for row (a test compares them), and
+//! `openapi.yaml` beside this file describes the same routes with the
+//! shapes of their answers (a test compares those too). A path no route
+//! has is `404`; a route's path with another method is `405` with
+//! `Allow`. Both are answered before the key is checked.
 //!
 //! Ending the last live admin key (revoke, roll) answers `409
 //! last_admin_key` unless `?force=true`. Every `/api/v1` answer carries
@@ -30,12 +38,17 @@
 //! The proxy listener serves none of this.
 
 mod api;
+#[cfg(test)]
+mod openapi_check;
+mod probes;
+mod reply;
+mod router;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, PRAGMA};
-use http::{Method, Request, Response, StatusCode};
+use http::header::{CACHE_CONTROL, HeaderValue, PRAGMA};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::sync::{mpsc, oneshot};
 
@@ -46,71 +59,11 @@ use crate::config::ConfigError;
 use crate::error::{GatewayError, X_REQUEST_ID};
 use crate::state::Shared;
 
-/// Every route the admin listener serves: the router refuses anything not
-/// listed here before dispatching, so this table is the truth, and
-/// `openapi.yaml` beside this file is checked against it by a test.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/healthz"),
-    ("GET", "/readyz"),
-    ("GET", "/metrics"),
-    ("GET", "/api/v1/status"),
-    ("POST", "/api/v1/reload"),
-    ("GET", "/api/v1/connectors"),
-    ("GET", "/api/v1/tokens"),
-    ("PUT", "/api/v1/tokens/{name}/value"),
-    ("POST", "/api/v1/tokens/{name}/refresh"),
-    ("GET", "/api/v1/clients"),
-    ("GET", "/api/v1/keys"),
-    ("POST", "/api/v1/keys"),
-    ("DELETE", "/api/v1/keys/{id}"),
-    ("POST", "/api/v1/keys/{id}/roll"),
-];
+use router::Ctx;
+pub use router::{Access, ROUTES, Route};
 
 /// The OpenAPI 3 description of this API.
 pub const OPENAPI: &str = include_str!("openapi.yaml");
-
-fn pattern_matches(pattern: &str, path: &str) -> bool {
-    let p: Vec<&str> = pattern.trim_matches('/').split('/').collect();
-    let s: Vec<&str> = path.trim_matches('/').split('/').collect();
-    p.len() == s.len()
-        && p.iter().zip(&s).all(|(a, b)| {
-            if a.starts_with('{') {
-                !b.is_empty()
-            } else {
-                a == b
-            }
-        })
-}
-
-/// Whether `path` is `/` or `/seg/.../seg` with no empty segment.
-fn canonical(path: &str) -> bool {
-    path == "/"
-        || path
-            .strip_prefix('/')
-            .is_some_and(|p| p.split('/').all(|seg| !seg.is_empty()))
-}
-
-/// 404 for a path no route has (or a non-canonical spelling of one), 405
-/// for a known path with another method.
-fn check_route(method: &Method, path: &str) -> Result<(), GatewayError> {
-    if !canonical(path) {
-        return Err(GatewayError::NotFound("no such admin route".into()));
-    }
-    let mut path_known = false;
-    for (m, pattern) in ROUTES {
-        if pattern_matches(pattern, path) {
-            if *m == method.as_str() {
-                return Ok(());
-            }
-            path_known = true;
-        }
-    }
-    Err(if path_known {
-        GatewayError::MethodNotAllowed
-    } else {
-        GatewayError::NotFound("no such admin route".into())
-    })
-}
 
 /// A request to reload, answered with the new generation or the errors.
 pub type ReloadRequest = oneshot::Sender<Result<u64, Vec<ConfigError>>>;
@@ -121,14 +74,6 @@ pub struct Admin {
     reload: mpsc::Sender<ReloadRequest>,
 }
 
-pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut r = Response::new(Body::full(value.to_string()));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
-}
-
 impl Admin {
     pub fn new(shared: Arc<Shared>, reload: mpsc::Sender<ReloadRequest>) -> Self {
         Admin { shared, reload }
@@ -136,9 +81,9 @@ impl Admin {
 
     pub async fn handle(&self, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
         let request_id = self.shared.request_id();
-        // Judged like the router judges paths (leading and trailing `/`
-        // ignored), so no spelling of an API path escapes no-store even
-        // if the router someday accepts it.
+        // Judged more loosely than the router judges paths (leading and
+        // trailing `/` ignored), so no spelling of an API path escapes
+        // no-store, not even a refused one.
         let api = req.uri().path().trim_matches('/').split('/').next() == Some("api");
         let mut resp = match self.route(req).await {
             Ok(r) => r,
@@ -159,54 +104,22 @@ impl Admin {
         resp
     }
 
+    /// The table's route for the request (404/405 before any key check,
+    /// so a probe learns nothing more with a key than without), the key
+    /// check if the route needs one, then the handler.
     async fn route(&self, req: Request<Incoming>) -> Result<Response<Body>, GatewayError> {
-        let path = req.uri().path().to_string();
-        let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let method = req.method().clone();
-        check_route(&method, &path)?;
-        match segs.as_slice() {
-            ["healthz"] => only(&method, Method::GET)
-                .map(|()| json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
-            ["readyz"] => {
-                only(&method, Method::GET)?;
-                let missing = self
-                    .shared
-                    .snapshot()
-                    .missing_tokens(std::time::SystemTime::now());
-                Ok(if missing.is_empty() {
-                    json(StatusCode::OK, &serde_json::json!({"status": "ready"}))
-                } else {
-                    json(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &serde_json::json!({"status": "not_ready", "tokens_without_value": missing}),
-                    )
-                })
-            }
-            ["metrics"] => {
-                only(&method, Method::GET)?;
-                let snap = self.shared.snapshot();
-                let text = self.shared.metrics().render(
-                    snap.values
-                        .values
-                        .iter()
-                        .map(|(name, v)| (name.as_str(), v.updated_at)),
-                );
-                let mut r = Response::new(Body::full(text));
-                r.headers_mut().insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static(
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    ),
-                );
-                Ok(r)
-            }
-            ["api", "v1", rest @ ..] => {
-                self.authorize(&req)?;
-                let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
-                api::dispatch(&self.shared, &self.reload, method, &rest, req).await
-            }
-            _ => Err(GatewayError::NotFound("no such admin route".into())),
+        let (route, params) = router::find(req.method(), req.uri().path())?;
+        match route.access {
+            Access::Open => {}
+            Access::Admin => self.authorize(&req)?,
         }
+        let cx = Ctx {
+            shared: Arc::clone(&self.shared),
+            reload: self.reload.clone(),
+            params,
+            req,
+        };
+        (route.handler)(cx).await
     }
 
     /// A valid key whose roles include an admin role.
@@ -227,14 +140,6 @@ impl Admin {
             self.shared.metrics().auth_failure(e.code());
         }
         result
-    }
-}
-
-pub(crate) fn only(method: &Method, allowed: Method) -> Result<(), GatewayError> {
-    if *method == allowed {
-        Ok(())
-    } else {
-        Err(GatewayError::MethodNotAllowed)
     }
 }
 

@@ -653,7 +653,26 @@ pub fn pick_up_admin_reset(
 }
 
 /// A key's metadata as the admin API shows it; never the key or its hash.
-pub fn metadata(shared: &dyn KeyContext, r: &KeyRecord, now: SystemTime) -> serde_json::Value {
+#[derive(Debug, serde::Serialize)]
+pub struct KeyMetadata {
+    pub id: String,
+    pub name: String,
+    pub client: String,
+    /// The key's first characters, enough to recognise it.
+    pub prefix: String,
+    pub roles: Vec<String>,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub last_used_at: Option<String>,
+    pub revoked_at: Option<String>,
+    pub uses: u64,
+    pub source: KeySource,
+    /// `active`, `expired` or `revoked`.
+    pub state: &'static str,
+}
+
+/// `r`'s metadata at `now`; roles it does not name are its client's.
+pub fn metadata(shared: &dyn KeyContext, r: &KeyRecord, now: SystemTime) -> KeyMetadata {
     use crate::clock::rfc3339;
     let snap = shared.view();
     let roles = r
@@ -668,20 +687,20 @@ pub fn metadata(shared: &dyn KeyContext, r: &KeyRecord, now: SystemTime) -> serd
     } else {
         "active"
     };
-    serde_json::json!({
-        "id": r.id,
-        "name": r.name,
-        "client": r.client,
-        "prefix": r.display_prefix,
-        "roles": roles,
-        "created_at": rfc3339(r.created_at),
-        "expires_at": r.expires_at().map(rfc3339),
-        "last_used_at": r.last_used_at().map(rfc3339),
-        "revoked_at": r.revoked_at().map(rfc3339),
-        "uses": r.uses.load(Ordering::Relaxed),
-        "source": r.source,
-        "state": state,
-    })
+    KeyMetadata {
+        id: r.id.clone(),
+        name: r.name.clone(),
+        client: r.client.clone(),
+        prefix: r.display_prefix.clone(),
+        roles,
+        created_at: rfc3339(r.created_at),
+        expires_at: r.expires_at().map(rfc3339),
+        last_used_at: r.last_used_at().map(rfc3339),
+        revoked_at: r.revoked_at().map(rfc3339),
+        uses: r.uses.load(Ordering::Relaxed),
+        source: r.source,
+        state,
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,784 @@
+//! The OpenAPI cross-check (tests only). `openapi.yaml` and the route
+//! table name the same `(method, path)` pairs, and for every route each
+//! answer its handler's type can give has, in the document, its status,
+//! its content type and, for JSON, its shape: the same `properties` and
+//! `required` at every depth, the same scalar types, `nullable` exactly
+//! where a field can be `null`, the same `enum` values.
+//!
+//! The answers are not described a second time here: each route's
+//! `answers` is inferred from its handler's return type (see `route!`),
+//! and every [`Sample`] value is rendered through the real
+//! `IntoReply::into_reply`, so status and content type come from the code
+//! that serves them. Samples fill every `Option` once with `Some` and once
+//! with `None` and name every enum variant, so a field or a variant the
+//! document lacks (or has too many of) is found.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+
+use http::StatusCode;
+use http::header::CONTENT_TYPE;
+use serde_json::{Value, json};
+
+use super::api::{
+    ClientList, ClientView, ConnectorList, ConnectorToken, ConnectorView, KeyCreated, KeyList,
+    KeyRolled, Reloaded, RoleRef, Status, Timeouts, TokenList, TokenSource, TokenState, TokenView,
+};
+use super::probes::{Health, Readiness};
+use super::reply::{Created, IntoReply, Json, NoContent, OpenMetrics};
+use super::router::{Ctx, ROUTES};
+use crate::auth::KeySource;
+use crate::auth::keys::KeyMetadata;
+use crate::body::Body;
+use crate::config::ConfigError;
+use crate::error::GatewayError;
+use crate::secret::Secret;
+use crate::state::{ReloadStatus, ReloadTrigger, TlsStatus};
+
+/// One answer a handler gave for one sample: status, media type (without
+/// parameters) and the body if it is JSON.
+pub(crate) struct Answer {
+    status: StatusCode,
+    media: Option<String>,
+    json: Option<Value>,
+}
+
+/// Values of a response type that together reach every field: each
+/// `Option` both set and unset, each enum variant, each list non-empty.
+pub(crate) trait Sample: Sized {
+    fn samples() -> Vec<Self>;
+}
+
+/// The answers of a handler, from its type alone: `answers_of(api::status)`.
+pub(crate) fn answers_of<F, Fut, R>(_handler: F) -> Vec<Answer>
+where
+    F: FnOnce(Ctx) -> Fut,
+    Fut: Future<Output = Result<R, GatewayError>>,
+    R: IntoReply + Sample,
+{
+    R::samples()
+        .into_iter()
+        .map(|r| {
+            let resp = r.into_reply().expect("a sample serializes");
+            let media = resp
+                .headers()
+                .get(CONTENT_TYPE)
+                .map(|v| v.to_str().expect("ascii content type"))
+                .map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
+            let json = match resp.body() {
+                Body::Full(Some(bytes)) if media.as_deref() == Some(super::reply::JSON) => {
+                    Some(serde_json::from_slice(bytes).expect("JSON body"))
+                }
+                _ => None,
+            };
+            Answer {
+                status: resp.status(),
+                media,
+                json,
+            }
+        })
+        .collect()
+}
+
+// ---- The schema check ----
+
+fn resolve<'a>(doc: &'a Value, node: &'a Value) -> &'a Value {
+    match node.get("$ref").and_then(Value::as_str) {
+        Some(r) => {
+            let target = doc
+                .pointer(r.strip_prefix('#').expect("local $ref"))
+                .unwrap_or_else(|| panic!("{r} resolves"));
+            resolve(doc, target)
+        }
+        None => node,
+    }
+}
+
+/// An `allOf` of object schemas as one object schema; anything else as is.
+fn flatten(doc: &Value, schema: &Value) -> Value {
+    let schema = resolve(doc, schema);
+    let Some(parts) = schema.get("allOf").and_then(Value::as_array) else {
+        return schema.clone();
+    };
+    let (mut properties, mut required) = (serde_json::Map::new(), Vec::new());
+    for part in parts {
+        let part = flatten(doc, part);
+        if let Some(p) = part["properties"].as_object() {
+            properties.extend(p.clone());
+        }
+        if let Some(r) = part["required"].as_array() {
+            required.extend(r.iter().cloned());
+        }
+    }
+    json!({"type": "object", "properties": properties, "required": required})
+}
+
+fn strings(v: &Value) -> BTreeSet<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| match s {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every way `values` (all the samples reaching this spot) and `schema`
+/// disagree, each prefixed with `at`.
+fn check(doc: &Value, schema: &Value, values: &[&Value], at: &str, errs: &mut Vec<String>) {
+    let schema = flatten(doc, schema);
+    let nullable = schema["nullable"].as_bool().unwrap_or(false);
+    let nulls = values.iter().any(|v| v.is_null());
+    if nulls && !nullable {
+        errs.push(format!("{at}: served as null, but not `nullable`"));
+    }
+    if nullable && !nulls {
+        errs.push(format!("{at}: `nullable`, but never served as null"));
+    }
+    let values: Vec<&Value> = values.iter().copied().filter(|v| !v.is_null()).collect();
+    if values.is_empty() {
+        errs.push(format!("{at}: no sample reaches this schema"));
+        return;
+    }
+    if let Some(alternatives) = schema.get("oneOf").and_then(Value::as_array) {
+        check_one_of(doc, &schema, alternatives, &values, at, errs);
+        return;
+    }
+    if schema.get("enum").is_some() {
+        let served: BTreeSet<String> = values
+            .iter()
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+            .collect();
+        let documented = strings(&schema["enum"]);
+        if served != documented {
+            errs.push(format!("{at}: enum {documented:?}, served {served:?}"));
+        }
+    }
+    let ty = schema["type"].as_str().unwrap_or("(none)");
+    let fits = |v: &&Value| match ty {
+        "object" => v.is_object(),
+        "array" => v.is_array(),
+        "string" => v.is_string(),
+        "integer" => v.is_u64() || v.is_i64(),
+        "number" => v.is_number(),
+        "boolean" => v.is_boolean(),
+        _ => false,
+    };
+    if let Some(bad) = values.iter().find(|v| !fits(v)) {
+        errs.push(format!("{at}: type `{ty}`, served {bad}"));
+        return;
+    }
+    match ty {
+        "object" => check_object(doc, &schema, &values, at, errs),
+        "array" => {
+            let items: Vec<&Value> = values
+                .iter()
+                .filter_map(|v| v.as_array())
+                .flatten()
+                .collect();
+            check(doc, &schema["items"], &items, &format!("{at}[]"), errs);
+        }
+        _ => {}
+    }
+}
+
+/// Properties: served in some sample ⇔ documented; served in every sample
+/// ⇔ `required`. Then each property against its own schema.
+fn check_object(doc: &Value, schema: &Value, values: &[&Value], at: &str, errs: &mut Vec<String>) {
+    let empty = serde_json::Map::new();
+    let properties = schema["properties"].as_object().unwrap_or(&empty);
+    let documented: BTreeSet<String> = properties.keys().cloned().collect();
+    let mut served = BTreeSet::new();
+    let mut always: Option<BTreeSet<String>> = None;
+    for v in values {
+        let keys: BTreeSet<String> = v
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| k.clone())
+            .collect();
+        served.extend(keys.iter().cloned());
+        always = Some(match always {
+            None => keys,
+            Some(a) => a.intersection(&keys).cloned().collect(),
+        });
+    }
+    if served != documented {
+        errs.push(format!(
+            "{at}: properties {documented:?}, served {served:?}"
+        ));
+    }
+    let required = strings(&schema["required"]);
+    if always.as_ref() != Some(&required) {
+        errs.push(format!(
+            "{at}: required {required:?}, always served {:?}",
+            always.unwrap_or_default()
+        ));
+    }
+    for (name, sub) in properties {
+        let vs: Vec<&Value> = values.iter().filter_map(|v| v.get(name)).collect();
+        check(doc, sub, &vs, &format!("{at}.{name}"), errs);
+    }
+}
+
+/// A tagged union: its `discriminator` property picks the alternative
+/// (the one whose `enum` for that property holds the value); every
+/// alternative must be served, and each is checked with its own samples.
+fn check_one_of(
+    doc: &Value,
+    schema: &Value,
+    alternatives: &[Value],
+    values: &[&Value],
+    at: &str,
+    errs: &mut Vec<String>,
+) {
+    let Some(tag) = schema["discriminator"]["propertyName"].as_str() else {
+        errs.push(format!("{at}: oneOf without discriminator.propertyName"));
+        return;
+    };
+    let mut parts: Vec<Vec<&Value>> = vec![Vec::new(); alternatives.len()];
+    for v in values {
+        let value = v[tag].as_str().unwrap_or_default().to_string();
+        let fit = alternatives
+            .iter()
+            .position(|a| strings(&flatten(doc, a)["properties"][tag]["enum"]).contains(&value));
+        match fit {
+            Some(i) => parts[i].push(v),
+            None => errs.push(format!("{at}: no alternative for {tag} `{value}`")),
+        }
+    }
+    for (i, (alternative, vs)) in alternatives.iter().zip(&parts).enumerate() {
+        check(doc, alternative, vs, &format!("{at}<{i}>"), errs);
+    }
+}
+
+fn openapi() -> Value {
+    serde_yaml::from_str(super::OPENAPI).expect("openapi.yaml parses")
+}
+
+#[test]
+fn openapi_and_the_route_table_name_the_same_routes() {
+    let doc = openapi();
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("operations").keys() {
+            documented.insert((method.to_ascii_uppercase(), path.clone()));
+        }
+    }
+    let table: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|r| (r.method.to_string(), r.pattern.to_string()))
+        .collect();
+    let only_doc: Vec<_> = documented.difference(&table).collect();
+    let only_table: Vec<_> = table.difference(&documented).collect();
+    assert!(
+        only_doc.is_empty() && only_table.is_empty(),
+        "only in openapi.yaml: {only_doc:?}; only in ROUTES: {only_table:?}"
+    );
+    // Routes without a key say so; the rest inherit the document's.
+    for r in ROUTES {
+        let op = &doc["paths"][r.pattern][r.method.as_str().to_ascii_lowercase()];
+        let open = op["security"].as_array().is_some_and(Vec::is_empty);
+        assert_eq!(
+            open,
+            r.access == super::Access::Open,
+            "{} {}: security",
+            r.method,
+            r.pattern
+        );
+    }
+}
+
+#[test]
+fn every_answer_has_the_status_content_and_shape_openapi_yaml_gives() {
+    let doc = openapi();
+    let mut errs = Vec::new();
+    for r in ROUTES {
+        let route = format!("{} {}", r.method, r.pattern);
+        let op = &doc["paths"][r.pattern][r.method.as_str().to_ascii_lowercase()];
+        let responses = op["responses"].as_object().expect("responses");
+        let mut by_status: BTreeMap<u16, (Option<String>, Vec<Value>)> = BTreeMap::new();
+        for a in (r.answers)() {
+            let e = by_status
+                .entry(a.status.as_u16())
+                .or_insert_with(|| (a.media.clone(), Vec::new()));
+            assert_eq!(e.0, a.media, "{route}: one media type per status");
+            e.1.extend(a.json);
+        }
+        for (status, (media, values)) in &by_status {
+            let Some(resp) = responses.get(&status.to_string()) else {
+                errs.push(format!("{route}: answers {status}, undocumented"));
+                continue;
+            };
+            let content = resolve(&doc, resp).get("content");
+            match (media, content) {
+                (None, None) => {}
+                (None, Some(_)) => errs.push(format!("{route} {status}: documented with a body")),
+                (Some(m), None) => errs.push(format!("{route} {status}: {m} body undocumented")),
+                (Some(m), Some(c)) => match c.get(m) {
+                    None => errs.push(format!("{route} {status}: {m} not among {c}")),
+                    Some(media) if m == super::reply::JSON => {
+                        let vs: Vec<&Value> = values.iter().collect();
+                        check(
+                            &doc,
+                            &media["schema"],
+                            &vs,
+                            &format!("{route} {status}"),
+                            &mut errs,
+                        );
+                    }
+                    Some(_) => {}
+                },
+            }
+        }
+        let served: BTreeSet<u16> = by_status.keys().copied().collect();
+        for status in responses.keys() {
+            let code: u16 = status.parse().expect("numeric status");
+            if (200..300).contains(&code) && !served.contains(&code) {
+                errs.push(format!("{route}: documents {code}, never answers it"));
+            }
+        }
+    }
+    assert!(
+        errs.is_empty(),
+        "openapi.yaml disagrees:\n{}",
+        errs.join("\n")
+    );
+}
+
+/// Error answers come from `GatewayError::to_response` alone; their shape
+/// is `#/components/schemas/Error`.
+#[test]
+fn error_answers_have_the_documented_shape() {
+    let doc = openapi();
+    let resp = GatewayError::MethodNotAllowed(vec![http::Method::GET]).to_response("req-1");
+    let Body::Full(Some(bytes)) = resp.body() else {
+        panic!("an error has a body")
+    };
+    let v: Value = serde_json::from_slice(bytes).expect("json");
+    let mut errs = Vec::new();
+    check(
+        &doc,
+        &json!({"$ref": "#/components/schemas/Error"}),
+        &[&v],
+        "Error",
+        &mut errs,
+    );
+    assert!(errs.is_empty(), "{}", errs.join("\n"));
+    assert_eq!(
+        resp.headers()
+            .get(http::header::ALLOW)
+            .map(|v| v.as_bytes()),
+        Some(&b"GET"[..])
+    );
+}
+
+/// The checker itself finds a missing, an extra and a mistyped field.
+#[test]
+fn the_shape_check_finds_drift() {
+    let doc = json!({});
+    let schema = json!({
+        "type": "object",
+        "required": ["a", "b"],
+        "properties": {"a": {"type": "string"}, "b": {"type": "integer", "nullable": true}}
+    });
+    let run = |vs: &[Value]| {
+        let mut errs = Vec::new();
+        let refs: Vec<&Value> = vs.iter().collect();
+        check(&doc, &schema, &refs, "x", &mut errs);
+        errs
+    };
+    assert!(run(&[json!({"a": "s", "b": 1}), json!({"a": "t", "b": null})]).is_empty());
+    assert!(!run(&[json!({"a": "s", "b": 1}), json!({"a": "s", "b": 1, "c": 2})]).is_empty());
+    assert!(!run(&[json!({"a": "s", "b": null}), json!({"a": "s"})]).is_empty());
+    assert!(!run(&[json!({"a": 1, "b": null})]).is_empty());
+    assert!(!run(&[json!({"a": "s", "b": 1})]).is_empty(), "never null");
+}
+
+// ---- Samples ----
+
+impl<T: Sample> Sample for Json<T> {
+    fn samples() -> Vec<Self> {
+        T::samples().into_iter().map(Json).collect()
+    }
+}
+
+impl<T: Sample> Sample for Created<T> {
+    fn samples() -> Vec<Self> {
+        T::samples().into_iter().map(Created).collect()
+    }
+}
+
+impl Sample for NoContent {
+    fn samples() -> Vec<Self> {
+        vec![NoContent]
+    }
+}
+
+impl Sample for OpenMetrics {
+    fn samples() -> Vec<Self> {
+        vec![OpenMetrics("# EOF\n".into())]
+    }
+}
+
+impl Sample for Health {
+    fn samples() -> Vec<Self> {
+        vec![Health { status: "ok" }]
+    }
+}
+
+impl Sample for Readiness {
+    fn samples() -> Vec<Self> {
+        let all = vec![
+            Readiness::Ready,
+            Readiness::NotReady {
+                tokens_without_value: vec!["github".into()],
+            },
+        ];
+        // A new variant fails to compile here until it has a sample.
+        for r in &all {
+            match r {
+                Readiness::Ready | Readiness::NotReady { .. } => {}
+            }
+        }
+        all
+    }
+}
+
+impl Sample for ConfigError {
+    fn samples() -> Vec<Self> {
+        vec![
+            ConfigError {
+                line: Some(3),
+                column: Some(5),
+                message: "unknown field".into(),
+            },
+            ConfigError {
+                line: None,
+                column: None,
+                message: "cannot read the file".into(),
+            },
+        ]
+    }
+}
+
+impl Sample for ReloadTrigger {
+    fn samples() -> Vec<Self> {
+        use ReloadTrigger::*;
+        let all = vec![Start, Signal, Watch, Admin];
+        for t in &all {
+            match t {
+                Start | Signal | Watch | Admin => {}
+            }
+        }
+        all
+    }
+}
+
+impl Sample for ReloadStatus {
+    fn samples() -> Vec<Self> {
+        let mut out: Vec<Self> = ReloadTrigger::samples()
+            .into_iter()
+            .map(|trigger| ReloadStatus {
+                ok: true,
+                at: Some("2025-01-01T00:00:00Z".into()),
+                trigger,
+                errors: Vec::new(),
+            })
+            .collect();
+        out.push(ReloadStatus {
+            ok: false,
+            at: None,
+            trigger: ReloadTrigger::Watch,
+            errors: ConfigError::samples(),
+        });
+        out
+    }
+}
+
+impl Sample for TlsStatus {
+    fn samples() -> Vec<Self> {
+        vec![
+            TlsStatus {
+                loaded_at: Some("2025-01-01T00:00:00Z".into()),
+                error: None,
+            },
+            TlsStatus {
+                loaded_at: None,
+                error: Some("the new certificate does not match its key".into()),
+            },
+        ]
+    }
+}
+
+impl Sample for Status {
+    fn samples() -> Vec<Self> {
+        let status = |last_reload, tls| Status {
+            generation: 2,
+            loaded_at: "2025-01-01T00:00:00Z".into(),
+            config_path: "/etc/keygate/keygate.yaml".into(),
+            last_reload,
+            tls,
+        };
+        let mut out: Vec<Self> = ReloadStatus::samples()
+            .into_iter()
+            .map(|r| status(r, None))
+            .collect();
+        out.extend(
+            TlsStatus::samples()
+                .into_iter()
+                .map(|t| status(ReloadStatus::default(), Some(t))),
+        );
+        out
+    }
+}
+
+impl Sample for Reloaded {
+    fn samples() -> Vec<Self> {
+        vec![Reloaded {
+            ok: true,
+            generation: 3,
+        }]
+    }
+}
+
+impl Sample for ConnectorToken {
+    fn samples() -> Vec<Self> {
+        vec![
+            ConnectorToken {
+                name: "github".into(),
+                header: "authorization".into(),
+                prefix: Some("Bearer".into()),
+            },
+            ConnectorToken {
+                name: "stripe".into(),
+                header: "x-api-key".into(),
+                prefix: None,
+            },
+        ]
+    }
+}
+
+impl Sample for ConnectorView {
+    fn samples() -> Vec<Self> {
+        let connector = |auth, description: Option<&str>, listen: Option<&str>| ConnectorView {
+            name: "github".into(),
+            description: description.map(str::to_string),
+            upstream: "https://api.github.com/".into(),
+            listen: listen.map(str::to_string),
+            auth,
+            tokens: ConnectorToken::samples(),
+            static_headers: vec!["x-github-api-version".into()],
+            timeouts: Timeouts {
+                connect: "5s".into(),
+                response: "1m".into(),
+            },
+            max_request_body: 10 << 20,
+        };
+        vec![
+            connector("api_key", Some("GitHub REST"), None),
+            connector("none", None, Some("127.0.0.1:9001")),
+        ]
+    }
+}
+
+impl Sample for ConnectorList {
+    fn samples() -> Vec<Self> {
+        vec![ConnectorList {
+            connectors: ConnectorView::samples(),
+        }]
+    }
+}
+
+impl Sample for TokenSource {
+    fn samples() -> Vec<Self> {
+        use TokenSource::*;
+        let all = vec![
+            HttpRequest {
+                url: "https://auth.example/token".into(),
+            },
+            Caller {
+                from_header: "x-user-token".into(),
+            },
+            Env {
+                env: "GITHUB_TOKEN".into(),
+            },
+            File {
+                file: "/run/secrets/github".into(),
+            },
+            Literal,
+            Admin,
+        ];
+        for s in &all {
+            match s {
+                HttpRequest { .. } | Caller { .. } | Env { .. } | File { .. } | Literal | Admin => {
+                }
+            }
+        }
+        all
+    }
+}
+
+impl Sample for TokenState {
+    fn samples() -> Vec<Self> {
+        use TokenState::*;
+        let all = vec![Ready, Unavailable, Refreshing, PerRequest];
+        for s in &all {
+            match s {
+                Ready | Unavailable | Refreshing | PerRequest => {}
+            }
+        }
+        all
+    }
+}
+
+impl Sample for TokenView {
+    fn samples() -> Vec<Self> {
+        let kinds = ["http_request", "user", "text", "text", "text", "text"];
+        let sources = TokenSource::samples();
+        let states = TokenState::samples();
+        sources
+            .into_iter()
+            .zip(kinds)
+            .enumerate()
+            .map(|(i, (source, kind))| {
+                let set = i % 2 == 0;
+                let some = |s: &str| set.then(|| s.to_string());
+                TokenView {
+                    name: format!("token{i}"),
+                    description: some("a token"),
+                    kind,
+                    header: "authorization".into(),
+                    prefix: some("Bearer"),
+                    source,
+                    state: states[i % states.len()],
+                    version: set.then_some(4),
+                    fingerprint: some("0a1b2c3d"),
+                    updated_at: some("2025-01-01T00:00:00Z"),
+                    expires_at: some("2025-01-01T01:00:00Z"),
+                    last_error: some("the token endpoint answered 500"),
+                }
+            })
+            .collect()
+    }
+}
+
+impl Sample for TokenList {
+    fn samples() -> Vec<Self> {
+        vec![TokenList {
+            tokens: TokenView::samples(),
+        }]
+    }
+}
+
+impl Sample for ClientView {
+    fn samples() -> Vec<Self> {
+        vec![
+            ClientView {
+                name: "app".into(),
+                description: Some("the billing service".into()),
+                roles: vec![
+                    RoleRef {
+                        name: "reader".into(),
+                        admin: false,
+                    },
+                    RoleRef {
+                        name: "ops".into(),
+                        admin: true,
+                    },
+                ],
+            },
+            ClientView {
+                name: "keygate-admin".into(),
+                description: None,
+                roles: Vec::new(),
+            },
+        ]
+    }
+}
+
+impl Sample for ClientList {
+    fn samples() -> Vec<Self> {
+        vec![ClientList {
+            clients: ClientView::samples(),
+        }]
+    }
+}
+
+impl Sample for KeySource {
+    fn samples() -> Vec<Self> {
+        let all = vec![KeySource::Api, KeySource::Config];
+        for s in &all {
+            match s {
+                KeySource::Api | KeySource::Config => {}
+            }
+        }
+        all
+    }
+}
+
+impl Sample for KeyMetadata {
+    fn samples() -> Vec<Self> {
+        let states = ["active", "expired", "revoked"];
+        KeySource::samples()
+            .into_iter()
+            .cycle()
+            .zip(states)
+            .enumerate()
+            .map(|(i, (source, state))| {
+                let set = i % 2 == 0;
+                let some = |s: &str| set.then(|| s.to_string());
+                KeyMetadata {
+                    id: format!("key_{i}"),
+                    name: "deploy".into(),
+                    client: "app".into(),
+                    prefix: "kg_live_AbCd".into(),
+                    roles: vec!["reader".into()],
+                    created_at: "2025-01-01T00:00:00Z".into(),
+                    expires_at: some("2025-04-01T00:00:00Z"),
+                    last_used_at: some("2025-01-02T00:00:00Z"),
+                    revoked_at: some("2025-01-03T00:00:00Z"),
+                    uses: 7,
+                    source,
+                    state,
+                }
+            })
+            .collect()
+    }
+}
+
+impl Sample for KeyList {
+    fn samples() -> Vec<Self> {
+        vec![KeyList {
+            keys: KeyMetadata::samples(),
+        }]
+    }
+}
+
+impl Sample for KeyCreated {
+    fn samples() -> Vec<Self> {
+        KeyMetadata::samples()
+            .into_iter()
+            .map(|metadata| KeyCreated {
+                metadata,
+                key: Secret::new("kg_live_sample"),
+            })
+            .collect()
+    }
+}
+
+impl Sample for KeyRolled {
+    fn samples() -> Vec<Self> {
+        KeyMetadata::samples()
+            .into_iter()
+            .map(|metadata| KeyRolled {
+                metadata,
+                key: Secret::new("kg_live_sample"),
+                rolled_from: "key_old".into(),
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,64 @@
+//! The routes an orchestrator and a scraper call without a key: liveness,
+//! readiness and metrics. They read state and never change it.
+
+use http::{Response, StatusCode};
+use serde::Serialize;
+
+use super::reply::{IntoReply, Json, OpenMetrics, json};
+use super::router::Ctx;
+use crate::body::Body;
+use crate::error::GatewayError;
+
+/// `GET /healthz`: `{"status":"ok"}` while the process answers.
+#[derive(Debug, Serialize)]
+pub struct Health {
+    pub status: &'static str,
+}
+
+/// `GET /readyz`: ready (200) once every token attached to a connector has
+/// a value, else not ready (503) naming the tokens without one.
+#[derive(Debug, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Readiness {
+    Ready,
+    NotReady { tokens_without_value: Vec<String> },
+}
+
+impl IntoReply for Readiness {
+    fn into_reply(self) -> Result<Response<Body>, GatewayError> {
+        let status = match self {
+            Readiness::Ready => StatusCode::OK,
+            Readiness::NotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        json(status, &self)
+    }
+}
+
+pub async fn healthz(_cx: Ctx) -> Result<Json<Health>, GatewayError> {
+    Ok(Json(Health { status: "ok" }))
+}
+
+pub async fn readyz(cx: Ctx) -> Result<Readiness, GatewayError> {
+    let missing = cx
+        .shared
+        .snapshot()
+        .missing_tokens(std::time::SystemTime::now());
+    Ok(if missing.is_empty() {
+        Readiness::Ready
+    } else {
+        Readiness::NotReady {
+            tokens_without_value: missing,
+        }
+    })
+}
+
+pub async fn metrics(cx: Ctx) -> Result<OpenMetrics, GatewayError> {
+    let snap = cx.shared.snapshot();
+    let text = cx.shared.metrics().render(
+        snap.values
+            .values
+            .iter()
+            .map(|(name, v)| (name.as_str(), v.updated_at)),
+    );
+    Ok(OpenMetrics(text))
+}
