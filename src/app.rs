@@ -22,8 +22,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::admin::{Admin, ReloadRequest};
 use crate::auth::keys;
-use crate::config::validate::{Limits, TlsFiles, listen_matches};
 use crate::config::{self, Config, ConfigError};
+use crate::config::{Limits, TlsFiles, listen_matches};
 use crate::listen::tls::{self, CertResolver};
 use crate::listen::{self, Drain, DrainControl};
 use crate::lock::lock;

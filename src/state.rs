@@ -14,8 +14,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 
 use crate::auth::{KeyIndex, KeyRecord, KeySource};
+use crate::config::ClientKey;
 use crate::config::TokenKind;
-use crate::config::validate::ClientKey;
 use crate::config::{Config, ConfigError, Connector};
 use crate::metrics::Metrics;
 use crate::store::Store;

@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::auth::index::to_ms;
 use crate::auth::{KeyRecord, KeySource, effective_roles, grants, key};
-use crate::config::validate::BUILTIN_ADMIN;
+use crate::config::BUILTIN_ADMIN;
 use crate::error::GatewayError;
 use crate::secret::Secret;
 use crate::state::{Shared, Snapshot};
