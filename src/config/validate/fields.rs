@@ -1,8 +1,10 @@
 //! The rules for one field, shared by every section: names, HTTP tokens and
 //! header names, listen addresses, upstream and endpoint URLs, durations,
-//! paths and value sources (`env` / `file` / `literal`). Each either returns
-//! the typed value or reports why not at the position it is given; none
-//! knows which section it is checking.
+//! paths and value sources (`env` / `file` / `literal`). Each returns the
+//! typed value, or says why not: the predicates with `false`, the parsers
+//! (`parse_*`, `absolute_url`) with a message for the caller to place, the
+//! rest by reporting at the position they are given. None knows which
+//! section it checks.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

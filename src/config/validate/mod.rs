@@ -3,8 +3,11 @@
 //! YAML position) before failing, so `keygate check` shows the operator all
 //! problems in one go.
 //!
-//! This file runs the sections in file order, then the checks that span
-//! sections, then adds the built-ins:
+//! This file runs the sections in order (server, admin, store, keys,
+//! tokens, connectors, roles, clients), with the one check that spans
+//! sections, listen-address clashes, right after connectors; when all
+//! passed it adds the built-in `keygate-admin` role and client. The
+//! sections live in:
 //!
 //! - `server.rs`: `server` (listeners, TLS, connection limits), `admin`,
 //!   `store`, `keys`;
@@ -13,8 +16,8 @@
 //! - `access.rs`: `roles` and `clients` with their declared keys;
 //! - `fields.rs`: the rules for one field that every section shares.
 //!
-//! Errors come out in that order, each section's in the order of its
-//! fields. The typed model these build is in `model.rs`.
+//! Errors come out in that order. The typed model these build is in
+//! `model.rs`.
 
 mod access;
 mod connectors;
