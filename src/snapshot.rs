@@ -31,7 +31,7 @@ use prometheus_client::metrics::family::Family;
 use crate::auth::KeyIndex;
 use crate::auth::caller::Keyring;
 use crate::auth::declared::{ConfigKeys, declared_keys};
-use crate::config::validate::ClientKey;
+use crate::config::ClientKey;
 use crate::config::{Config, ConfigError, Connector, TokenKind};
 use crate::metrics::TokenResult;
 use crate::store::Store;

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::validate::{Limits, listen_matches};
 use crate::config::{Config, ConfigError};
+use crate::config::{Limits, listen_matches};
 use crate::listen::{self, Drain};
 use crate::proxy::{Listener, Proxy};
 use crate::state::Shared;

@@ -1,9 +1,18 @@
-//! Pure text → typed config. No I/O beyond reading the one file, no runtime:
-//! `raw.rs` mirrors the YAML, `validate.rs` checks it and builds [`Config`].
+//! Pure text → typed config. No I/O beyond reading the one file, no runtime.
+//! The pipeline, in order:
+//!
+//! 1. text → [`parse_yaml`]: the strict pass (`strict.rs`, placed by
+//!    `locate.rs`) refuses duplicate and unknown keys;
+//! 2. → `raw.rs`: the serde mirror of the YAML, shape only;
+//! 3. → `validate/`: every rule of SPEC §2, one section per file;
+//! 4. → `model.rs`: the typed [`Config`] the rest of keygate reads,
+//!    re-exported here as `crate::config::X`.
+//!
 //! Every error carries its YAML position and never the config text, which
 //! may hold literal credentials.
 
 mod locate;
+mod model;
 pub mod pattern;
 pub mod raw;
 pub mod source;
@@ -14,10 +23,12 @@ pub mod validate;
 use std::fmt;
 use std::path::Path;
 
-pub use validate::{
-    AuthMode, Client, Config, Connector, DeclaredKey, Expiry, FetchBody, Grant, HeaderPlan,
-    HttpRequestSpec, JsonTemplate, JwtKey, JwtSpec, Param, Role, TokenKind, TokenSpec, Upstream,
-    UserSpec, ValueSource,
+pub use model::{
+    Admin, AuthMode, BUILTIN_ADMIN, Client, ClientKey, Config, Connector, DEFAULT_ADMIN_LISTEN,
+    DEFAULT_KEY_PREFIX, DEFAULT_LISTEN, DeclaredKey, Expiry, FetchBody, Grant, HeaderPlan,
+    HttpRequestSpec, JsonTemplate, JwtKey, JwtSpec, Keys, Limits, MAX_H2_KEEP_ALIVE,
+    MAX_HEADER_READ_TIMEOUT, MAX_IDLE_TIMEOUT, Param, Role, Server, Store, TlsFiles, TokenKind,
+    TokenSpec, Upstream, UserSpec, ValueSource, listen_matches,
 };
 
 /// One problem in a config file, with its 1-based position where known.
@@ -176,23 +187,6 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigErrors::one(format!("cannot read config file: {e}")))?;
     from_text(&text, path)
-}
-
-impl Config {
-    /// The one-line summary `keygate check` prints: what the file
-    /// declares (the built-in `keygate-admin` role and client are not
-    /// counted).
-    pub fn summary(&self) -> String {
-        let keys: usize = self.clients.values().map(|c| c.keys.len()).sum();
-        format!(
-            "ok: {} tokens, {} connectors, {} roles, {} clients, {} declared keys",
-            self.tokens.len(),
-            self.connectors.len(),
-            self.declared_roles,
-            self.declared_clients,
-            keys
-        )
-    }
 }
 
 #[cfg(test)]

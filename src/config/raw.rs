@@ -1,5 +1,5 @@
 //! The serde mirror of the YAML file: every field as written, unknown fields
-//! denied. Nothing here is checked beyond YAML shape; `validate.rs` turns this
+//! denied. Nothing here is checked beyond YAML shape; `validate/` turns this
 //! into the typed [`crate::config::Config`] and reports every problem at once.
 
 use std::collections::BTreeMap;
@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 /// A scalar written either as a string (`30s`, `32MiB`) or a bare number.
-/// Kept as text so that `validate.rs` owns every unit rule and message.
+/// Kept as text so that `validate/` owns every unit rule and message.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum Scalar {
@@ -52,7 +52,7 @@ pub struct RawServer {
     pub tls: Option<RawTls>,
     pub shutdown_grace: Option<Scalar>,
     pub workers: Option<usize>,
-    // Connection limits, applied to every listener (see `validate::Limits`).
+    // Connection limits, applied to every listener (see `model::Limits`).
     pub max_connections: Option<u64>,
     pub header_read_timeout: Option<Scalar>,
     pub idle_timeout: Option<Scalar>,

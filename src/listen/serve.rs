@@ -38,7 +38,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::Body;
-use crate::config::validate::{Limits, MAX_H2_KEEP_ALIVE, MAX_HEADER_READ_TIMEOUT};
+use crate::config::{Limits, MAX_H2_KEEP_ALIVE, MAX_HEADER_READ_TIMEOUT};
 
 /// A request handler for one listener.
 pub trait Handler: Clone + Send + Sync + 'static {

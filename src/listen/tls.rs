@@ -15,7 +15,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::config::validate::TlsFiles;
+use crate::config::TlsFiles;
 
 #[derive(Debug)]
 pub struct CertResolver {

@@ -35,7 +35,7 @@ use crate::auth::{self, KeyRecord, grants};
 use crate::body::Body;
 use crate::config::AuthMode;
 use crate::config::TokenKind;
-use crate::config::validate::listen_matches;
+use crate::config::listen_matches;
 use crate::error::{GatewayError, X_REQUEST_ID};
 use crate::secret::Secret;
 use crate::snapshot::{ConnectorRuntime, Snapshot};
