@@ -409,6 +409,11 @@ impl ValueCell for Published {
         Arc::clone(&self.cell.load().values)
     }
 
+    fn read(&self, look: &mut dyn FnMut(&Specs, &TokenSet)) {
+        let snap = self.cell.load();
+        look(&snap.config.tokens, &snap.values);
+    }
+
     fn update(&self, change: &mut dyn FnMut(&Specs, &TokenSet) -> Option<TokenSet>) -> bool {
         loop {
             let cur = self.cell.load_full();

@@ -116,6 +116,10 @@ impl ValueCell for FixedCell {
         self.set.load_full()
     }
 
+    fn read(&self, look: &mut dyn FnMut(&Specs, &TokenSet)) {
+        look(&self.specs, &self.set.load());
+    }
+
     fn update(&self, change: &mut dyn FnMut(&Specs, &TokenSet) -> Option<TokenSet>) -> bool {
         loop {
             let old = self.set.load_full();
@@ -139,6 +143,8 @@ impl ValueCell for FixedCell {
 pub trait ValueCell: Send + Sync + std::fmt::Debug {
     /// The values of the published snapshot.
     fn values(&self) -> Arc<TokenSet>;
+    /// Reads the published token specs and values together (one load).
+    fn read(&self, look: &mut dyn FnMut(&Specs, &TokenSet));
     /// Publishes the set `change` builds from the published token specs and
     /// values, in one swap, when it returns `Some`. `change` may run again
     /// if another writer raced. Returns whether it published.
@@ -191,6 +197,19 @@ impl TokenStore {
     /// The current set: load once per request and keep it.
     pub fn load(&self) -> Arc<TokenSet> {
         self.cell.values()
+    }
+
+    /// The published value of `spec`'s token while `spec` is still its
+    /// published `http_request` spec: a refresher a reload replaced must
+    /// never hand out the value fetched for the new spec.
+    pub fn fetched_for(&self, spec: &TokenSpec) -> Option<Arc<TokenValue>> {
+        let mut found = None;
+        self.cell.read(&mut |specs, set| {
+            if specs.get(&spec.name).is_some_and(|c| same_fetch(c, spec)) {
+                found = set.get(&spec.name).cloned();
+            }
+        });
+        found
     }
 
     /// Re-reads the `file:` values of the published config (the watcher's
@@ -485,4 +504,59 @@ fn build(
             .filter(|p| p.origin == origin)
             .and_then(|p| p.expires_at),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Expiry, FetchBody, HttpRequestSpec};
+
+    fn fetched(name: &str, url: &str) -> Arc<TokenSpec> {
+        Arc::new(TokenSpec {
+            name: name.into(),
+            description: None,
+            kind: TokenKind::HttpRequest(Arc::new(HttpRequestSpec {
+                method: http::Method::POST,
+                url: url.parse().expect("uri"),
+                headers: vec![],
+                body: FetchBody::None,
+                token_pointer: "/access_token".into(),
+                expiry: Expiry::In("/expires_in".into()),
+                refresh_before: std::time::Duration::from_secs(60),
+                min_refresh_interval: std::time::Duration::from_secs(10),
+                ca_file: None,
+                timeout: std::time::Duration::from_secs(5),
+            })),
+            header: http::header::AUTHORIZATION,
+            prefix: Some("Bearer".into()),
+        })
+    }
+
+    #[test]
+    fn a_replaced_spec_neither_publishes_nor_reads_the_new_specs_value() {
+        let new = fetched("t", "http://127.0.0.1:1/new");
+        let old = fetched("t", "http://127.0.0.1:1/old");
+        let store = TokenStore::new(FixedCell::new(
+            [("t".to_string(), Arc::clone(&new))].into_iter().collect(),
+        ));
+        assert_eq!(
+            store
+                .put_fetched(&old, Secret::new("old-value"), None)
+                .err(),
+            Some(PutRefused::Superseded),
+            "a refresher for the old spec wrote into the new spec's slot"
+        );
+        assert!(store.load().get("t").is_none());
+        let v = store
+            .put_fetched(&new, Secret::new("new-value"), None)
+            .expect("the published spec publishes");
+        assert_eq!(v.version, 1);
+        assert!(store.fetched_for(&new).is_some());
+        assert!(
+            store.fetched_for(&old).is_none(),
+            "the old spec's refresher was handed the new spec's value"
+        );
+        store.set_error(&old, "old endpoint down");
+        assert!(store.load().errors.is_empty(), "the old spec set an error");
+    }
 }

@@ -237,8 +237,11 @@ impl Refresher {
         lock(&self.inner).st.clone()
     }
 
+    /// The published value, while this refresher's spec is the published
+    /// one (after a reload replaced it, none: it fetches for the requests
+    /// still on the old snapshot, and publishes nothing).
     fn current(&self) -> Option<Arc<TokenValue>> {
-        self.store.load().get(&self.token.name).cloned()
+        self.store.fetched_for(&self.token)
     }
 
     /// A usable value: the current one, or the one being fetched (a fetch
@@ -396,8 +399,13 @@ impl Refresher {
                     super::render(self.token.prefix.as_deref(), &f.secret)
                         .map_err(|_| super::PutRefused::NotHeaderSafe)
                         .map(|hv| {
-                            let version =
-                                self.current().map_or(1, |v| v.version.saturating_add(1));
+                            // Versions continue the token's, whatever
+                            // its spec was.
+                            let version = self
+                                .store
+                                .load()
+                                .get(&self.token.name)
+                                .map_or(1, |v| v.version.saturating_add(1));
                             super::fetched_value(&self.token, &f.secret, hv, version, expires_wall)
                         })
                 };
