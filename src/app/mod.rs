@@ -65,7 +65,8 @@ impl App {
         let store_path = config.store.sqlite.clone();
         let store = SqliteStore::open(&store_path)
             .map_err(|e| format!("cannot open the store {}: {e}", store_path.display()))?;
-        let master = sealed::load_or_create(&config.store.master_key, &store)?;
+        let master =
+            sealed::load_or_create(&config.store.master_key, &store).map_err(|e| e.to_string())?;
         let shared = Arc::new(Shared::new(
             Published::empty(Arc::clone(&config)),
             Arc::new(store),

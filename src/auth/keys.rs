@@ -534,7 +534,7 @@ fn mint_admin_key(
         .transpose()?;
     let secret = key::generate(prefix).map_err(|e| e.to_string())?;
     let path = store_dir.join(INITIAL_ADMIN_FILE);
-    write_private(&path, &format!("{}\n", secret.expose()))?;
+    write_private(&path, &format!("{}\n", secret.expose())).map_err(|e| e.to_string())?;
     let stored = StoredKey {
         id: new_id().map_err(|e| e.to_string())?,
         digest: key::digest(secret.expose()),
