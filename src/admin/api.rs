@@ -277,7 +277,8 @@ fn one_token(
     };
     let last_error = refresher
         .and_then(|r| r.last_error)
-        .or(user_error)
+        .map(|e| e.to_string())
+        .or(user_error.map(|e| e.to_string()))
         .or_else(|| set.errors.get(&spec.name).cloned());
     TokenView {
         name: spec.name.clone(),

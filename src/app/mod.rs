@@ -76,11 +76,15 @@ impl App {
         tracing::info!(path = %store_path.display(), keys = stored, "store opened");
 
         let tls = match &config.server.tls {
-            Some(files) => Some(Arc::new(CertResolver::new(files)?)),
+            Some(files) => Some(Arc::new(
+                CertResolver::new(files).map_err(|e| e.to_string())?,
+            )),
             None => None,
         };
         let acceptor = match &tls {
-            Some(r) => Some(TlsAcceptor::from(tls::server_config(Arc::clone(r))?)),
+            Some(r) => Some(TlsAcceptor::from(
+                tls::server_config(Arc::clone(r)).map_err(|e| e.to_string())?,
+            )),
             None => None,
         };
         if tls.is_some() {
