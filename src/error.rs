@@ -15,10 +15,12 @@
 use http::header::{ALLOW, CONTENT_TYPE, HeaderName, HeaderValue, WWW_AUTHENTICATE};
 use http::{Method, Response, StatusCode};
 
+use crate::auth::keys::KeyError;
 use crate::body::Body;
 use crate::metrics::AuthFailure;
 use crate::store::StoreError;
 use crate::store::sealed::SealError;
+use crate::tokens::values::TokenValueError;
 
 pub const KEYGATE_ERROR: HeaderName = HeaderName::from_static("keygate-error");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -318,6 +320,60 @@ impl From<SealError> for GatewayError {
     }
 }
 
+/// Key lifecycle refusals answer with their own text; failures of the
+/// store, the randomness source or the key file are `internal`.
+impl From<KeyError> for GatewayError {
+    fn from(e: KeyError) -> Self {
+        match e {
+            KeyError::BadDuration { .. }
+            | KeyError::UnknownClient(_)
+            | KeyError::BadName
+            | KeyError::NoRoles
+            | KeyError::UnknownRole(_)
+            | KeyError::RoleNotHeld { .. }
+            | KeyError::ZeroExpiry
+            | KeyError::OverMaxTtl { .. }
+            | KeyError::ExpiryTooLarge
+            | KeyError::GraceTooLarge => GatewayError::BadRequest(e.to_string()),
+            KeyError::NotFound(_) | KeyError::AlreadyRevoked(_) => {
+                GatewayError::NotFound(e.to_string())
+            }
+            KeyError::DeclaredNotRevocable
+            | KeyError::DeclaredNotRollable
+            | KeyError::RevokedNotRollable
+            | KeyError::ExpiredNotRollable
+            | KeyError::AlreadyRolled { .. }
+            | KeyError::EndedBeforeRoll => GatewayError::Conflict(e.to_string()),
+            KeyError::LastAdminKey => GatewayError::LastAdminKey,
+            KeyError::Store(e) => e.into(),
+            KeyError::MaxTtlTooLong
+            | KeyError::Randomness(_)
+            | KeyError::KeyFile(_)
+            | KeyError::ResetNotAnnounced(_) => internal("key lifecycle failure", &e),
+        }
+    }
+}
+
+/// Run-time token value refusals answer with their own text; sealing and
+/// store failures are `internal`, and so are restore failures (never an
+/// admin request's doing).
+impl From<TokenValueError> for GatewayError {
+    fn from(e: TokenValueError) -> Self {
+        match e {
+            TokenValueError::UnknownToken(_) => GatewayError::NotFound(e.to_string()),
+            TokenValueError::ConfigOwned { .. } => GatewayError::Conflict(e.to_string()),
+            TokenValueError::TooLong
+            | TokenValueError::NotHeaderSafe(_)
+            | TokenValueError::Refused(_) => GatewayError::BadRequest(e.to_string()),
+            TokenValueError::Seal(e) => e.into(),
+            TokenValueError::Store(e) => e.into(),
+            TokenValueError::Open { .. }
+            | TokenValueError::NotUtf8 { .. }
+            | TokenValueError::Unrestorable { .. } => internal("token value restore failure", &e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,5 +415,61 @@ mod tests {
             GatewayError::from(Refused::Invalid),
             GatewayError::InvalidApiKey
         );
+    }
+
+    /// The admin API's answers are the domain errors' texts under the
+    /// status and code picked here.
+    #[test]
+    fn domain_refusals_keep_their_admin_answers() {
+        let cases = [
+            (
+                GatewayError::from(KeyError::AlreadyRevoked("key_a".into())),
+                404,
+                "not_found",
+                "key `key_a` is already revoked",
+            ),
+            (
+                GatewayError::from(KeyError::AlreadyRolled {
+                    successor: "key_b".into(),
+                }),
+                409,
+                "conflict",
+                "this key was already rolled (successor `key_b`); roll the successor instead",
+            ),
+            (
+                GatewayError::from(KeyError::LastAdminKey),
+                409,
+                "last_admin_key",
+                "this would leave no live key that can use the admin API; create another admin key first, or repeat with ?force=true (recovery: `keygate admin-key --reset`)",
+            ),
+            (
+                GatewayError::from(TokenValueError::ConfigOwned {
+                    name: "t".into(),
+                    from: "env",
+                }),
+                409,
+                "conflict",
+                "token `t` takes its value from `env`, not from the admin API",
+            ),
+            (
+                GatewayError::from(TokenValueError::TooLong),
+                400,
+                "bad_request",
+                "the value is over 8192 bytes",
+            ),
+            (
+                GatewayError::from(TokenValueError::Store(StoreError::Poisoned)),
+                500,
+                "internal",
+                "internal error",
+            ),
+        ];
+        for (e, status, code, message) in cases {
+            let (s, c, m) = e.parts();
+            assert_eq!(
+                (s.as_u16(), c.as_str(), m.as_str()),
+                (status, code, message)
+            );
+        }
     }
 }

@@ -72,7 +72,7 @@ impl App {
             Arc::new(store),
             master,
         ));
-        let stored = keys::load(shared.as_ref())?;
+        let stored = keys::load(shared.as_ref()).map_err(|e| e.to_string())?;
         tracing::info!(path = %store_path.display(), keys = stored, "store opened");
 
         let tls = match &config.server.tls {
@@ -126,7 +126,9 @@ impl App {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
-        if let Some(path) = keys::bootstrap(shared.as_ref(), &store_dir, SystemTime::now())? {
+        if let Some(path) = keys::bootstrap(shared.as_ref(), &store_dir, SystemTime::now())
+            .map_err(|e| e.to_string())?
+        {
             tracing::warn!(
                 path = %path.display(),
                 "no admin key existed: created one for client keygate-admin; read it from this file (mode 0600), then delete the file"

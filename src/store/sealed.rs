@@ -27,7 +27,7 @@ const CHECK_AAD: &str = "keygate:check";
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
     #[error("no randomness for a nonce: {0}")]
-    Randomness(getrandom::Error),
+    Randomness(#[source] getrandom::Error),
     #[error("encryption failed")]
     Encrypt,
 }
@@ -57,7 +57,7 @@ pub enum MasterKeyError {
     )]
     FileMissing { path: PathBuf },
     #[error("no randomness for a new master key: {0}")]
-    Randomness(getrandom::Error),
+    Randomness(#[source] getrandom::Error),
     /// The generated key file could not be written.
     #[error(transparent)]
     Write(#[from] WriteError),

@@ -45,7 +45,7 @@ pub enum BuildError {
     },
     /// The crypto provider offers none of the default protocol versions.
     #[error("TLS client setup: {0}")]
-    Tls(rustls::Error),
+    Tls(#[source] rustls::Error),
 }
 
 pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, BuildError> {
