@@ -381,8 +381,8 @@ fn admin_key_reset(path: &std::path::Path) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    let locked = |e: &str| {
-        if e.contains("locked") || e.contains("busy") {
+    let locked = |busy: bool, e: &dyn std::fmt::Display| {
+        if busy {
             format!(
                 "the store {} is locked by another writer; try again, or stop the gateway first",
                 db.display()
@@ -394,7 +394,7 @@ fn admin_key_reset(path: &std::path::Path) -> ExitCode {
     let store = match keygate::store::sqlite::SqliteStore::open(db) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("keygate: {}", locked(&e.to_string()));
+            eprintln!("keygate: {}", locked(e.is_busy(), &e));
             return ExitCode::FAILURE;
         }
     };
@@ -414,7 +414,7 @@ fn admin_key_reset(path: &std::path::Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("keygate: {}", locked(&e));
+            eprintln!("keygate: {}", locked(e.is_busy(), &e));
             ExitCode::FAILURE
         }
     }

@@ -9,7 +9,9 @@ use std::sync::atomic::AtomicU64;
 use dashmap::DashMap;
 use std::time::SystemTime;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::fmt::Write as _;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -27,9 +29,39 @@ pub struct ConnectorLabel {
     pub connector: String,
 }
 
+/// Why a caller was refused: the `reason` of `keygate_auth_failures_total`.
+/// A closed set, so the label cannot grow with what callers send.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum AuthFailure {
+    MissingApiKey,
+    InvalidApiKey,
+    ApiKeyExpired,
+    /// The key's roles do not allow the connector, method, path or the
+    /// admin API, or an `auth: none` port refused a browser's request.
+    Forbidden,
+}
+
+impl AuthFailure {
+    /// The label value: the error code the caller was answered with.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AuthFailure::MissingApiKey => "missing_api_key",
+            AuthFailure::InvalidApiKey => "invalid_api_key",
+            AuthFailure::ApiKeyExpired => "api_key_expired",
+            AuthFailure::Forbidden => "forbidden",
+        }
+    }
+}
+
+impl EncodeLabelValue for AuthFailure {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Reason {
-    pub reason: String,
+    pub reason: AuthFailure,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -214,12 +246,8 @@ impl Metrics {
         self.duration.get_or_create(&h.label).observe(seconds);
     }
 
-    pub fn auth_failure(&self, reason: &str) {
-        self.auth_failures
-            .get_or_create(&Reason {
-                reason: reason.to_string(),
-            })
-            .inc();
+    pub fn auth_failure(&self, reason: AuthFailure) {
+        self.auth_failures.get_or_create(&Reason { reason }).inc();
     }
 
     pub fn reload(&self, ok: bool) {
@@ -301,5 +329,27 @@ impl Metrics {
             self.open_fds
                 .set(i64::try_from(dir.count()).unwrap_or(i64::MAX));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_failure_reasons_are_the_error_codes() {
+        let m = Metrics::new();
+        m.auth_failure(AuthFailure::Forbidden);
+        m.auth_failure(AuthFailure::Forbidden);
+        m.auth_failure(AuthFailure::ApiKeyExpired);
+        let text = m.render(std::iter::empty());
+        assert!(
+            text.contains(r#"keygate_auth_failures_total{reason="forbidden"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"keygate_auth_failures_total{reason="api_key_expired"} 1"#),
+            "{text}"
+        );
     }
 }

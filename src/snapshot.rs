@@ -271,7 +271,7 @@ pub async fn build(
                         added.push(r);
                     }
                     Err(e) => {
-                        seeds.insert(name.clone(), Err(e));
+                        seeds.insert(name.clone(), Err(e.to_string()));
                     }
                 }
             }
@@ -324,7 +324,7 @@ pub async fn build(
     }
     while let Some(done) = fetches.join_next().await {
         if let Ok((name, first)) = done {
-            seeds.insert(name, first);
+            seeds.insert(name, first.map_err(|e| e.to_string()));
         }
     }
     let files = crate::tokens::read_files_stable(&config.tokens);

@@ -277,7 +277,8 @@ fn one_token(
     };
     let last_error = refresher
         .and_then(|r| r.last_error)
-        .or(user_error)
+        .map(|e| e.to_string())
+        .or(user_error.map(|e| e.to_string()))
         .or_else(|| set.errors.get(&spec.name).cloned());
     TokenView {
         name: spec.name.clone(),
@@ -526,12 +527,18 @@ fn force(req: &Request<Incoming>) -> Result<bool, GatewayError> {
     Ok(force)
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, GatewayError> + Send + 'static,
-) -> Result<T, GatewayError> {
+/// Runs store work on the blocking pool; its domain error becomes an
+/// answer through `error.rs`.
+async fn blocking<T: Send + 'static, E: Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, GatewayError>
+where
+    GatewayError: From<E>,
+{
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|_| GatewayError::Internal)?
+        .map_err(GatewayError::from)
 }
 
 /// Reads a JSON body: over 64 KiB → 413, not JSON or unknown fields → 400.

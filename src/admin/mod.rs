@@ -136,8 +136,8 @@ impl Admin {
                     Err(GatewayError::AdminForbidden)
                 }
             });
-        if let Err(e) = &result {
-            self.shared.metrics().auth_failure(e.code());
+        if let Some(reason) = result.as_ref().err().and_then(|e| e.code().auth_failure()) {
+            self.shared.metrics().auth_failure(reason);
         }
         result
     }

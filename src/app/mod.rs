@@ -65,21 +65,26 @@ impl App {
         let store_path = config.store.sqlite.clone();
         let store = SqliteStore::open(&store_path)
             .map_err(|e| format!("cannot open the store {}: {e}", store_path.display()))?;
-        let master = sealed::load_or_create(&config.store.master_key, &store)?;
+        let master =
+            sealed::load_or_create(&config.store.master_key, &store).map_err(|e| e.to_string())?;
         let shared = Arc::new(Shared::new(
             Published::empty(Arc::clone(&config)),
             Arc::new(store),
             master,
         ));
-        let stored = keys::load(shared.as_ref())?;
+        let stored = keys::load(shared.as_ref()).map_err(|e| e.to_string())?;
         tracing::info!(path = %store_path.display(), keys = stored, "store opened");
 
         let tls = match &config.server.tls {
-            Some(files) => Some(Arc::new(CertResolver::new(files)?)),
+            Some(files) => Some(Arc::new(
+                CertResolver::new(files).map_err(|e| e.to_string())?,
+            )),
             None => None,
         };
         let acceptor = match &tls {
-            Some(r) => Some(TlsAcceptor::from(tls::server_config(Arc::clone(r))?)),
+            Some(r) => Some(TlsAcceptor::from(
+                tls::server_config(Arc::clone(r)).map_err(|e| e.to_string())?,
+            )),
             None => None,
         };
         if tls.is_some() {
@@ -121,7 +126,9 @@ impl App {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
-        if let Some(path) = keys::bootstrap(shared.as_ref(), &store_dir, SystemTime::now())? {
+        if let Some(path) = keys::bootstrap(shared.as_ref(), &store_dir, SystemTime::now())
+            .map_err(|e| e.to_string())?
+        {
             tracing::warn!(
                 path = %path.display(),
                 "no admin key existed: created one for client keygate-admin; read it from this file (mode 0600), then delete the file"

@@ -289,7 +289,7 @@ impl Reloader {
             }
             Err(e) => {
                 tracing::error!(error = %e, "TLS certificate reload refused; keeping the current one");
-                st.error = Some(e);
+                st.error = Some(e.to_string());
             }
         });
     }

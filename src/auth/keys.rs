@@ -29,9 +29,9 @@ use crate::auth::index::to_ms;
 use crate::auth::{KeyIndex, KeyRecord, KeySource, effective_roles, grants, key};
 use crate::config::BUILTIN_ADMIN;
 use crate::config::Config;
-use crate::error::GatewayError;
+use crate::config::units::format_duration;
 use crate::secret::Secret;
-use crate::store::{Store, StoredKey, Usage, write_private};
+use crate::store::{Store, StoreError, StoredKey, Usage, WriteError, write_private};
 
 const META_BOOTSTRAPPED: &str = "bootstrapped";
 /// Set by `keygate admin-key --reset` to the id of the key it wrote; a
@@ -66,35 +66,147 @@ pub struct KeyView {
 /// below this module.
 pub use crate::config::units::{MAX_KEY_DURATION, MAX_KEY_DURATION_TEXT};
 
+/// Why a key change was refused or failed. The text of a refusal is the
+/// admin API's message (`error.rs` picks the status and code); the
+/// failures (store, randomness, key file) are logged and answered as
+/// `internal`. No variant holds a key.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// A duration from the admin API (`field` is `expires_in` or `grace`).
+    #[error("{field}: {problem}")]
+    BadDuration {
+        field: &'static str,
+        problem: DurationProblem,
+    },
+    #[error("unknown client `{0}`")]
+    UnknownClient(String),
+    #[error("name must be 1 to 100 characters without control characters")]
+    BadName,
+    #[error("roles, when given, must name at least one role")]
+    NoRoles,
+    #[error("unknown role `{0}`")]
+    UnknownRole(String),
+    #[error("client `{client}` does not hold role `{role}`; a key never exceeds its client")]
+    RoleNotHeld { client: String, role: String },
+    #[error("expires_in must be more than zero")]
+    ZeroExpiry,
+    #[error("expires_in {text} is over keys.max_ttl ({})", format_duration(*max))]
+    OverMaxTtl { text: String, max: Duration },
+    /// Now plus the lifetime is past what the clock can hold.
+    #[error("expires_in is too large")]
+    ExpiryTooLarge,
+    #[error("grace is too large")]
+    GraceTooLarge,
+    #[error("no key with id `{0}`")]
+    NotFound(String),
+    /// Unknown to the store by the time of the write, or revoked before:
+    /// of concurrent revokes exactly one succeeds.
+    #[error("key `{0}` is already revoked")]
+    AlreadyRevoked(String),
+    #[error("this key is declared in the config file; remove it there")]
+    DeclaredNotRevocable,
+    #[error("keys declared in the config file are rolled there")]
+    DeclaredNotRollable,
+    #[error("a revoked key cannot be rolled")]
+    RevokedNotRollable,
+    #[error("an expired key cannot be rolled")]
+    ExpiredNotRollable,
+    #[error("this key was already rolled (successor `{successor}`); roll the successor instead")]
+    AlreadyRolled { successor: String },
+    /// The store found the key revoked or expired at the write.
+    #[error("the key was revoked or expired before it could be rolled")]
+    EndedBeforeRoll,
+    /// The change would end the last live admin key; refused unless forced.
+    #[error("this would leave no live key that can use the admin API")]
+    LastAdminKey,
+    /// `keys.max_ttl` is over [`MAX_KEY_DURATION`] (validation prevents it).
+    #[error("keys.max_ttl is over the longest allowed, {MAX_KEY_DURATION_TEXT}")]
+    MaxTtlTooLong,
+    #[error("no randomness for a key: {0}")]
+    Randomness(#[from] getrandom::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The admin key file could not be written.
+    #[error(transparent)]
+    KeyFile(#[from] WriteError),
+    /// `admin-key --reset` stored the key but could not mark the store.
+    #[error(
+        "the key is stored but a running gateway was not told ({0}); restart it to use the key"
+    )]
+    ResetNotAnnounced(#[source] StoreError),
+}
+
+impl KeyError {
+    /// Another writer held the store and nothing was done: worth "try
+    /// again". Not so for [`KeyError::ResetNotAnnounced`]: that key exists
+    /// already, and trying again would mint another.
+    pub fn is_busy(&self) -> bool {
+        match self {
+            KeyError::Store(e) => e.is_busy(),
+            KeyError::ResetNotAnnounced(_) => false,
+            KeyError::BadDuration { .. }
+            | KeyError::UnknownClient(_)
+            | KeyError::BadName
+            | KeyError::NoRoles
+            | KeyError::UnknownRole(_)
+            | KeyError::RoleNotHeld { .. }
+            | KeyError::ZeroExpiry
+            | KeyError::OverMaxTtl { .. }
+            | KeyError::ExpiryTooLarge
+            | KeyError::GraceTooLarge
+            | KeyError::NotFound(_)
+            | KeyError::AlreadyRevoked(_)
+            | KeyError::DeclaredNotRevocable
+            | KeyError::DeclaredNotRollable
+            | KeyError::RevokedNotRollable
+            | KeyError::ExpiredNotRollable
+            | KeyError::AlreadyRolled { .. }
+            | KeyError::EndedBeforeRoll
+            | KeyError::LastAdminKey
+            | KeyError::MaxTtlTooLong
+            | KeyError::Randomness(_)
+            | KeyError::KeyFile(_) => false,
+        }
+    }
+}
+
+/// What is wrong with a key lifetime or roll grace.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationProblem {
+    /// Unreadable, or too long to be one (long input is not echoed back).
+    #[error("not a duration (write it like 500ms, 30s, 12h or 90d)")]
+    Unreadable,
+    #[error("`{0}` is negative; write zero or more, like 30s, 12h or 90d")]
+    Negative(String),
+    #[error("`{0}` is too large; the longest allowed is {max}", max = MAX_KEY_DURATION_TEXT)]
+    TooLarge(String),
+    /// The duration parser's own words.
+    #[error("{0}")]
+    Invalid(String),
+}
+
 /// Parses a key lifetime or roll grace from the admin API, refusing what a
 /// plain duration parse would take badly: a sign, an overflowing number,
 /// anything over [`MAX_KEY_DURATION`]. `field` names the input in errors.
-pub fn parse_key_duration(field: &str, text: &str) -> Result<Duration, GatewayError> {
+pub fn parse_key_duration(field: &'static str, text: &str) -> Result<Duration, KeyError> {
     let t = text.trim();
-    let bad = |why: String| GatewayError::BadRequest(format!("{field}: {why}"));
+    let bad = |problem| KeyError::BadDuration { field, problem };
     // Long input is not echoed back: a duration is never that long.
     if t.len() > 32 {
-        return Err(bad(
-            "not a duration (write it like 500ms, 30s, 12h or 90d)".into()
-        ));
+        return Err(bad(DurationProblem::Unreadable));
     }
     if t.starts_with('-') {
-        return Err(bad(format!(
-            "`{t}` is negative; write zero or more, like 30s, 12h or 90d"
-        )));
+        return Err(bad(DurationProblem::Negative(t.to_string())));
     }
     // 16 digits or more is over the bound in every unit (10^15 ms is
     // already 31 700 years) and may not even fit a u64.
     if t.bytes().take_while(u8::is_ascii_digit).count() > 15 {
-        return Err(bad(format!(
-            "`{t}` is too large; the longest allowed is {MAX_KEY_DURATION_TEXT}"
-        )));
+        return Err(bad(DurationProblem::TooLarge(t.to_string())));
     }
-    let d = crate::config::units::parse_duration(t).map_err(bad)?;
+    let d = crate::config::units::parse_duration(t)
+        .map_err(|why| bad(DurationProblem::Invalid(why)))?;
     if d > MAX_KEY_DURATION {
-        return Err(bad(format!(
-            "`{t}` is too large; the longest allowed is {MAX_KEY_DURATION_TEXT}"
-        )));
+        return Err(bad(DurationProblem::TooLarge(t.to_string())));
     }
     Ok(d)
 }
@@ -111,11 +223,6 @@ pub struct NewKey {
 
 fn from_ms(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
-}
-
-fn internal(e: impl std::fmt::Display) -> GatewayError {
-    tracing::error!(error = %e, "key store failure");
-    GatewayError::Internal
 }
 
 fn record_from(k: &StoredKey) -> Arc<KeyRecord> {
@@ -138,14 +245,14 @@ fn record_from(k: &StoredKey) -> Arc<KeyRecord> {
 }
 
 /// A fresh public key id: `key_` + 20 base62 characters.
-fn new_id() -> Result<String, GatewayError> {
-    let k = key::generate("key_").map_err(internal)?;
+fn new_id() -> Result<String, KeyError> {
+    let k = key::generate("key_")?;
     Ok(k.expose()[..24].to_string())
 }
 
 /// Loads stored keys and persisted usage into the index (at start).
-pub fn load(shared: &dyn KeyContext) -> Result<usize, String> {
-    let stored = shared.store().load_keys().map_err(|e| e.to_string())?;
+pub fn load(shared: &dyn KeyContext) -> Result<usize, StoreError> {
+    let stored = shared.store().load_keys()?;
     let n = stored.len();
     for k in &stored {
         shared.index().insert(record_from(k));
@@ -156,7 +263,7 @@ pub fn load(shared: &dyn KeyContext) -> Result<usize, String> {
         .into_iter()
         .map(|r| (r.id.clone(), r))
         .collect();
-    for u in shared.store().load_usage().map_err(|e| e.to_string())? {
+    for u in shared.store().load_usage()? {
         if let Some(r) = by_id.get(&u.id) {
             r.last_used_ms.store(u.last_used_ms, Ordering::Relaxed);
             r.uses.store(u.uses, Ordering::Relaxed);
@@ -166,11 +273,9 @@ pub fn load(shared: &dyn KeyContext) -> Result<usize, String> {
     Ok(n)
 }
 
-fn check_name(name: &str) -> Result<(), GatewayError> {
+fn check_name(name: &str) -> Result<(), KeyError> {
     if name.trim().is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
-        return Err(GatewayError::BadRequest(
-            "name must be 1 to 100 characters without control characters".into(),
-        ));
+        return Err(KeyError::BadName);
     }
     Ok(())
 }
@@ -181,29 +286,27 @@ pub fn create(
     shared: &dyn KeyContext,
     req: &NewKey,
     now: SystemTime,
-) -> Result<(Secret, Arc<KeyRecord>), GatewayError> {
+) -> Result<(Secret, Arc<KeyRecord>), KeyError> {
     let snap = shared.view();
     let cfg = &snap.config;
     let client = cfg
         .clients
         .get(&req.client)
-        .ok_or_else(|| GatewayError::BadRequest(format!("unknown client `{}`", req.client)))?;
+        .ok_or_else(|| KeyError::UnknownClient(req.client.clone()))?;
     check_name(&req.name)?;
     if let Some(roles) = &req.roles {
         if roles.is_empty() {
-            return Err(GatewayError::BadRequest(
-                "roles, when given, must name at least one role".into(),
-            ));
+            return Err(KeyError::NoRoles);
         }
         for r in roles {
             if !cfg.roles.contains_key(r) {
-                return Err(GatewayError::BadRequest(format!("unknown role `{r}`")));
+                return Err(KeyError::UnknownRole(r.clone()));
             }
             if !client.roles.contains(r) {
-                return Err(GatewayError::BadRequest(format!(
-                    "client `{}` does not hold role `{r}`; a key never exceeds its client",
-                    client.name
-                )));
+                return Err(KeyError::RoleNotHeld {
+                    client: client.name.clone(),
+                    role: r.clone(),
+                });
             }
         }
     }
@@ -211,27 +314,22 @@ pub fn create(
         Some(text) => {
             let d = parse_key_duration("expires_in", text)?;
             if d.is_zero() {
-                return Err(GatewayError::BadRequest(
-                    "expires_in must be more than zero".into(),
-                ));
+                return Err(KeyError::ZeroExpiry);
             }
             if let Some(max) = cfg.keys.max_ttl
                 && d > max
             {
-                return Err(GatewayError::BadRequest(format!(
-                    "expires_in {text} is over keys.max_ttl ({})",
-                    crate::config::units::format_duration(max)
-                )));
+                return Err(KeyError::OverMaxTtl {
+                    text: text.clone(),
+                    max,
+                });
             }
             Some(d)
         }
         None => cfg.keys.max_ttl,
     };
     let expires = ttl
-        .map(|d| {
-            now.checked_add(d)
-                .ok_or_else(|| GatewayError::BadRequest("expires_in is too large".into()))
-        })
+        .map(|d| now.checked_add(d).ok_or(KeyError::ExpiryTooLarge))
         .transpose()?;
     issue(
         shared,
@@ -258,8 +356,8 @@ fn issue(
     expires: Option<SystemTime>,
     rolled_from: Option<(&KeyRecord, SystemTime)>,
     now: SystemTime,
-) -> Result<(Secret, Arc<KeyRecord>), GatewayError> {
-    let secret = key::generate(prefix).map_err(internal)?;
+) -> Result<(Secret, Arc<KeyRecord>), KeyError> {
+    let secret = key::generate(prefix)?;
     let stored = StoredKey {
         id: new_id()?,
         digest: key::digest(secret.expose()),
@@ -273,16 +371,10 @@ fn issue(
         rolled_from: rolled_from.map(|(r, _)| r.id.clone()),
     };
     match rolled_from {
-        None => shared.store().insert_key(&stored).map_err(internal)?,
+        None => shared.store().insert_key(&stored)?,
         Some((old, old_expiry)) => {
-            if !shared
-                .store()
-                .roll(&old.id, to_ms(old_expiry), &stored)
-                .map_err(internal)?
-            {
-                return Err(GatewayError::Conflict(
-                    "the key was revoked or expired before it could be rolled".into(),
-                ));
+            if !shared.store().roll(&old.id, to_ms(old_expiry), &stored)? {
+                return Err(KeyError::EndedBeforeRoll);
             }
         }
     }
@@ -294,11 +386,11 @@ fn issue(
     Ok((secret, record))
 }
 
-fn find(shared: &dyn KeyContext, id: &str) -> Result<Arc<KeyRecord>, GatewayError> {
+fn find(shared: &dyn KeyContext, id: &str) -> Result<Arc<KeyRecord>, KeyError> {
     shared
         .index()
         .find_id(&shared.view().declared, id)
-        .ok_or_else(|| GatewayError::NotFound(format!("no key with id `{id}`")))
+        .ok_or_else(|| KeyError::NotFound(id.to_string()))
 }
 
 /// Whether `r` is live now and its client's current roles include an
@@ -349,29 +441,24 @@ pub fn revoke(
     id: &str,
     force: bool,
     now: SystemTime,
-) -> Result<(), GatewayError> {
+) -> Result<(), KeyError> {
     let _writes = shared.writes();
     let record = find(shared, id)?;
     if record.source == KeySource::Config {
-        return Err(GatewayError::Conflict(
-            "this key is declared in the config file; remove it there".into(),
-        ));
+        return Err(KeyError::DeclaredNotRevocable);
     }
     if record.revoked_at().is_some() {
-        return Err(GatewayError::NotFound(format!(
-            "key `{id}` is already revoked"
-        )));
+        return Err(KeyError::AlreadyRevoked(id.to_string()));
     }
-    let mut ending = shared.store().live_successors(id).map_err(internal)?;
+    let mut ending = shared.store().live_successors(id)?;
     ending.push(id.to_string());
     if !force && !admin_remains(shared, &ending, now) {
-        return Err(GatewayError::LastAdminKey);
+        return Err(KeyError::LastAdminKey);
     }
     let revoked = shared
         .store()
-        .revoke_chain(id, to_ms(now))
-        .map_err(internal)?
-        .ok_or_else(|| GatewayError::NotFound(format!("key `{id}` is already revoked")))?;
+        .revoke_chain(id, to_ms(now))?
+        .ok_or_else(|| KeyError::AlreadyRevoked(id.to_string()))?;
     for r in shared
         .index()
         .all()
@@ -396,35 +483,26 @@ pub fn roll(
     grace: Duration,
     force: bool,
     now: SystemTime,
-) -> Result<(Secret, Arc<KeyRecord>), GatewayError> {
+) -> Result<(Secret, Arc<KeyRecord>), KeyError> {
     let _writes = shared.writes();
     let old = find(shared, id)?;
     if old.source == KeySource::Config {
-        return Err(GatewayError::Conflict(
-            "keys declared in the config file are rolled there".into(),
-        ));
+        return Err(KeyError::DeclaredNotRollable);
     }
     if old.revoked_at().is_some() {
-        return Err(GatewayError::Conflict(
-            "a revoked key cannot be rolled".into(),
-        ));
+        return Err(KeyError::RevokedNotRollable);
     }
     if old.is_expired(now) {
-        return Err(GatewayError::Conflict(
-            "an expired key cannot be rolled".into(),
-        ));
+        return Err(KeyError::ExpiredNotRollable);
     }
     if let Some(next) = successor_of(shared, &old.id) {
-        return Err(GatewayError::Conflict(format!(
-            "this key was already rolled (successor `{}`); roll the successor instead",
-            next.id
-        )));
+        return Err(KeyError::AlreadyRolled {
+            successor: next.id.clone(),
+        });
     }
     // `grace` is at most MAX_KEY_DURATION, so this cannot overflow; were it
     // to, refusing beats ending the old key now.
-    let grace_end = now
-        .checked_add(grace)
-        .ok_or_else(|| GatewayError::BadRequest("grace is too large".into()))?;
+    let grace_end = now.checked_add(grace).ok_or(KeyError::GraceTooLarge)?;
     let old_expiry = match old.expires_at() {
         Some(e) if e < grace_end => e,
         _ => grace_end,
@@ -435,7 +513,7 @@ pub fn roll(
     // live admin exactly when the old key is one now.
     let ending = [old.id.clone()];
     if !force && !is_live_admin(&snap, &old, now) && !admin_remains(shared, &ending, now) {
-        return Err(GatewayError::LastAdminKey);
+        return Err(KeyError::LastAdminKey);
     }
     issue(
         shared,
@@ -450,7 +528,7 @@ pub fn roll(
 }
 
 /// Writes usage that moved since the last flush, in one transaction.
-pub fn flush_usage(shared: &dyn KeyContext) -> Result<usize, String> {
+pub fn flush_usage(shared: &dyn KeyContext) -> Result<usize, StoreError> {
     let moved: Vec<(Arc<KeyRecord>, u64)> = shared
         .index()
         .all()
@@ -471,10 +549,7 @@ pub fn flush_usage(shared: &dyn KeyContext) -> Result<usize, String> {
             uses: *uses,
         })
         .collect();
-    shared
-        .store()
-        .record_usage(&batch)
-        .map_err(|e| e.to_string())?;
+    shared.store().record_usage(&batch)?;
     for (r, uses) in &moved {
         r.persisted_uses.store(*uses, Ordering::Relaxed);
     }
@@ -486,12 +561,9 @@ pub fn purge(
     shared: &dyn KeyContext,
     retention: Duration,
     now: SystemTime,
-) -> Result<usize, String> {
+) -> Result<usize, StoreError> {
     let cutoff = now.checked_sub(retention).unwrap_or(UNIX_EPOCH);
-    let n = shared
-        .store()
-        .purge_ended_before(to_ms(cutoff))
-        .map_err(|e| e.to_string())?;
+    let n = shared.store().purge_ended_before(to_ms(cutoff))?;
     shared.index().retain(|r| {
         r.source == KeySource::Config
             || !(r.revoked_at().is_some_and(|t| t < cutoff)
@@ -517,7 +589,7 @@ fn mint_admin_key(
     store_dir: &Path,
     name: &str,
     now: SystemTime,
-) -> Result<(PathBuf, StoredKey), String> {
+) -> Result<(PathBuf, StoredKey), KeyError> {
     // keys.max_ttl bounds every key, the bootstrap and reset ones included:
     // an operator who sets it expects no key to live longer. Validation
     // bounds it by MAX_KEY_DURATION; were it larger anyway, refusing beats
@@ -527,16 +599,14 @@ fn mint_admin_key(
             now.checked_add(d)
                 .filter(|_| d <= MAX_KEY_DURATION)
                 .map(to_ms)
-                .ok_or_else(|| {
-                    format!("keys.max_ttl is over the longest allowed, {MAX_KEY_DURATION_TEXT}")
-                })
+                .ok_or(KeyError::MaxTtlTooLong)
         })
         .transpose()?;
-    let secret = key::generate(prefix).map_err(|e| e.to_string())?;
+    let secret = key::generate(prefix)?;
     let path = store_dir.join(INITIAL_ADMIN_FILE);
     write_private(&path, &format!("{}\n", secret.expose()))?;
     let stored = StoredKey {
-        id: new_id().map_err(|e| e.to_string())?,
+        id: new_id()?,
         digest: key::digest(secret.expose()),
         name: name.into(),
         client: BUILTIN_ADMIN.into(),
@@ -547,7 +617,7 @@ fn mint_admin_key(
         revoked_ms: None,
         rolled_from: None,
     };
-    store.insert_key(&stored).map_err(|e| e.to_string())?;
+    store.insert_key(&stored)?;
     Ok((path, stored))
 }
 
@@ -560,20 +630,14 @@ pub fn bootstrap(
     shared: &dyn KeyContext,
     store_dir: &Path,
     now: SystemTime,
-) -> Result<Option<PathBuf>, String> {
-    if shared
-        .store()
-        .get_meta(META_BOOTSTRAPPED)
-        .map_err(|e| e.to_string())?
-        .is_some()
-    {
+) -> Result<Option<PathBuf>, KeyError> {
+    if shared.store().get_meta(META_BOOTSTRAPPED)?.is_some() {
         return Ok(None);
     }
     if admin_key_exists(shared, now) {
         shared
             .store()
-            .set_meta(META_BOOTSTRAPPED, "existing-admin-key")
-            .map_err(|e| e.to_string())?;
+            .set_meta(META_BOOTSTRAPPED, "existing-admin-key")?;
         return Ok(None);
     }
     let (prefix, max_ttl) = {
@@ -589,10 +653,7 @@ pub fn bootstrap(
         now,
     )?;
     shared.index().insert(record_from(&stored));
-    shared
-        .store()
-        .set_meta(META_BOOTSTRAPPED, &stored.id)
-        .map_err(|e| e.to_string())?;
+    shared.store().set_meta(META_BOOTSTRAPPED, &stored.id)?;
     Ok(Some(path))
 }
 
@@ -608,13 +669,11 @@ pub fn reset_admin_key(
     max_ttl: Option<Duration>,
     store_dir: &Path,
     now: SystemTime,
-) -> Result<(PathBuf, String), String> {
+) -> Result<(PathBuf, String), KeyError> {
     let (path, stored) = mint_admin_key(store, prefix, max_ttl, store_dir, "reset-admin", now)?;
-    store.set_meta(META_ADMIN_RESET, &stored.id).map_err(|e| {
-        format!(
-            "the key is stored but a running gateway was not told ({e}); restart it to use the key"
-        )
-    })?;
+    store
+        .set_meta(META_ADMIN_RESET, &stored.id)
+        .map_err(KeyError::ResetNotAnnounced)?;
     Ok((path, stored.id))
 }
 
@@ -624,11 +683,8 @@ pub fn reset_admin_key(
 pub fn pick_up_admin_reset(
     shared: &dyn KeyContext,
     seen: Option<&str>,
-) -> Result<Option<String>, String> {
-    let mark = shared
-        .store()
-        .get_meta(META_ADMIN_RESET)
-        .map_err(|e| e.to_string())?;
+) -> Result<Option<String>, StoreError> {
+    let mark = shared.store().get_meta(META_ADMIN_RESET)?;
     if mark.is_none() || mark.as_deref() == seen {
         return Ok(mark);
     }
@@ -636,7 +692,7 @@ pub fn pick_up_admin_reset(
     let held: std::collections::HashSet<[u8; 32]> =
         shared.index().all().iter().map(|r| r.digest).collect();
     let mut added = 0;
-    for k in shared.store().load_keys().map_err(|e| e.to_string())? {
+    for k in shared.store().load_keys()? {
         if !held.contains(&k.digest) {
             shared.index().insert(record_from(&k));
             added += 1;
@@ -776,7 +832,7 @@ mod tests {
         .join();
         assert!(shared.key_writes.is_poisoned());
         // Revoke, roll and the reset pick-up all still work.
-        assert_eq!(revoke(&*shared, &a.id, false, now), Ok(()));
+        assert!(revoke(&*shared, &a.id, false, now).is_ok());
         assert!(roll(&*shared, &b.id, Duration::ZERO, false, now).is_ok());
         assert!(pick_up_admin_reset(&*shared, None).is_ok());
         reset_admin_key(shared.store(), "kg_", None, dir.path(), now).expect("reset");
@@ -795,22 +851,24 @@ mod tests {
         bootstrap(&shared, dir.path(), now).expect("bootstrap");
         let a = shared.index().all().pop().expect("the bootstrap key");
         let (_, b) = roll(&shared, &a.id, Duration::from_secs(3600), false, now).expect("roll");
-        assert_eq!(
-            revoke(&shared, &b.id, false, now),
-            Err(GatewayError::LastAdminKey),
+        assert!(
+            matches!(
+                revoke(&shared, &b.id, false, now),
+                Err(KeyError::LastAdminKey)
+            ),
             "only the rolled-over key would remain"
         );
         match roll(&shared, &a.id, Duration::from_secs(3600), false, now) {
-            Err(GatewayError::Conflict(m)) => assert!(m.contains(&b.id), "{m}"),
+            Err(KeyError::AlreadyRolled { successor }) => assert_eq!(successor, b.id),
             other => panic!("a second roll of one key: {other:?}"),
         }
-        assert_eq!(revoke(&shared, &b.id, true, now), Ok(()));
+        assert!(revoke(&shared, &b.id, true, now).is_ok());
         assert!(!admin_key_exists(&shared, now));
     }
 
     #[test]
     fn key_durations_are_bounded_and_never_negative() {
-        let ok = |t: &str| parse_key_duration("grace", t);
+        let ok = |t: &str| parse_key_duration("grace", t).map_err(|e| e.to_string());
         assert_eq!(ok("0s"), Ok(Duration::ZERO));
         assert_eq!(ok("24h"), Ok(Duration::from_secs(86_400)));
         assert_eq!(ok("36500d"), Ok(MAX_KEY_DURATION));
@@ -825,16 +883,22 @@ mod tests {
             "soon",
             "",
         ] {
-            match ok(bad) {
-                Err(GatewayError::BadRequest(m)) => assert!(m.starts_with("grace: "), "{m}"),
+            match parse_key_duration("grace", bad) {
+                Err(e @ KeyError::BadDuration { field: "grace", .. }) => {
+                    assert!(e.to_string().starts_with("grace: "), "{e}");
+                }
                 other => panic!("{bad}: {other:?}"),
             }
         }
         let long = "1".repeat(40);
         match ok(&long) {
-            Err(GatewayError::BadRequest(m)) => assert!(!m.contains(&long), "not echoed"),
+            Err(m) => assert!(!m.contains(&long), "not echoed: {m}"),
             other => panic!("{other:?}"),
         }
+        assert_eq!(
+            KeyError::MaxTtlTooLong.to_string(),
+            format!("keys.max_ttl is over the longest allowed, {MAX_KEY_DURATION_TEXT}")
+        );
         // The bound keeps every time form in range.
         let far = SystemTime::now() + MAX_KEY_DURATION;
         assert!(i64::try_from(to_ms(far)).is_ok());

@@ -10,7 +10,8 @@ use crate::secret::{Secret, check_header_safe};
 
 /// A source that yields no usable value; the message names the source, never
 /// its content.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct Unavailable(pub String);
 
 pub fn read(source: &ValueSource) -> Result<Secret, Unavailable> {

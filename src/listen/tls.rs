@@ -6,11 +6,12 @@
 //! logged and shown by `GET /api/v1/status`. Serving a mismatched pair
 //! would fail every handshake.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use rustls::crypto::ring::sign::any_supported_type;
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -28,41 +29,67 @@ impl ResolvesServerCert for CertResolver {
     }
 }
 
-pub fn load_certified_key(files: &TlsFiles) -> Result<CertifiedKey, String> {
+/// Why the listener's certificate could not be (re)loaded. Names the
+/// files, never their content.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("cannot read TLS certificate {}: {source}", path.display())]
+    ReadCert { path: PathBuf, source: pem::Error },
+    #[error("TLS certificate {} is not valid PEM: {source}", path.display())]
+    CertPem { path: PathBuf, source: pem::Error },
+    #[error("TLS certificate {} holds no certificate", path.display())]
+    NoCert { path: PathBuf },
+    #[error("cannot read TLS key {}: {source}", path.display())]
+    ReadKey { path: PathBuf, source: pem::Error },
+    /// A key type or encoding rustls cannot sign with.
+    #[error("TLS key {}: {source}", path.display())]
+    Key {
+        path: PathBuf,
+        source: rustls::Error,
+    },
+    /// A renewal that replaced one file but not the other.
+    #[error("TLS key {} does not match certificate {}", key.display(), cert.display())]
+    Mismatch { key: PathBuf, cert: PathBuf },
+}
+
+pub fn load_certified_key(files: &TlsFiles) -> Result<CertifiedKey, CertError> {
+    let cert_path = || files.cert.clone();
+    let key_path = || files.key.clone();
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
-        .map_err(|e| format!("cannot read TLS certificate {}: {e}", files.cert.display()))?
+        .map_err(|source| CertError::ReadCert {
+            path: cert_path(),
+            source,
+        })?
         .collect::<Result<_, _>>()
-        .map_err(|e| {
-            format!(
-                "TLS certificate {} is not valid PEM: {e}",
-                files.cert.display()
-            )
+        .map_err(|source| CertError::CertPem {
+            path: cert_path(),
+            source,
         })?;
     if certs.is_empty() {
-        return Err(format!(
-            "TLS certificate {} holds no certificate",
-            files.cert.display()
-        ));
+        return Err(CertError::NoCert { path: cert_path() });
     }
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| format!("cannot read TLS key {}: {e}", files.key.display()))?;
-    let signer =
-        any_supported_type(&key).map_err(|e| format!("TLS key {}: {e}", files.key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|source| CertError::ReadKey {
+        path: key_path(),
+        source,
+    })?;
+    let signer = any_supported_type(&key).map_err(|source| CertError::Key {
+        path: key_path(),
+        source,
+    })?;
     let ck = CertifiedKey::new(certs, signer);
     match ck.keys_match() {
         // A key type whose public half rustls cannot derive is let through,
         // as rustls itself does in `CertifiedKey::from_der`.
         Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(ck),
-        Err(_) => Err(format!(
-            "TLS key {} does not match certificate {}",
-            files.key.display(),
-            files.cert.display()
-        )),
+        Err(_) => Err(CertError::Mismatch {
+            key: key_path(),
+            cert: cert_path(),
+        }),
     }
 }
 
 impl CertResolver {
-    pub fn new(files: &TlsFiles) -> Result<Self, String> {
+    pub fn new(files: &TlsFiles) -> Result<Self, CertError> {
         Ok(CertResolver {
             current: ArcSwap::from_pointee(load_certified_key(files)?),
         })
@@ -70,19 +97,22 @@ impl CertResolver {
 
     /// Re-reads the files; on failure (unreadable, invalid, or a key that
     /// is not the certificate's) the current certificate stays.
-    pub fn reload(&self, files: &TlsFiles) -> Result<(), String> {
+    pub fn reload(&self, files: &TlsFiles) -> Result<(), CertError> {
         let ck = load_certified_key(files)?;
         self.current.store(Arc::new(ck));
         Ok(())
     }
 }
 
-pub fn server_config(resolver: Arc<CertResolver>) -> Result<Arc<rustls::ServerConfig>, String> {
+/// Fails only if the crypto provider offers none of the default protocol
+/// versions.
+pub fn server_config(
+    resolver: Arc<CertResolver>,
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
     let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
+    .with_safe_default_protocol_versions()?
     .with_no_client_auth()
     .with_cert_resolver(resolver);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

@@ -36,7 +36,7 @@ use crate::body::Body;
 use crate::config::AuthMode;
 use crate::config::TokenKind;
 use crate::config::listen_matches;
-use crate::error::{GatewayError, X_REQUEST_ID};
+use crate::error::{ErrorCode, GatewayError, X_REQUEST_ID};
 use crate::secret::Secret;
 use crate::snapshot::{ConnectorRuntime, Snapshot};
 use crate::state::Shared;
@@ -78,7 +78,7 @@ pub struct Outcome {
     /// `(token name, fingerprint)` of every injected credential.
     pub tokens: Vec<(String, String)>,
     pub upstream_status: Option<u16>,
-    pub error: Option<&'static str>,
+    pub error: Option<ErrorCode>,
 }
 
 impl crate::listen::Handler for Proxy {
@@ -130,11 +130,8 @@ impl Proxy {
                 metrics.injected(c, token);
             }
         }
-        if let Some(
-            code @ ("missing_api_key" | "invalid_api_key" | "api_key_expired" | "forbidden"),
-        ) = out.error
-        {
-            metrics.auth_failure(code);
+        if let Some(reason) = out.error.and_then(ErrorCode::auth_failure) {
+            metrics.auth_failure(reason);
         }
         let Some((method, path, bytes_in)) = logged else {
             return resp;
@@ -156,7 +153,7 @@ impl Proxy {
             path = %path,
             status = resp.status().as_u16(),
             upstream_status = out.upstream_status.unwrap_or(0),
-            error = out.error.unwrap_or("-"),
+            error = out.error.map_or("-", ErrorCode::as_str),
             duration_ms = elapsed * 1000.0,
             bytes_in = bytes_in.unwrap_or(0),
             bytes_out = content_length(resp.headers()).unwrap_or(0),

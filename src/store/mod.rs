@@ -10,9 +10,8 @@
 pub mod sealed;
 pub mod sqlite;
 
-use std::path::Path;
-
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 /// A stored API key: never the key itself, only its SHA-256.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,17 +61,93 @@ impl fmt::Debug for StoredTokenValue {
     }
 }
 
-/// A store failure; the text is for the operator's log, never a client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreError(pub String);
+/// A store failure. The text is for the operator's log, never a client:
+/// it names paths, key ids and SQLite's own message, never a value.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database file or its directory could not be created.
+    #[error("store: cannot create {}: {source}", path.display())]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// SQLite could not open the database file.
+    #[error("store: cannot open {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer keygate.
+    #[error(
+        "store: the database is at schema version {found}, newer than this keygate ({supported}); refusing to run"
+    )]
+    SchemaTooNew { found: usize, supported: usize },
+    /// Migration `version` (1-based, as in `migrations/`) failed; nothing
+    /// of it was committed.
+    #[error("store: migration {version} failed: {source}")]
+    Migration {
+        version: usize,
+        source: rusqlite::Error,
+    },
+    /// A statement failed (locked, busy, disk full, or a damaged row such as
+    /// a negative time, which keygate never writes).
+    #[error("store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A key row whose digest is not 32 bytes.
+    #[error("store: key {id} has a malformed digest")]
+    MalformedDigest { id: String },
+    /// A key row whose roles column is not a JSON list of names.
+    #[error("store: key {id} has malformed roles: {source}")]
+    MalformedRoles {
+        id: String,
+        source: serde_json::Error,
+    },
+    /// A thread panicked while holding the connection.
+    #[error("store: connection lock poisoned")]
+    Poisoned,
+}
 
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "store: {}", self.0)
+impl StoreError {
+    /// Another writer holds the database (SQLite `BUSY`/`LOCKED` past the
+    /// busy timeout): worth "try again" rather than "it is broken".
+    pub fn is_busy(&self) -> bool {
+        let e = match self {
+            StoreError::Open { source, .. }
+            | StoreError::Migration { source, .. }
+            | StoreError::Sqlite(source) => source,
+            StoreError::Create { .. }
+            | StoreError::SchemaTooNew { .. }
+            | StoreError::MalformedDigest { .. }
+            | StoreError::MalformedRoles { .. }
+            | StoreError::Poisoned => return false,
+        };
+        matches!(
+            e.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        )
     }
 }
 
-impl std::error::Error for StoreError {}
+/// Why [`write_private`] failed; names the path, never the content.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("cannot create {}: {source}", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file exists but its mode could not be set to 0600.
+    #[error("cannot restrict {}: {source}", path.display())]
+    Restrict {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
 
 pub trait Store: Send + Sync + fmt::Debug {
     fn load_keys(&self) -> Result<Vec<StoredKey>, StoreError>;
@@ -110,11 +185,17 @@ pub trait Store: Send + Sync + fmt::Debug {
 }
 
 /// Writes `content` to `path` readable by the owner only, flushed to disk.
-pub fn write_private(path: &Path, content: &str) -> Result<(), String> {
+pub fn write_private(path: &Path, content: &str) -> Result<(), WriteError> {
     use std::io::Write;
+    let write = |source| WriteError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|source| WriteError::CreateDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
     }
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
@@ -123,16 +204,17 @@ pub fn write_private(path: &Path, content: &str) -> Result<(), String> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts
-        .open(path)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let mut f = opts.open(path).map_err(write)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         f.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| format!("cannot restrict {}: {e}", path.display()))?;
+            .map_err(|source| WriteError::Restrict {
+                path: path.to_path_buf(),
+                source,
+            })?;
     }
     f.write_all(content.as_bytes())
         .and_then(|()| f.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        .map_err(write)
 }

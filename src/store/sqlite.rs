@@ -21,16 +21,14 @@ pub struct SqliteStore {
     conn: Mutex<Connection>,
 }
 
-fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError(e.to_string())
-}
-
 fn create_private(path: &Path) -> Result<(), StoreError> {
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
     {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Create {
+            path: dir.to_path_buf(),
+            source,
+        })?;
     }
     #[cfg(unix)]
     if !path.exists() {
@@ -40,7 +38,10 @@ fn create_private(path: &Path) -> Result<(), StoreError> {
             .create_new(true)
             .mode(0o600)
             .open(path)
-            .map_err(|e| StoreError(format!("cannot create {}: {e}", path.display())))?;
+            .map_err(|source| StoreError::Create {
+                path: path.to_path_buf(),
+                source,
+            })?;
     }
     Ok(())
 }
@@ -48,15 +49,16 @@ fn create_private(path: &Path) -> Result<(), StoreError> {
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         create_private(path)?;
-        let conn = Connection::open(path)
-            .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
              PRAGMA foreign_keys = ON;
              PRAGMA busy_timeout = 5000;",
-        )
-        .map_err(err)?;
+        )?;
         let store = SqliteStore {
             conn: Mutex::new(conn),
         };
@@ -65,29 +67,27 @@ impl SqliteStore {
     }
 
     fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
-        self.conn
-            .lock()
-            .map_err(|_| StoreError("connection lock poisoned".into()))
+        self.conn.lock().map_err(|_| StoreError::Poisoned)
     }
 
     fn migrate(&self) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
-        let current: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(err)?;
+        let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let current = usize::try_from(current).unwrap_or(usize::MAX);
         if current > MIGRATIONS.len() {
-            return Err(StoreError(format!(
-                "the database is at schema version {current}, newer than this keygate ({}); refusing to run",
-                MIGRATIONS.len()
-            )));
+            return Err(StoreError::SchemaTooNew {
+                found: current,
+                supported: MIGRATIONS.len(),
+            });
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
-            let tx = conn.transaction().map_err(err)?;
-            tx.execute_batch(sql).map_err(err)?;
-            tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
-                .map_err(err)?;
-            tx.commit().map_err(err)?;
+            let version = i + 1;
+            let step = |source| StoreError::Migration { version, source };
+            let tx = conn.transaction().map_err(step)?;
+            tx.execute_batch(sql).map_err(step)?;
+            tx.execute_batch(&format!("PRAGMA user_version = {version}"))
+                .map_err(step)?;
+            tx.commit().map_err(step)?;
         }
         Ok(())
     }
@@ -142,27 +142,24 @@ fn insert(conn: &Connection, k: &StoredKey) -> Result<(), StoreError> {
             opt_int(k.revoked_ms),
             k.rolled_from
         ],
-    )
-    .map_err(err)?;
+    )?;
     Ok(())
 }
 
 /// Unrevoked keys rolled from `id`, following the chain through revoked
 /// links too (`UNION` also stops a cycle, should one ever be written).
 fn successors_of(conn: &Connection, id: &str) -> Result<Vec<String>, StoreError> {
-    let mut stmt = conn
-        .prepare(
-            "WITH RECURSIVE chain(id) AS (
+    let mut stmt = conn.prepare(
+        "WITH RECURSIVE chain(id) AS (
                  SELECT id FROM api_keys WHERE rolled_from = ?1
                  UNION
                  SELECT k.id FROM api_keys k JOIN chain c ON k.rolled_from = c.id
              )
              SELECT k.id FROM api_keys k JOIN chain c ON k.id = c.id
              WHERE k.revoked_at IS NULL AND k.id <> ?1 ORDER BY k.created_at",
-        )
-        .map_err(err)?;
-    let rows = stmt.query_map(params![id], |r| r.get(0)).map_err(err)?;
-    rows.collect::<Result<_, _>>().map_err(err)
+    )?;
+    let rows = stmt.query_map(params![id], |r| r.get(0))?;
+    rows.collect::<Result<_, _>>().map_err(StoreError::from)
 }
 
 impl Store for SqliteStore {
@@ -172,40 +169,40 @@ impl Store for SqliteStore {
             .prepare(
                 "SELECT id, digest, name, client, roles, display_prefix, created_at, expires_at, revoked_at, rolled_from
                  FROM api_keys ORDER BY created_at",
-            )
-            .map_err(err)?;
-        let rows = stmt
-            .query_map([], |r| {
-                let digest: Vec<u8> = r.get(1)?;
-                let roles: Option<String> = r.get(4)?;
-                Ok((
-                    digest,
-                    roles,
-                    StoredKey {
-                        id: r.get(0)?,
-                        digest: [0; 32],
-                        name: r.get(2)?,
-                        client: r.get(3)?,
-                        roles: None,
-                        display_prefix: r.get(5)?,
-                        created_ms: column_u64(r, 6)?,
-                        expires_ms: column_opt_u64(r, 7)?,
-                        revoked_ms: column_opt_u64(r, 8)?,
-                        rolled_from: r.get(9)?,
-                    },
-                ))
-            })
-            .map_err(err)?;
+            )?;
+        let rows = stmt.query_map([], |r| {
+            let digest: Vec<u8> = r.get(1)?;
+            let roles: Option<String> = r.get(4)?;
+            Ok((
+                digest,
+                roles,
+                StoredKey {
+                    id: r.get(0)?,
+                    digest: [0; 32],
+                    name: r.get(2)?,
+                    client: r.get(3)?,
+                    roles: None,
+                    display_prefix: r.get(5)?,
+                    created_ms: column_u64(r, 6)?,
+                    expires_ms: column_opt_u64(r, 7)?,
+                    revoked_ms: column_opt_u64(r, 8)?,
+                    rolled_from: r.get(9)?,
+                },
+            ))
+        })?;
         let mut out = Vec::new();
         for row in rows {
-            let (digest, roles, mut key) = row.map_err(err)?;
+            let (digest, roles, mut key) = row?;
             key.digest = digest
                 .try_into()
-                .map_err(|_| StoreError(format!("key {} has a malformed digest", key.id)))?;
+                .map_err(|_| StoreError::MalformedDigest { id: key.id.clone() })?;
             key.roles = roles
                 .map(|r| serde_json::from_str(&r))
                 .transpose()
-                .map_err(|e| StoreError(format!("key {} has malformed roles: {e}", key.id)))?;
+                .map_err(|source| StoreError::MalformedRoles {
+                    id: key.id.clone(),
+                    source,
+                })?;
             out.push(key);
         }
         Ok(out)
@@ -217,13 +214,11 @@ impl Store for SqliteStore {
 
     fn revoke_chain(&self, id: &str, at_ms: u64) -> Result<Option<Vec<String>>, StoreError> {
         let mut conn = self.conn()?;
-        let tx = conn.transaction().map_err(err)?;
-        let n = tx
-            .execute(
-                "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-                params![id, int(at_ms)],
-            )
-            .map_err(err)?;
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            params![id, int(at_ms)],
+        )?;
         if n == 0 {
             return Ok(None); // dropping the transaction rolls it back
         }
@@ -232,10 +227,9 @@ impl Store for SqliteStore {
             tx.execute(
                 "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
                 params![s, int(at_ms)],
-            )
-            .map_err(err)?;
+            )?;
         }
-        tx.commit().map_err(err)?;
+        tx.commit()?;
         let mut ids = vec![id.to_string()];
         ids.extend(successors);
         Ok(Some(ids))
@@ -252,75 +246,64 @@ impl Store for SqliteStore {
         successor: &StoredKey,
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn()?;
-        let tx = conn.transaction().map_err(err)?;
-        let n = tx
-            .execute(
-                "UPDATE api_keys SET expires_at = ?2
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "UPDATE api_keys SET expires_at = ?2
                  WHERE id = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?3)",
-                params![old_id, int(old_expires_ms), int(successor.created_ms)],
-            )
-            .map_err(err)?;
+            params![old_id, int(old_expires_ms), int(successor.created_ms)],
+        )?;
         if n == 0 {
             return Ok(false);
         }
         insert(&tx, successor)?;
-        tx.commit().map_err(err)?;
+        tx.commit()?;
         Ok(true)
     }
 
     fn record_usage(&self, batch: &[Usage<'_>]) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
-        let tx = conn.transaction().map_err(err)?;
+        let tx = conn.transaction()?;
         {
             let mut stmt = tx
                 .prepare(
                     "INSERT INTO key_usage (id, last_used_at, uses) VALUES (?1, ?2, ?3)
                      ON CONFLICT(id) DO UPDATE SET last_used_at = excluded.last_used_at, uses = excluded.uses",
-                )
-                .map_err(err)?;
+                )?;
             for u in batch {
-                stmt.execute(params![u.id, int(u.last_used_ms), int(u.uses)])
-                    .map_err(err)?;
+                stmt.execute(params![u.id, int(u.last_used_ms), int(u.uses)])?;
             }
         }
-        tx.commit().map_err(err)
+        tx.commit().map_err(StoreError::from)
     }
 
     fn load_usage(&self) -> Result<Vec<StoredUsage>, StoreError> {
         let conn = self.conn()?;
-        let mut stmt = conn
-            .prepare("SELECT id, last_used_at, uses FROM key_usage")
-            .map_err(err)?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(StoredUsage {
-                    id: r.get(0)?,
-                    last_used_ms: column_u64(r, 1)?,
-                    uses: column_u64(r, 2)?,
-                })
+        let mut stmt = conn.prepare("SELECT id, last_used_at, uses FROM key_usage")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(StoredUsage {
+                id: r.get(0)?,
+                last_used_ms: column_u64(r, 1)?,
+                uses: column_u64(r, 2)?,
             })
-            .map_err(err)?;
-        rows.collect::<Result<_, _>>().map_err(err)
+        })?;
+        rows.collect::<Result<_, _>>().map_err(StoreError::from)
     }
 
     fn purge_ended_before(&self, before_ms: u64) -> Result<usize, StoreError> {
         let mut conn = self.conn()?;
-        let tx = conn.transaction().map_err(err)?;
+        let tx = conn.transaction()?;
         let b = int(before_ms);
         tx.execute(
             "DELETE FROM key_usage WHERE id IN (SELECT id FROM api_keys
                WHERE (revoked_at IS NOT NULL AND revoked_at < ?1) OR (expires_at IS NOT NULL AND expires_at < ?1))",
             params![b],
-        )
-        .map_err(err)?;
-        let n = tx
-            .execute(
-                "DELETE FROM api_keys WHERE (revoked_at IS NOT NULL AND revoked_at < ?1)
+        )?;
+        let n = tx.execute(
+            "DELETE FROM api_keys WHERE (revoked_at IS NOT NULL AND revoked_at < ?1)
                    OR (expires_at IS NOT NULL AND expires_at < ?1)",
-                params![b],
-            )
-            .map_err(err)?;
-        tx.commit().map_err(err)?;
+            params![b],
+        )?;
+        tx.commit()?;
         Ok(n)
     }
 
@@ -330,7 +313,7 @@ impl Store for SqliteStore {
                 r.get(0)
             })
             .optional()
-            .map_err(err)
+            .map_err(StoreError::from)
     }
 
     fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
@@ -340,7 +323,7 @@ impl Store for SqliteStore {
                 params![key, value],
             )
             .map(|_| ())
-            .map_err(err)
+            .map_err(StoreError::from)
     }
 
     fn put_token_value(&self, v: &StoredTokenValue) -> Result<(), StoreError> {
@@ -352,26 +335,23 @@ impl Store for SqliteStore {
                 params![v.name, v.nonce, v.ciphertext, int(v.version), int(v.updated_ms)],
             )
             .map(|_| ())
-            .map_err(err)
+            .map_err(StoreError::from)
     }
 
     fn load_token_values(&self) -> Result<Vec<StoredTokenValue>, StoreError> {
         let conn = self.conn()?;
-        let mut stmt = conn
-            .prepare("SELECT name, nonce, ciphertext, version, updated_at FROM token_values")
-            .map_err(err)?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(StoredTokenValue {
-                    name: r.get(0)?,
-                    nonce: r.get(1)?,
-                    ciphertext: r.get(2)?,
-                    version: column_u64(r, 3)?,
-                    updated_ms: column_u64(r, 4)?,
-                })
+        let mut stmt =
+            conn.prepare("SELECT name, nonce, ciphertext, version, updated_at FROM token_values")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(StoredTokenValue {
+                name: r.get(0)?,
+                nonce: r.get(1)?,
+                ciphertext: r.get(2)?,
+                version: column_u64(r, 3)?,
+                updated_ms: column_u64(r, 4)?,
             })
-            .map_err(err)?;
-        rows.collect::<Result<_, _>>().map_err(err)
+        })?;
+        rows.collect::<Result<_, _>>().map_err(StoreError::from)
     }
 }
 
@@ -471,7 +451,8 @@ mod tests {
             .execute("UPDATE api_keys SET revoked_at = -5", [])
             .expect("damage");
         let e = s.load_keys().expect_err("a negative revoked_at");
-        assert!(e.0.contains("-5"), "{e}");
+        assert!(matches!(e, StoreError::Sqlite(_)), "{e:?}");
+        assert!(e.to_string().contains("-5"), "{e}");
     }
 
     #[test]
@@ -515,6 +496,31 @@ mod tests {
         let c = Connection::open(&path).expect("raw");
         c.execute_batch("PRAGMA user_version = 99").expect("bump");
         drop(c);
-        assert!(SqliteStore::open(&path).is_err());
+        let e = SqliteStore::open(&path).expect_err("newer schema");
+        assert!(
+            matches!(
+                e,
+                StoreError::SchemaTooNew {
+                    found: 99,
+                    supported: 2
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("schema version 99"), "{e}");
+    }
+
+    #[test]
+    fn busy_and_locked_are_told_apart_from_damage() {
+        let failure = |code| {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                None,
+            ))
+        };
+        assert!(failure(rusqlite::ffi::SQLITE_BUSY).is_busy());
+        assert!(failure(rusqlite::ffi::SQLITE_LOCKED).is_busy());
+        assert!(!failure(rusqlite::ffi::SQLITE_CORRUPT).is_busy());
+        assert!(!StoreError::Poisoned.is_busy());
     }
 }

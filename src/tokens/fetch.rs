@@ -7,11 +7,11 @@
 //! The answer holds secrets: it is never logged, and errors name only the
 //! status, the pointer or the kind of failure.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, TryFromFloatSecsError, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue};
-use http::{Request, Version};
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use http::{Request, StatusCode, Version};
 
 use super::{TokenStore, source};
 use crate::body::Body;
@@ -22,6 +22,92 @@ use crate::upstream::HttpClient;
 /// Largest token endpoint answer read.
 const MAX_ANSWER: usize = 1 << 20;
 
+/// Why a fetch failed. Clone, so the one outcome reaches every waiter and
+/// stays in the refresher's state for the admin API. Names only the
+/// status, the pointer or the kind of failure: never the answer's text,
+/// which holds secrets, nor an upstream error's text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    /// A value the request is built from (`env:`, `file:`) cannot be read.
+    #[error(transparent)]
+    Source(#[from] source::Unavailable),
+    /// Another token the request uses has no usable value.
+    #[error("token `{token}` (used in the request) has no value")]
+    TokenUnavailable { token: String },
+    #[error("request header {name} has an invalid value")]
+    InvalidHeader { name: HeaderName },
+    #[error("the token request could not be built")]
+    Request,
+    /// `connect`: no connection was made (refused, DNS, TLS), as opposed
+    /// to one that broke mid-request.
+    #[error(
+        "the token endpoint could not be reached ({})",
+        if *connect { "connect failed" } else { "request failed" }
+    )]
+    Unreachable { connect: bool },
+    #[error("the token endpoint's answer could not be read")]
+    Unreadable,
+    #[error("the token endpoint did not answer in time")]
+    Timeout,
+    #[error("the token endpoint answered {}", .0.as_u16())]
+    Status(StatusCode),
+    #[error("the token endpoint's answer is not JSON")]
+    NotJson,
+    #[error("the answer has no token at {pointer}")]
+    NoToken { pointer: String },
+    /// The token cannot be sent as a header value.
+    #[error("the fetched token is refused: {0}")]
+    Refused(&'static str),
+    #[error(transparent)]
+    Lifetime(#[from] LifetimeError),
+}
+
+/// Where a lifetime was read, for [`LifetimeError`]'s text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LifetimeField {
+    /// `expiry: { ttl }` in the config.
+    Ttl,
+    /// `expiry: { in: <pointer> }`: seconds from now.
+    In(String),
+    /// `expiry: { at: <pointer> }`: a unix time or RFC 3339 time.
+    At(String),
+}
+
+impl std::fmt::Display for LifetimeField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LifetimeField::Ttl => f.write_str("the configured ttl"),
+            LifetimeField::In(p) => write!(f, "the lifetime at {p}"),
+            LifetimeField::At(p) => write!(f, "the expiry at {p}"),
+        }
+    }
+}
+
+/// Why an answer's lifetime is refused (a failed fetch, retried with
+/// backoff). An absurdly long one is clamped instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LifetimeError {
+    #[error("the answer has no lifetime at {0}")]
+    NoLifetime(String),
+    #[error("the answer has no expiry at {0}")]
+    NoExpiry(String),
+    #[error("{0} is not a number of seconds")]
+    NotSeconds(LifetimeField),
+    #[error("the expiry at {0} is neither unix seconds nor an RFC 3339 time")]
+    NotATime(String),
+    /// Under [`MIN_LIFETIME`]: expired on arrival.
+    #[error(
+        "{0} gives a lifetime under {min} s (the token is already expired)",
+        min = MIN_LIFETIME.as_secs()
+    )]
+    TooShort(LifetimeField),
+    #[error("{field} is not a usable number of seconds: {source}")]
+    Unusable {
+        field: LifetimeField,
+        source: TryFromFloatSecsError,
+    },
+}
+
 /// A fetched value and how long it lives (from now).
 #[derive(Debug)]
 pub struct Fetched {
@@ -31,22 +117,22 @@ pub struct Fetched {
     pub clamped: bool,
 }
 
-fn resolve(p: &Param, store: &TokenStore) -> Result<String, String> {
+fn resolve(p: &Param, store: &TokenStore) -> Result<String, FetchError> {
     match p {
         Param::Plain(s) => Ok(s.clone()),
-        Param::Source(src) => source::read(src)
-            .map(|s| s.expose().to_string())
-            .map_err(|source::Unavailable(why)| why),
+        Param::Source(src) => Ok(source::read(src)?.expose().to_string()),
         Param::Token(name) => store
             .load()
             .get(name)
             .filter(|v| v.usable(SystemTime::now()))
             .map(|v| v.secret.expose().to_string())
-            .ok_or_else(|| format!("token `{name}` (used in the request) has no value")),
+            .ok_or_else(|| FetchError::TokenUnavailable {
+                token: name.clone(),
+            }),
     }
 }
 
-fn json_body(t: &JsonTemplate, store: &TokenStore) -> Result<serde_json::Value, String> {
+fn json_body(t: &JsonTemplate, store: &TokenStore) -> Result<serde_json::Value, FetchError> {
     Ok(match t {
         JsonTemplate::Value(v) => v.clone(),
         JsonTemplate::Param(p) => serde_json::Value::String(resolve(p, store)?),
@@ -116,15 +202,12 @@ pub struct Lifetime {
 }
 
 /// Seconds (possibly fractional, negative or absurd) → a bounded lifetime.
-fn bounded(secs: f64, what: &str) -> Result<Lifetime, String> {
+fn bounded(secs: f64, field: LifetimeField) -> Result<Lifetime, LifetimeError> {
     if !secs.is_finite() {
-        return Err(format!("{what} is not a number of seconds"));
+        return Err(LifetimeError::NotSeconds(field));
     }
     if secs < MIN_LIFETIME.as_secs_f64() {
-        return Err(format!(
-            "{what} gives a lifetime under {} s (the token is already expired)",
-            MIN_LIFETIME.as_secs()
-        ));
+        return Err(LifetimeError::TooShort(field));
     }
     if secs > MAX_LIFETIME.as_secs_f64() {
         return Ok(Lifetime {
@@ -137,7 +220,7 @@ fn bounded(secs: f64, what: &str) -> Result<Lifetime, String> {
         // cannot fail; `from_secs_f64` would panic if that ever changed.
         duration: Some(
             Duration::try_from_secs_f64(secs)
-                .map_err(|e| format!("{what} is not a usable number of seconds: {e}"))?,
+                .map_err(|source| LifetimeError::Unusable { field, source })?,
         ),
         clamped: false,
     })
@@ -149,25 +232,25 @@ pub fn lifetime(
     expiry: &Expiry,
     answer: &serde_json::Value,
     now: SystemTime,
-) -> Result<Lifetime, String> {
+) -> Result<Lifetime, LifetimeError> {
     match expiry {
         Expiry::Never => Ok(Lifetime {
             duration: None,
             clamped: false,
         }),
-        Expiry::Ttl(d) => bounded(d.as_secs_f64(), "the configured ttl"),
+        Expiry::Ttl(d) => bounded(d.as_secs_f64(), LifetimeField::Ttl),
         Expiry::In(p) => {
+            let field = || LifetimeField::In(p.clone());
             let v = answer
                 .pointer(p)
-                .ok_or_else(|| format!("the answer has no lifetime at {p}"))?;
-            let secs = number(v)
-                .ok_or_else(|| format!("the lifetime at {p} is not a number of seconds"))?;
-            bounded(secs, &format!("the lifetime at {p}"))
+                .ok_or_else(|| LifetimeError::NoLifetime(p.clone()))?;
+            let secs = number(v).ok_or_else(|| LifetimeError::NotSeconds(field()))?;
+            bounded(secs, field())
         }
         Expiry::At(p) => {
             let v = answer
                 .pointer(p)
-                .ok_or_else(|| format!("the answer has no expiry at {p}"))?;
+                .ok_or_else(|| LifetimeError::NoExpiry(p.clone()))?;
             let now_s = now
                 .duration_since(UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64());
@@ -179,18 +262,14 @@ pub fn lifetime(
                     let at = v
                         .as_str()
                         .and_then(|s| humantime::parse_rfc3339_weak(s.trim_end_matches('Z')).ok())
-                        .ok_or_else(|| {
-                            format!(
-                                "the expiry at {p} is neither unix seconds nor an RFC 3339 time"
-                            )
-                        })?;
+                        .ok_or_else(|| LifetimeError::NotATime(p.clone()))?;
                     match at.duration_since(now) {
                         Ok(d) => d.as_secs_f64(),
                         Err(e) => -e.duration().as_secs_f64(),
                     }
                 }
             };
-            bounded(secs, &format!("the expiry at {p}"))
+            bounded(secs, LifetimeField::At(p.clone()))
         }
     }
 }
@@ -199,21 +278,17 @@ pub fn lifetime(
 async fn exchange(
     client: &HttpClient,
     req: Request<Body>,
-) -> Result<(http::StatusCode, Bytes), String> {
-    let resp = client.request(req).await.map_err(|e| {
-        format!(
-            "the token endpoint could not be reached ({})",
-            if e.is_connect() {
-                "connect failed"
-            } else {
-                "request failed"
-            }
-        )
-    })?;
+) -> Result<(StatusCode, Bytes), FetchError> {
+    let resp = client
+        .request(req)
+        .await
+        .map_err(|e| FetchError::Unreachable {
+            connect: e.is_connect(),
+        })?;
     let status = resp.status();
     let bytes = crate::body::read_at_most(resp.into_body(), MAX_ANSWER)
         .await
-        .map_err(|_| "the token endpoint's answer could not be read".to_string())?;
+        .map_err(|_| FetchError::Unreadable)?;
     Ok((status, bytes))
 }
 
@@ -222,7 +297,7 @@ pub async fn fetch(
     spec: &HttpRequestSpec,
     client: &HttpClient,
     store: &TokenStore,
-) -> Result<Fetched, String> {
+) -> Result<Fetched, FetchError> {
     let mut builder = Request::builder()
         .method(spec.method.clone())
         .uri(spec.url.clone())
@@ -231,7 +306,7 @@ pub async fn fetch(
     for (name, p) in &spec.headers {
         let v = resolve(p, store)?;
         let mut hv = HeaderValue::from_str(&v)
-            .map_err(|_| format!("request header {name} has an invalid value"))?;
+            .map_err(|_| FetchError::InvalidHeader { name: name.clone() })?;
         hv.set_sensitive(true);
         builder = builder.header(name, hv);
     }
@@ -250,16 +325,14 @@ pub async fn fetch(
             Body::full(json_body(t, store)?.to_string())
         }
     };
-    let req = builder
-        .body(body)
-        .map_err(|_| "the token request could not be built".to_string())?;
+    let req = builder.body(body).map_err(|_| FetchError::Request)?;
     // One deadline for the whole exchange: an endpoint that sends its
     // headers and then stalls the body must not hold the fetch forever.
     let (status, bytes) = tokio::time::timeout(spec.timeout, exchange(client, req))
         .await
-        .map_err(|_| "the token endpoint did not answer in time".to_string())??;
+        .map_err(|_| FetchError::Timeout)??;
     if !status.is_success() {
-        return Err(format!("the token endpoint answered {}", status.as_u16()));
+        return Err(FetchError::Status(status));
     }
     read_answer(&spec.token_pointer, &spec.expiry, &bytes, SystemTime::now())
 }
@@ -272,9 +345,9 @@ pub fn read_answer(
     expiry: &Expiry,
     body: &[u8],
     now: SystemTime,
-) -> Result<Fetched, String> {
-    let answer: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|_| "the token endpoint's answer is not JSON".to_string())?;
+) -> Result<Fetched, FetchError> {
+    let answer: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| FetchError::NotJson)?;
     let token = answer
         .pointer(token_pointer)
         .and_then(|v| {
@@ -283,8 +356,10 @@ pub fn read_answer(
                 .or_else(|| v.as_i64().map(|n| n.to_string()))
         })
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| format!("the answer has no token at {token_pointer}"))?;
-    check_header_safe(&token).map_err(|why| format!("the fetched token is refused: {why}"))?;
+        .ok_or_else(|| FetchError::NoToken {
+            pointer: token_pointer.to_string(),
+        })?;
+    check_header_safe(&token).map_err(FetchError::Refused)?;
     let life = lifetime(expiry, &answer, now)?;
     Ok(Fetched {
         secret: Secret::new(token),
@@ -309,7 +384,7 @@ mod tests {
         );
     }
 
-    fn secs(l: Result<Lifetime, String>) -> Result<Option<u64>, String> {
+    fn secs(l: Result<Lifetime, LifetimeError>) -> Result<Option<u64>, LifetimeError> {
         l.map(|l| l.duration.map(|d| d.as_secs()))
     }
 
@@ -333,7 +408,10 @@ mod tests {
             secs(lifetime(&Expiry::At("/iso".into()), &a, now)),
             Ok(Some(200))
         );
-        assert!(lifetime(&Expiry::In("/missing".into()), &a, now).is_err());
+        assert_eq!(
+            lifetime(&Expiry::In("/missing".into()), &a, now),
+            Err(LifetimeError::NoLifetime("/missing".into()))
+        );
         assert_eq!(secs(lifetime(&Expiry::Never, &a, now)), Ok(None));
     }
 
@@ -394,7 +472,15 @@ mod tests {
                 );
             }
         }
-        assert!(lifetime(&Expiry::Ttl(Duration::ZERO), &serde_json::json!({}), now).is_err());
+        let zero = lifetime(&Expiry::Ttl(Duration::ZERO), &serde_json::json!({}), now);
+        assert_eq!(zero, Err(LifetimeError::TooShort(LifetimeField::Ttl)));
+        assert_eq!(
+            zero.map(|_| ()).map_err(|e| e.to_string()),
+            Err(
+                "the configured ttl gives a lifetime under 1 s (the token is already expired)"
+                    .into()
+            )
+        );
     }
 
     /// Found by the `token_response` fuzz target: an expiry past

@@ -40,17 +40,45 @@ use prometheus_client::metrics::family::Family;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use super::fetch::Fetched;
-use super::{TokenStore, TokenValue};
+use super::fetch::{FetchError, Fetched};
+use super::{PutRefused, TokenStore, TokenValue};
 use crate::config::{HttpRequestSpec, TokenSpec};
 use crate::lock::lock;
 use crate::metrics::TokenResult;
-use crate::upstream::HttpClient;
+use crate::upstream::{BuildError, HttpClient};
 
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
-pub type FetchFuture = Pin<Box<dyn Future<Output = Result<Fetched, String>> + Send>>;
+pub type FetchFuture = Pin<Box<dyn Future<Output = Result<Fetched, FetchError>> + Send>>;
+
+/// Why the refresher has no value to give. Clone: the one fetch's outcome
+/// reaches every waiter and stays in the state for the admin API. The
+/// proxy answers 503 (or passes an upstream 401 through) whatever the
+/// variant; the text is for the operator.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefreshError {
+    /// The last fetch failed; inside the backoff window this is repeated
+    /// without calling the endpoint.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// The fetched value cannot be published: not a header value, or a
+    /// reload changed the token meanwhile.
+    #[error("the fetched token is refused: {}", .0.as_str())]
+    Refused(PutRefused),
+    /// Inside the backoff window with no recorded failure.
+    #[error("the token endpoint is failing")]
+    Failing,
+    /// An upstream 401 less than `min_refresh_interval` after the last
+    /// refresh it triggered: the 401 is passed through instead.
+    #[error("refreshed after a 401 less than min_refresh_interval ago")]
+    RateLimited,
+    #[error("the token fetch ended without a result")]
+    NoResult,
+    /// The refresher was stopped (replaced by a reload).
+    #[error("the token fetch was stopped")]
+    Stopped,
+}
 
 /// Performs one fetch. The real one calls the token endpoint; unit tests
 /// script answers to exercise timing on paused time.
@@ -128,7 +156,7 @@ pub fn jitter() -> f64 {
 #[derive(Debug, Default, Clone)]
 pub struct RefreshState {
     pub failures: u32,
-    pub last_error: Option<String>,
+    pub last_error: Option<RefreshError>,
     /// A fetch is in flight.
     pub refreshing: bool,
     /// No fetch before this (backoff window).
@@ -143,7 +171,7 @@ pub struct RefreshState {
 }
 
 /// What the one fetch in flight ended with; `None` until it ends.
-type Outcome = Option<Result<Arc<TokenValue>, String>>;
+type Outcome = Option<Result<Arc<TokenValue>, RefreshError>>;
 
 /// The fetch in flight: its result, and a handle to stop it with the
 /// refresher.
@@ -172,7 +200,7 @@ enum Need {
 
 /// What a caller does after looking at the state.
 enum Step {
-    Done(Result<Arc<TokenValue>, String>),
+    Done(Result<Arc<TokenValue>, RefreshError>),
     Wait(watch::Receiver<Outcome>),
 }
 
@@ -223,7 +251,7 @@ impl Refresher {
         spec: Arc<HttpRequestSpec>,
         store: TokenStore,
         metrics: Family<TokenResult, Counter>,
-    ) -> Result<Arc<Self>, String> {
+    ) -> Result<Arc<Self>, BuildError> {
         let client = crate::upstream::build(spec.ca_file.as_deref(), Duration::from_secs(5))?;
         let fetcher = HttpFetcher {
             spec: Arc::clone(&spec),
@@ -246,7 +274,7 @@ impl Refresher {
 
     /// A usable value: the current one, or the one being fetched (a fetch
     /// is started if none is in flight and no backoff forbids it).
-    pub async fn get(self: &Arc<Self>) -> Result<Arc<TokenValue>, String> {
+    pub async fn get(self: &Arc<Self>) -> Result<Arc<TokenValue>, RefreshError> {
         self.obtain(Need::Usable).await
     }
 
@@ -255,7 +283,7 @@ impl Refresher {
     pub async fn refresh_after(
         self: &Arc<Self>,
         seen: Option<u64>,
-    ) -> Result<Arc<TokenValue>, String> {
+    ) -> Result<Arc<TokenValue>, RefreshError> {
         self.obtain(Need::NewerThan(seen.unwrap_or(0))).await
     }
 
@@ -264,7 +292,10 @@ impl Refresher {
     /// one refresh per `min_refresh_interval`. Inside the interval the
     /// answer is an error and the caller passes the upstream's 401 through
     /// unchanged.
-    pub async fn refresh_after_401(self: &Arc<Self>, seen: u64) -> Result<Arc<TokenValue>, String> {
+    pub async fn refresh_after_401(
+        self: &Arc<Self>,
+        seen: u64,
+    ) -> Result<Arc<TokenValue>, RefreshError> {
         self.obtain(Need::After401(seen)).await
     }
 
@@ -278,7 +309,7 @@ impl Refresher {
     /// The one decision, under the lock: a good enough value, the fetch in
     /// flight to wait for, a refusal (backoff, 401 rate limit), or a new
     /// fetch started in its own task.
-    async fn obtain(self: &Arc<Self>, need: Need) -> Result<Arc<TokenValue>, String> {
+    async fn obtain(self: &Arc<Self>, need: Need) -> Result<Arc<TokenValue>, RefreshError> {
         let step = {
             let mut inner = lock(&self.inner);
             self.decide(&mut inner, need)
@@ -286,11 +317,9 @@ impl Refresher {
         match step {
             Step::Done(result) => result,
             Step::Wait(mut done) => match done.wait_for(Option::is_some).await {
-                Ok(outcome) => outcome
-                    .clone()
-                    .unwrap_or_else(|| Err("the token fetch ended without a result".into())),
+                Ok(outcome) => outcome.clone().unwrap_or(Err(RefreshError::NoResult)),
                 // The refresher was stopped (replaced by a reload).
-                Err(_) => Err("the token fetch was stopped".into()),
+                Err(_) => Err(RefreshError::Stopped),
             },
         }
     }
@@ -313,9 +342,7 @@ impl Refresher {
             && now < nb
         {
             let why = inner.st.last_error.clone();
-            return Step::Done(Err(
-                why.unwrap_or_else(|| "the token endpoint is failing".into())
-            ));
+            return Step::Done(Err(why.unwrap_or(RefreshError::Failing)));
         }
         if let Need::After401(_) = need {
             let limited = inner.st.last_401_refresh.is_some_and(|at| {
@@ -325,9 +352,7 @@ impl Refresher {
             if limited {
                 // Counted so an operator sees a caller hammering a 401 path.
                 self.count("rate_limited");
-                return Step::Done(Err(
-                    "refreshed after a 401 less than min_refresh_interval ago".into(),
-                ));
+                return Step::Done(Err(RefreshError::RateLimited));
             }
             inner.st.last_401_refresh = Some(now);
         }
@@ -359,7 +384,7 @@ impl Refresher {
     /// connectors never answer 503 in between and never get the old spec's
     /// value. Not published here: the reload publishes it with the
     /// snapshot. Recorded like any fetch (schedule, backoff, metrics).
-    pub async fn prime(&self) -> Result<Arc<TokenValue>, String> {
+    pub async fn prime(&self) -> Result<Arc<TokenValue>, RefreshError> {
         let started = Instant::now();
         let result = self.fetcher.fetch().await;
         self.settle(started, result, false)
@@ -370,8 +395,8 @@ impl Refresher {
     fn record(
         &self,
         started: Instant,
-        result: Result<Fetched, String>,
-    ) -> Result<Arc<TokenValue>, String> {
+        result: Result<Fetched, FetchError>,
+    ) -> Result<Arc<TokenValue>, RefreshError> {
         self.settle(started, result, true)
     }
 
@@ -380,14 +405,15 @@ impl Refresher {
     fn settle(
         &self,
         started: Instant,
-        result: Result<Fetched, String>,
+        result: Result<Fetched, FetchError>,
         publish: bool,
-    ) -> Result<Arc<TokenValue>, String> {
+    ) -> Result<Arc<TokenValue>, RefreshError> {
         // Background refreshes are spaced at least MIN_LIFETIME (1 s) apart:
         // a short but valid lifetime stays usable, and no answer can make
         // the task call the endpoint more than once a second.
         let min = super::fetch::MIN_LIFETIME;
         let outcome = result
+            .map_err(RefreshError::Fetch)
             .and_then(|f| {
                 if f.clamped {
                     tracing::warn!(token = %self.token.name, max_days = super::fetch::MAX_LIFETIME.as_secs() / 86_400, "the token endpoint gave an absurd lifetime; clamped");
@@ -411,7 +437,7 @@ impl Refresher {
                 };
                 value
                     .map(|v| (v, f.lifetime))
-                    .map_err(|why| format!("the fetched token is refused: {}", why.as_str()))
+                    .map_err(RefreshError::Refused)
             });
         let mut inner = lock(&self.inner);
         let st = &mut inner.st;
@@ -435,7 +461,7 @@ impl Refresher {
                 st.not_before = Some(later(Instant::now(), wait));
                 self.count("failure");
                 if publish {
-                    self.store.set_error(&self.token, &e);
+                    self.store.set_error(&self.token, &e.to_string());
                 }
                 tracing::warn!(token = %self.token.name, error = %e, retry_in_ms = log_ms(wait), "token fetch failed");
                 Err(e)
@@ -515,6 +541,7 @@ mod tests {
 
     use crate::config::{Expiry, FetchBody, TokenKind};
     use crate::secret::Secret;
+    use crate::tokens::fetch::{LifetimeError, LifetimeField};
 
     struct Script {
         calls: Arc<AtomicU32>,
@@ -531,7 +558,7 @@ mod tests {
             Box::pin(async move {
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 if fail {
-                    Err("scripted failure".into())
+                    Err(FetchError::Status(http::StatusCode::SERVICE_UNAVAILABLE))
                 } else {
                     Ok(Fetched {
                         secret: Secret::new(format!("value-{n}")),
@@ -689,7 +716,9 @@ mod tests {
         for _ in 0..10 {
             assert_eq!(
                 r.get().await.map(|v| v.version),
-                Err("scripted failure".to_string()),
+                Err(RefreshError::Fetch(FetchError::Status(
+                    http::StatusCode::SERVICE_UNAVAILABLE
+                ))),
                 "never used past its expiry"
             );
         }
@@ -738,16 +767,25 @@ mod tests {
         // The upstream keeps answering 401 to the new value: inside the
         // interval no more fetches, whatever the number of 401s.
         for _ in 0..50 {
-            assert!(r.refresh_after_401(2).await.is_err());
+            assert_eq!(
+                r.refresh_after_401(2).await.map(|v| v.version),
+                Err(RefreshError::RateLimited)
+            );
         }
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         tokio::time::sleep(Duration::from_secs(9)).await;
-        assert!(r.refresh_after_401(2).await.is_err());
+        assert_eq!(
+            r.refresh_after_401(2).await.map(|v| v.version),
+            Err(RefreshError::RateLimited)
+        );
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         // Past the interval one more refresh is let through.
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(r.refresh_after_401(2).await.map(|v| v.version), Ok(3));
-        assert!(r.refresh_after_401(3).await.is_err());
+        assert_eq!(
+            r.refresh_after_401(3).await.map(|v| v.version),
+            Err(RefreshError::RateLimited)
+        );
         assert_eq!(calls.load(Ordering::SeqCst), 3);
         // The admin API's forced refresh is not rate limited.
         assert_eq!(r.refresh_after(Some(3)).await.map(|v| v.version), Ok(4));
@@ -756,7 +794,7 @@ mod tests {
     /// A fetcher whose first answer carries `first` as the lifetime.
     struct Lifetimes {
         calls: Arc<AtomicU32>,
-        answers: Vec<Result<Option<Duration>, String>>,
+        answers: Vec<Result<Option<Duration>, FetchError>>,
     }
 
     impl Fetcher for Lifetimes {
@@ -778,7 +816,7 @@ mod tests {
         let calls = Arc::new(AtomicU32::new(0));
         let r = with_fetcher(Lifetimes {
             calls: Arc::clone(&calls),
-            answers: vec![Ok(Some(Duration::MAX)), Err("down".into())],
+            answers: vec![Ok(Some(Duration::MAX)), Err(FetchError::Unreadable)],
         });
         r.start();
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -794,9 +832,9 @@ mod tests {
         let calls = Arc::new(AtomicU32::new(0));
         let r = with_fetcher(Lifetimes {
             calls: Arc::clone(&calls),
-            answers: vec![Err(
-                "the lifetime at /expires_in gives a lifetime under 1 s".into(),
-            )],
+            answers: vec![Err(FetchError::Lifetime(LifetimeError::TooShort(
+                LifetimeField::In("/expires_in".into()),
+            )))],
         });
         r.start();
         // Backoff 1, 2, 4, 8, 16 s (±20 %): about 5 attempts in 30 s.
@@ -822,7 +860,7 @@ mod tests {
             Box::pin(async move {
                 tokio::time::sleep(delay).await;
                 if fail {
-                    return Err("the token endpoint did not answer in time".into());
+                    return Err(FetchError::Timeout);
                 }
                 Ok(Fetched {
                     secret: Secret::new(format!("value-{n}")),

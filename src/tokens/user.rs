@@ -38,12 +38,50 @@ use crate::config::source;
 use crate::config::{JwtKey, JwtSpec, UserSpec, ValueSource};
 use crate::lock::lock;
 use crate::secret::Secret;
-use crate::upstream::HttpClient;
+use crate::upstream::{BuildError, HttpClient};
 
 const JWKS_TTL: Duration = Duration::from_secs(300);
 const JWKS_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub type JwksFuture = Pin<Box<dyn Future<Output = Result<JwkSet, String>> + Send>>;
+pub type JwksFuture = Pin<Box<dyn Future<Output = Result<JwkSet, JwksError>> + Send>>;
+
+/// Why a JWKS download failed. Kept in the cache state (Clone) and shown by
+/// the admin API; never the endpoint's own error text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwksError {
+    #[error("bad JWKS request")]
+    Request,
+    #[error("JWKS endpoint timed out")]
+    Timeout,
+    #[error("JWKS endpoint unreachable")]
+    Unreachable,
+    #[error("JWKS endpoint answered {}", .0.as_u16())]
+    Status(http::StatusCode),
+    #[error("JWKS answer unreadable")]
+    Unreadable,
+    #[error("JWKS answer is not a JWK set")]
+    NotJwkSet,
+}
+
+/// Why a token's verification key cannot be had: its tokens are refused
+/// (401) until it can, and the admin API shows this as the token's
+/// `last_error`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unverifiable {
+    /// The HS256 secret's source holds no usable value.
+    #[error("token `{token}` jwt secret: {source}")]
+    Secret {
+        token: String,
+        source: source::Unavailable,
+    },
+    /// The last JWKS download failed and no set is cached.
+    #[error(transparent)]
+    Jwks(#[from] JwksError),
+    #[error("no JWKS fetched yet")]
+    NoJwksYet,
+    #[error("no verification key")]
+    NoKey,
+}
 
 /// Downloads the key set. The real one calls the JWKS URL; unit tests
 /// script answers to exercise the limits on paused time.
@@ -71,7 +109,7 @@ struct JwksState {
     /// after a failure.
     next_allowed: Option<Instant>,
     failures: u32,
-    last_error: Option<String>,
+    last_error: Option<JwksError>,
     /// The one fetch in flight; its sender is dropped when it is done.
     inflight: Option<watch::Receiver<()>>,
     downloads: u64,
@@ -94,7 +132,7 @@ impl std::fmt::Debug for Jwks {
 }
 
 /// The HS256 key as last read from its source, or why it cannot be had.
-type Hs256Key = Result<(Secret, DecodingKey), String>;
+type Hs256Key = Result<(Secret, DecodingKey), Unverifiable>;
 
 struct Hs256 {
     source: ValueSource,
@@ -116,7 +154,10 @@ fn read_hs256(name: &str, src: &ValueSource) -> Hs256Key {
             let key = DecodingKey::from_secret(secret.expose().as_bytes());
             (secret, key)
         })
-        .map_err(|source::Unavailable(why)| format!("token `{name}` jwt secret: {why}"))
+        .map_err(|source| Unverifiable::Secret {
+            token: name.to_string(),
+            source,
+        })
 }
 
 #[derive(Debug)]
@@ -131,11 +172,12 @@ pub struct UserVerifier {
 pub enum Rejection {
     Invalid(&'static str),
     /// The keys to verify with could not be had.
-    Unverifiable(String),
+    Unverifiable(Unverifiable),
 }
 
 impl UserVerifier {
-    pub fn new(name: &str, spec: Arc<UserSpec>) -> Result<Self, String> {
+    /// Fails only when a JWKS client cannot be built (its `ca_file`).
+    pub fn new(name: &str, spec: Arc<UserSpec>) -> Result<Self, BuildError> {
         let (hs256, jwks) = match spec.jwt.as_ref().map(|j| &j.key) {
             None => (None, None),
             Some(JwtKey::Hs256(src)) => {
@@ -207,13 +249,14 @@ impl UserVerifier {
         true
     }
 
-    pub fn last_error(&self) -> Option<String> {
+    pub fn last_error(&self) -> Option<Unverifiable> {
         if let Some(h) = &self.hs256 {
             return h.current.load().as_ref().as_ref().err().cloned();
         }
         self.jwks
             .as_ref()
             .and_then(|j| lock(&j.state).last_error.clone())
+            .map(Unverifiable::Jwks)
     }
 
     /// Accepts the caller's value, or says why not.
@@ -239,7 +282,7 @@ impl UserVerifier {
                 }
                 (jwks.key_for(header.kid.as_deref()).await?, header.alg)
             }
-            (None, None) => return Err(Rejection::Unverifiable("no verification key".into())),
+            (None, None) => return Err(Rejection::Unverifiable(Unverifiable::NoKey)),
         };
         let mut v = Validation::new(alg);
         v.validate_nbf = true;
@@ -295,8 +338,8 @@ impl Jwks {
     fn from_cache(st: &JwksState, kid: Option<&str>) -> Result<DecodingKey, Rejection> {
         match (&st.set, &st.last_error) {
             (Some(set), _) => pick(set, kid).ok_or(Rejection::Invalid("unknown key id")),
-            (None, Some(why)) => Err(Rejection::Unverifiable(why.clone())),
-            (None, None) => Err(Rejection::Unverifiable("no JWKS fetched yet".into())),
+            (None, Some(why)) => Err(Rejection::Unverifiable(why.clone().into())),
+            (None, None) => Err(Rejection::Unverifiable(Unverifiable::NoJwksYet)),
         }
     }
 
@@ -364,22 +407,22 @@ impl Jwks {
     }
 }
 
-async fn download(url: http::Uri, client: HttpClient) -> Result<JwkSet, String> {
+async fn download(url: http::Uri, client: HttpClient) -> Result<JwkSet, JwksError> {
     let req = http::Request::get(url)
         .header(http::header::ACCEPT, "application/json")
         .body(crate::body::Body::empty())
-        .map_err(|_| "bad JWKS request".to_string())?;
+        .map_err(|_| JwksError::Request)?;
     let resp = tokio::time::timeout(JWKS_TIMEOUT, client.request(req))
         .await
-        .map_err(|_| "JWKS endpoint timed out".to_string())?
-        .map_err(|_| "JWKS endpoint unreachable".to_string())?;
+        .map_err(|_| JwksError::Timeout)?
+        .map_err(|_| JwksError::Unreachable)?;
     if !resp.status().is_success() {
-        return Err(format!("JWKS endpoint answered {}", resp.status().as_u16()));
+        return Err(JwksError::Status(resp.status()));
     }
     let body = crate::body::read_at_most(resp.into_body(), 1 << 20)
         .await
-        .map_err(|_| "JWKS answer unreadable".to_string())?;
-    serde_json::from_slice(&body).map_err(|_| "JWKS answer is not a JWK set".to_string())
+        .map_err(|_| JwksError::Unreadable)?;
+    serde_json::from_slice(&body).map_err(|_| JwksError::NotJwkSet)
 }
 
 #[cfg(test)]
@@ -402,12 +445,12 @@ mod tests {
             Box::pin(async move {
                 tokio::time::sleep(delay).await;
                 if failing {
-                    return Err("JWKS endpoint answered 503".into());
+                    return Err(JwksError::Status(http::StatusCode::SERVICE_UNAVAILABLE));
                 }
                 serde_json::from_value(serde_json::json!({
                     "keys": [{"kty": "oct", "kid": "k1", "k": "c2VjcmV0LWtleS1ieXRlcw"}]
                 }))
-                .map_err(|e| e.to_string())
+                .map_err(|_| JwksError::NotJwkSet)
             })
         }
     }
@@ -543,7 +586,10 @@ mod tests {
             v.check(&hs256("second-secret")).await,
             Err(Rejection::Unverifiable(_))
         ));
-        assert!(v.last_error().is_some_and(|e| e.contains("does not exist")));
+        assert!(
+            v.last_error()
+                .is_some_and(|e| e.to_string().contains("does not exist"))
+        );
         let dbg = format!("{v:?}");
         assert!(!dbg.contains("second-secret") && !dbg.contains("115, 101, 99"));
     }

@@ -9,11 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::clock::to_ms;
-use crate::error::GatewayError;
 use crate::secret::{Secret, check_header_safe};
-use crate::store::sealed::MasterKey;
-use crate::store::{Store, StoredTokenValue};
-use crate::tokens::{Specs, TokenSet, TokenStore, TokenValue, admin_value};
+use crate::store::sealed::{MasterKey, OpenError, SealError};
+use crate::store::{Store, StoreError, StoredTokenValue};
+use crate::tokens::{PutRefused, Specs, TokenSet, TokenStore, TokenValue, admin_value};
 
 /// What a run-time value write needs: where values are published, the key
 /// that seals them, and the store that keeps them.
@@ -30,9 +29,39 @@ pub const MAX_VALUE: usize = 8 * 1024;
 /// Serializes writers so versions stay strictly increasing.
 static WRITE: Mutex<()> = Mutex::new(());
 
-fn internal(e: impl std::fmt::Display) -> GatewayError {
-    tracing::error!(error = %e, "token value store failure");
-    GatewayError::Internal
+/// Why a run-time value was refused or could not be kept or restored.
+/// The refusals' texts are the admin API's messages (`error.rs` picks the
+/// status and code); none holds the value.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenValueError {
+    #[error("no token named `{0}`")]
+    UnknownToken(String),
+    /// The token's value comes from the config (`from`: its source kind or
+    /// token type), so the admin API cannot set it.
+    #[error("token `{name}` takes its value from `{from}`, not from the admin API")]
+    ConfigOwned { name: String, from: &'static str },
+    #[error("the value is over {max} bytes", max = MAX_VALUE)]
+    TooLong,
+    /// Empty, or a byte a header cannot carry.
+    #[error("the value is refused: {0}")]
+    NotHeaderSafe(&'static str),
+    /// Not publishable (a reload changed the token meanwhile, or the
+    /// prefix makes it no header value).
+    #[error("the value is refused: {}", .0.as_str())]
+    Refused(PutRefused),
+    #[error("cannot seal the value: {0}")]
+    Seal(#[from] SealError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored value that does not open with the master key (checked at
+    /// start, so the row is damaged).
+    #[error("token `{token}`: {source}")]
+    Open { token: String, source: OpenError },
+    #[error("token `{token}`: stored value is not UTF-8")]
+    NotUtf8 { token: String },
+    /// A stored value that the token, as now configured, cannot take.
+    #[error("token `{token}`: {}", why.as_str())]
+    Unrestorable { token: String, why: PutRefused },
 }
 
 /// Sets `name` to `value`: 404 unknown token, 409 if its value comes from
@@ -42,39 +71,34 @@ pub fn set(
     specs: &Specs,
     name: &str,
     value: &str,
-) -> Result<Arc<TokenValue>, GatewayError> {
+) -> Result<Arc<TokenValue>, TokenValueError> {
     let spec = specs
         .get(name)
-        .ok_or_else(|| GatewayError::NotFound(format!("no token named `{name}`")))?;
+        .ok_or_else(|| TokenValueError::UnknownToken(name.to_string()))?;
     if !spec.takes_admin_value() {
-        let from = spec.source().map_or(spec.type_name(), |s| s.kind());
-        return Err(GatewayError::Conflict(format!(
-            "token `{name}` takes its value from `{from}`, not from the admin API"
-        )));
+        return Err(TokenValueError::ConfigOwned {
+            name: name.to_string(),
+            from: spec.source().map_or(spec.type_name(), |s| s.kind()),
+        });
     }
     if value.len() > MAX_VALUE {
-        return Err(GatewayError::BadRequest(format!(
-            "the value is over {MAX_VALUE} bytes"
-        )));
+        return Err(TokenValueError::TooLong);
     }
-    check_header_safe(value)
-        .map_err(|why| GatewayError::BadRequest(format!("the value is refused: {why}")))?;
+    check_header_safe(value).map_err(TokenValueError::NotHeaderSafe)?;
     let _guard = crate::lock::lock(&WRITE);
     let version = rt.tokens.load().get(name).map_or(1, |v| v.version + 1);
     let now = SystemTime::now();
-    let (nonce, ciphertext) = rt.master.seal(name, value.as_bytes()).map_err(internal)?;
-    rt.store
-        .put_token_value(&StoredTokenValue {
-            name: name.to_string(),
-            nonce,
-            ciphertext,
-            version,
-            updated_ms: to_ms(now),
-        })
-        .map_err(internal)?;
+    let (nonce, ciphertext) = rt.master.seal(name, value.as_bytes())?;
+    rt.store.put_token_value(&StoredTokenValue {
+        name: name.to_string(),
+        nonce,
+        ciphertext,
+        version,
+        updated_ms: to_ms(now),
+    })?;
     rt.tokens
         .put(name, Secret::new(value), version, now)
-        .map_err(|why| GatewayError::BadRequest(format!("the value is refused: {}", why.as_str())))
+        .map_err(TokenValueError::Refused)
 }
 
 /// Stored values for tokens that take them at run time and have none in
@@ -85,7 +109,7 @@ pub fn restore(
     store: &dyn Store,
     specs: &Specs,
     current: &TokenSet,
-) -> Result<HashMap<String, Arc<TokenValue>>, String> {
+) -> Result<HashMap<String, Arc<TokenValue>>, TokenValueError> {
     let wanted: Vec<_> = specs
         .values()
         .filter(|s| {
@@ -99,18 +123,26 @@ pub fn restore(
     if wanted.is_empty() {
         return Ok(restored);
     }
-    for stored in store.load_token_values().map_err(|e| e.to_string())? {
+    for stored in store.load_token_values()? {
         let Some(spec) = wanted.iter().find(|s| s.name == stored.name) else {
             continue;
         };
+        let token = || stored.name.clone();
         let plain = master
             .open(&stored.name, &stored.nonce, &stored.ciphertext)
-            .map_err(|e| format!("token `{}`: {e}", stored.name))?;
-        let text = String::from_utf8(plain)
-            .map_err(|_| format!("token `{}`: stored value is not UTF-8", stored.name))?;
+            .map_err(|source| TokenValueError::Open {
+                token: token(),
+                source,
+            })?;
+        let text =
+            String::from_utf8(plain).map_err(|_| TokenValueError::NotUtf8 { token: token() })?;
         let at = UNIX_EPOCH + Duration::from_millis(stored.updated_ms);
-        let value = admin_value(spec, Secret::new(text), stored.version, at)
-            .map_err(|why| format!("token `{}`: {}", stored.name, why.as_str()))?;
+        let value = admin_value(spec, Secret::new(text), stored.version, at).map_err(|why| {
+            TokenValueError::Unrestorable {
+                token: token(),
+                why,
+            }
+        })?;
         restored.insert(stored.name.clone(), value);
     }
     Ok(restored)

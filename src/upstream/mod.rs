@@ -7,7 +7,7 @@
 //! `timeouts.connect`. The response timeout is applied by the caller, since
 //! it covers only the wait for response headers, not the body.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem::{self, PemObject};
 
 use crate::body::Body;
 
@@ -27,38 +27,68 @@ pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 /// theirs after 60–120 s, so keygate lets go first and avoids racing them.
 const POOL_IDLE: Duration = Duration::from_secs(55);
 
-pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+/// Why an outbound client could not be built: its `ca_file` (named, so the
+/// operator knows which connector or token to fix) or the TLS library.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("cannot read ca_file {}: {source}", path.display())]
+    Read { path: PathBuf, source: pem::Error },
+    #[error("ca_file {} is not valid PEM: {source}", path.display())]
+    Pem { path: PathBuf, source: pem::Error },
+    #[error("ca_file {} holds no certificate", path.display())]
+    Empty { path: PathBuf },
+    /// A certificate rustls refuses as a trust root.
+    #[error("ca_file {}: {source}", path.display())]
+    Rejected {
+        path: PathBuf,
+        source: rustls::Error,
+    },
+    /// The crypto provider offers none of the default protocol versions.
+    #[error("TLS client setup: {0}")]
+    Tls(#[source] rustls::Error),
+}
+
+pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, BuildError> {
     let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?
+        .map_err(|source| BuildError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("ca_file {} is not valid PEM: {e}", path.display()))?;
+        .map_err(|source| BuildError::Pem {
+            path: path.to_path_buf(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(format!("ca_file {} holds no certificate", path.display()));
+        return Err(BuildError::Empty {
+            path: path.to_path_buf(),
+        });
     }
     Ok(certs)
 }
 
-pub fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
+pub fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, BuildError> {
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
     if let Some(path) = ca_file {
         for cert in load_ca_file(path)? {
-            roots
-                .add(cert)
-                .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+            roots.add(cert).map_err(|source| BuildError::Rejected {
+                path: path.to_path_buf(),
+                source,
+            })?;
         }
     }
     Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
+    .map_err(BuildError::Tls)?
     .with_root_certificates(roots)
     .with_no_client_auth())
 }
 
-pub fn build(ca_file: Option<&Path>, connect_timeout: Duration) -> Result<HttpClient, String> {
+pub fn build(ca_file: Option<&Path>, connect_timeout: Duration) -> Result<HttpClient, BuildError> {
     let tls = tls_config(ca_file)?;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
