@@ -39,6 +39,34 @@ use crate::store::sqlite::SqliteStore;
 use ports::Ports;
 use reload::{Reloader, Request, render, warn_if_no_admin_key};
 
+/// Why the gateway could not start (or run): each names what failed, for
+/// the one line `main` prints.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the store {}: {source}", path.display())]
+    Store {
+        path: PathBuf,
+        source: crate::store::StoreError,
+    },
+    #[error(transparent)]
+    MasterKey(#[from] sealed::MasterKeyError),
+    #[error("cannot load the stored keys: {0}")]
+    Keys(#[source] crate::store::StoreError),
+    #[error(transparent)]
+    Bootstrap(#[from] keys::KeyError),
+    #[error(transparent)]
+    Certificate(#[from] crate::listen::tls::CertError),
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The config refused at its first load (rendered with positions).
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Bind(#[from] ports::BindError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
 /// Requests queued for the reload loop before a sender waits (the watcher
 /// drops a check when the queue is full: a queued check covers it).
 const QUEUE: usize = 16;
@@ -60,31 +88,28 @@ pub struct App {
 
 impl App {
     /// Opens the store, publishes `config` and binds every listener.
-    pub async fn start(config_path: PathBuf, config: Config) -> Result<Arc<App>, String> {
+    pub async fn start(config_path: PathBuf, config: Config) -> Result<Arc<App>, StartError> {
         let config = Arc::new(config);
         let store_path = config.store.sqlite.clone();
-        let store = SqliteStore::open(&store_path)
-            .map_err(|e| format!("cannot open the store {}: {e}", store_path.display()))?;
-        let master =
-            sealed::load_or_create(&config.store.master_key, &store).map_err(|e| e.to_string())?;
+        let store = SqliteStore::open(&store_path).map_err(|source| StartError::Store {
+            path: store_path.clone(),
+            source,
+        })?;
+        let master = sealed::load_or_create(&config.store.master_key, &store)?;
         let shared = Arc::new(Shared::new(
             Published::empty(Arc::clone(&config)),
             Arc::new(store),
             master,
         ));
-        let stored = keys::load(shared.as_ref()).map_err(|e| e.to_string())?;
+        let stored = keys::load(shared.as_ref()).map_err(StartError::Keys)?;
         tracing::info!(path = %store_path.display(), keys = stored, "store opened");
 
         let tls = match &config.server.tls {
-            Some(files) => Some(Arc::new(
-                CertResolver::new(files).map_err(|e| e.to_string())?,
-            )),
+            Some(files) => Some(Arc::new(CertResolver::new(files)?)),
             None => None,
         };
         let acceptor = match &tls {
-            Some(r) => Some(TlsAcceptor::from(
-                tls::server_config(Arc::clone(r)).map_err(|e| e.to_string())?,
-            )),
+            Some(r) => Some(TlsAcceptor::from(tls::server_config(Arc::clone(r))?)),
             None => None,
         };
         if tls.is_some() {
@@ -113,7 +138,7 @@ impl App {
         reloader
             .publish(Arc::clone(&config))
             .await
-            .map_err(|errs| render(&config_path, &errs))?;
+            .map_err(|errs| StartError::Config(render(&config_path, &errs)))?;
 
         if let Some(retention) = config.store.retention {
             match keys::purge(shared.as_ref(), retention, SystemTime::now()) {
@@ -126,9 +151,7 @@ impl App {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
-        if let Some(path) = keys::bootstrap(shared.as_ref(), &store_dir, SystemTime::now())
-            .map_err(|e| e.to_string())?
-        {
+        if let Some(path) = keys::bootstrap(shared.as_ref(), &store_dir, SystemTime::now())? {
             tracing::warn!(
                 path = %path.display(),
                 "no admin key existed: created one for client keygate-admin; read it from this file (mode 0600), then delete the file"
@@ -138,9 +161,9 @@ impl App {
 
         let mut stops = Vec::new();
         let proxy_listener = ports::bind(config.server.listen, "proxy").await?;
-        let proxy_addr = proxy_listener.local_addr().map_err(|e| e.to_string())?;
+        let proxy_addr = proxy_listener.local_addr()?;
         let admin_listener = ports::bind(config.admin.listen, "admin").await?;
-        let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
+        let admin_addr = admin_listener.local_addr()?;
 
         let (tx, rx) = channel::channel(false);
         stops.push(tx);
@@ -223,11 +246,11 @@ impl App {
 
     /// Serves until SIGTERM or SIGINT; SIGHUP reloads; the watcher runs.
     #[cfg(unix)]
-    pub async fn run_until_signal(self: Arc<Self>) -> Result<(), String> {
+    pub async fn run_until_signal(self: Arc<Self>) -> Result<(), StartError> {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-        let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
         let watcher = lock(&self.watch_dirs)
             .take()
             .map(|dirs| watch::spawn(dirs, self.requests.clone()));

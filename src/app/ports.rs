@@ -42,10 +42,21 @@ pub struct Ports {
     drain: Option<Drain>,
 }
 
-pub async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))
+/// A port that could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} ({what}): {source}")]
+pub struct BindError {
+    pub addr: SocketAddr,
+    pub what: String,
+    pub source: std::io::Error,
+}
+
+pub async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, BindError> {
+    TcpListener::bind(addr).await.map_err(|source| BindError {
+        addr,
+        what: what.to_string(),
+        source,
+    })
 }
 
 impl Ports {
@@ -77,10 +88,10 @@ impl Ports {
                     let addr = l.local_addr().unwrap_or(want);
                     fresh.push((name.clone(), l, addr));
                 }
-                Err(message) => errors.push(ConfigError {
+                Err(e) => errors.push(ConfigError {
                     line: None,
                     column: None,
-                    message,
+                    message: e.to_string(),
                 }),
             }
         }
