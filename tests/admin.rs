@@ -571,3 +571,52 @@ async fn tokens_cli_lists_and_sets_from_stdin() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("409"));
     env.finish(&["cli-value-77"]);
 }
+
+#[tokio::test]
+async fn the_openapi_document_is_served_as_yaml_and_json_to_admins() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&yaml(&up.url(), ""));
+    let admin = bearer(&initial_admin_key(&gw));
+    for path in ["/api/v1/openapi.yaml", "/api/v1/openapi.json"] {
+        let r = get(&gw.admin_url(path), &[]).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path} without a key");
+    }
+    let y = get(
+        &gw.admin_url("/api/v1/openapi.yaml"),
+        &[("authorization", &admin)],
+    )
+    .await;
+    assert_eq!(y.status, StatusCode::OK);
+    assert_eq!(
+        y.headers.get("content-type").map(|v| v.as_bytes()),
+        Some(&b"application/vnd.oai.openapi"[..])
+    );
+    assert!(y.text().starts_with("openapi: "), "{}", y.text());
+    let j = get(
+        &gw.admin_url("/api/v1/openapi.json"),
+        &[("authorization", &admin)],
+    )
+    .await;
+    assert_eq!(j.status, StatusCode::OK);
+    assert_eq!(
+        j.headers.get("content-type").map(|v| v.as_bytes()),
+        Some(&b"application/vnd.oai.openapi+json"[..])
+    );
+    let doc: Value = serde_json::from_slice(&j.body).expect("JSON");
+    // The same document: its version line and every path the YAML names.
+    let version = y
+        .text()
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("openapi: "))
+        .map(|v| v.trim().trim_matches('"').to_string());
+    assert_eq!(doc["openapi"].as_str().map(str::to_string), version);
+    let paths = doc["paths"].as_object().expect("paths");
+    for line in y.text().lines().filter(|l| l.starts_with("  /")) {
+        let path = line.trim().trim_end_matches(':');
+        assert!(paths.contains_key(path), "{path} missing from the JSON");
+    }
+    assert!(paths.contains_key("/api/v1/openapi.json"));
+    assert!(paths["/api/v1/keys"]["post"]["responses"]["201"].is_object());
+    gw.finish();
+}

@@ -16,6 +16,8 @@
 //! | `POST /api/v1/keys` | admin | create a key (201, shown once) |
 //! | `DELETE /api/v1/keys/{id}` | admin | revoke now, with its roll successors (204; 404 if already revoked) |
 //! | `POST /api/v1/keys/{id}/roll` | admin | successor key (201, shown once); the old one expires after the grace |
+//! | `GET /api/v1/openapi.yaml` | admin | this API's OpenAPI document |
+//! | `GET /api/v1/openapi.json` | admin | the same document as JSON |
 //!
 //! The list is `router::ROUTES`, row for row (a test compares them), and
 //! `openapi.yaml` beside this file describes the same routes with the
@@ -38,6 +40,7 @@
 //! The proxy listener serves none of this.
 
 mod api;
+mod document;
 #[cfg(test)]
 mod openapi_check;
 mod probes;

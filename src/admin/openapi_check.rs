@@ -25,7 +25,7 @@ use super::api::{
     KeyRolled, Reloaded, RoleRef, Status, Timeouts, TokenList, TokenSource, TokenState, TokenView,
 };
 use super::probes::{Health, Readiness};
-use super::reply::{Created, IntoReply, Json, NoContent, OpenMetrics};
+use super::reply::{Created, IntoReply, Json, NoContent, OpenApiJson, OpenApiYaml, OpenMetrics};
 use super::router::{Ctx, ROUTES};
 use crate::auth::KeySource;
 use crate::auth::keys::KeyMetadata;
@@ -415,6 +415,18 @@ impl<T: Sample> Sample for Created<T> {
 impl Sample for NoContent {
     fn samples() -> Vec<Self> {
         vec![NoContent]
+    }
+}
+
+impl Sample for OpenApiYaml {
+    fn samples() -> Vec<Self> {
+        vec![OpenApiYaml(super::OPENAPI.into())]
+    }
+}
+
+impl Sample for OpenApiJson {
+    fn samples() -> Vec<Self> {
+        vec![OpenApiJson("{}".into())]
     }
 }
 

@@ -12,6 +12,9 @@ use crate::body::Body;
 use crate::error::GatewayError;
 
 pub const JSON: &str = "application/json";
+/// The OpenAPI document's registered media types (IANA): YAML and JSON.
+pub const OPENAPI_YAML: &str = "application/vnd.oai.openapi";
+pub const OPENAPI_JSON: &str = "application/vnd.oai.openapi+json";
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// A success answer of some handler.
@@ -32,6 +35,12 @@ pub struct NoContent;
 
 /// `200 OK` with Prometheus metrics in OpenMetrics text.
 pub struct OpenMetrics(pub String);
+
+/// `200 OK` with the OpenAPI document as YAML.
+pub struct OpenApiYaml(pub String);
+
+/// `200 OK` with the OpenAPI document as JSON.
+pub struct OpenApiJson(pub String);
 
 /// `status` with `value` as JSON.
 pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Result<Response<Body>, GatewayError> {
@@ -70,5 +79,17 @@ impl IntoReply for NoContent {
 impl IntoReply for OpenMetrics {
     fn into_reply(self) -> Result<Response<Body>, GatewayError> {
         Ok(with_type(StatusCode::OK, Body::full(self.0), OPENMETRICS))
+    }
+}
+
+impl IntoReply for OpenApiYaml {
+    fn into_reply(self) -> Result<Response<Body>, GatewayError> {
+        Ok(with_type(StatusCode::OK, Body::full(self.0), OPENAPI_YAML))
+    }
+}
+
+impl IntoReply for OpenApiJson {
+    fn into_reply(self) -> Result<Response<Body>, GatewayError> {
+        Ok(with_type(StatusCode::OK, Body::full(self.0), OPENAPI_JSON))
     }
 }

@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
 use super::reply::IntoReply;
-use super::{ReloadRequest, api, probes};
+use super::{ReloadRequest, api, document, probes};
 use crate::body::Body;
 use crate::error::GatewayError;
 use crate::state::Shared;
@@ -91,6 +91,8 @@ pub static ROUTES: &[Route] = &[
     route!(POST "/api/v1/keys", Admin, api::create_key),
     route!(DELETE "/api/v1/keys/{id}", Admin, api::revoke_key),
     route!(POST "/api/v1/keys/{id}/roll", Admin, api::roll_key),
+    route!(GET "/api/v1/openapi.yaml", Admin, document::yaml),
+    route!(GET "/api/v1/openapi.json", Admin, document::json),
 ];
 
 /// The values of a matched pattern's `{name}` segments, as sent.
