@@ -66,8 +66,8 @@ pub struct Catalog {
     pub generation: u64,
     pub loaded_at: SystemTime,
     pub config: Arc<Config>,
-    pub connectors: HashMap<String, Arc<ConnectorRuntime>>,
-    pub trust: HashMap<PathBuf, [u8; 32]>,
+    /// The connectors and their upstream clients.
+    pub routes: Routes,
     /// One refresher per attached `http_request` token.
     pub refreshers: HashMap<String, Arc<Refresher>>,
     /// One verifier per attached `user` token.
@@ -83,7 +83,7 @@ pub struct Snapshot {
     pub values: Arc<TokenSet>,
 }
 
-/// A snapshot reads as its catalog (`snap.config`, `snap.connectors`);
+/// A snapshot reads as its catalog (`snap.config`, `snap.routes`);
 /// the values are `snap.values`.
 impl Deref for Snapshot {
     type Target = Catalog;
@@ -107,22 +107,19 @@ impl Snapshot {
     /// usable one (`user` tokens come with each request and never count):
     /// what `/readyz` waits for.
     pub fn missing_tokens(&self, now: SystemTime) -> Vec<String> {
-        let mut missing: Vec<String> = self
-            .config
-            .connectors
-            .values()
-            .flat_map(|c| c.headers.tokens().iter().map(|(_, t)| t.clone()))
+        let mut missing: Vec<String> = attached(&self.config)
+            .into_iter()
             .filter(|t| {
                 let is_user = self
                     .config
                     .tokens
-                    .get(t)
+                    .get(*t)
                     .is_some_and(|s| matches!(s.kind, TokenKind::User(_)));
                 !is_user && !self.values.get(t).is_some_and(|v| v.usable(now))
             })
+            .map(str::to_string)
             .collect();
         missing.sort();
-        missing.dedup();
         missing
     }
 }
@@ -197,7 +194,7 @@ pub fn routes(config: &Config, prev: Option<&Routes>) -> Result<Routes, Vec<Conf
 /// The names of the tokens some connector uses: only those get a
 /// refresher or a verifier (an unattached `http_request` token must not
 /// poll its endpoint).
-fn attached(config: &Config) -> HashSet<&str> {
+pub fn attached(config: &Config) -> HashSet<&str> {
     config
         .connectors
         .values()
@@ -237,11 +234,7 @@ pub async fn build(
     tokens: &TokenStore,
     cx: BuildContext<'_>,
 ) -> Result<Next, Vec<ConfigError>> {
-    let prev_routes = Routes {
-        connectors: prev.connectors.clone(),
-        trust: prev.trust.clone(),
-    };
-    let Routes { connectors, trust } = routes(&config, Some(&prev_routes))?;
+    let routes = routes(&config, Some(&prev.routes))?;
     let attached = attached(&config);
     let mut seeds = Seeds::new();
     let mut refreshers = HashMap::new();
@@ -334,8 +327,7 @@ pub async fn build(
             generation,
             loaded_at: SystemTime::now(),
             config,
-            connectors,
-            trust,
+            routes,
             refreshers,
             users,
             declared_keys: Arc::new(declared),
@@ -363,8 +355,7 @@ impl Published {
                     generation: 0,
                     loaded_at: SystemTime::now(),
                     config,
-                    connectors: HashMap::new(),
-                    trust: HashMap::new(),
+                    routes: Routes::default(),
                     refreshers: HashMap::new(),
                     users: HashMap::new(),
                     declared_keys: Arc::new(ConfigKeys::new()),
@@ -384,23 +375,23 @@ impl Published {
     /// aside, in one swap (re-derived if a value writer raced). Returns
     /// the snapshot published and the one it replaced.
     pub fn publish(&self, next: &Next) -> (Arc<Snapshot>, Arc<Snapshot>) {
-        loop {
-            let cur = self.cell.load_full();
-            let values = crate::tokens::next_values(
-                &cur.values,
-                &next.catalog.config.tokens,
-                &next.files,
-                &next.seeds,
-            );
+        let mut published = None;
+        let replaced = self.cell.rcu(|cur| {
             let new = Arc::new(Snapshot {
                 catalog: Arc::clone(&next.catalog),
-                values: Arc::new(values),
+                values: Arc::new(crate::tokens::next_values(
+                    &cur.values,
+                    &next.catalog.config.tokens,
+                    &next.files,
+                    &next.seeds,
+                )),
             });
-            let prev = self.cell.compare_and_swap(&cur, Arc::clone(&new));
-            if Arc::ptr_eq(&prev, &cur) {
-                return (new, cur);
-            }
-        }
+            published = Some(Arc::clone(&new));
+            new
+        });
+        // `rcu` ran the closure at least once; its last run is what it stored.
+        let published = published.unwrap_or_else(|| self.cell.load_full());
+        (published, replaced)
     }
 }
 
@@ -415,19 +406,11 @@ impl ValueCell for Published {
     }
 
     fn update(&self, change: &mut dyn FnMut(&Specs, &TokenSet) -> Option<TokenSet>) -> bool {
-        loop {
-            let cur = self.cell.load_full();
-            let Some(values) = change(&cur.config.tokens, &cur.values) else {
-                return false;
-            };
-            let next = Arc::new(Snapshot {
+        crate::tokens::store_if(&self.cell, |cur| {
+            Some(Snapshot {
                 catalog: Arc::clone(&cur.catalog),
-                values: Arc::new(values),
-            });
-            let prev = self.cell.compare_and_swap(&cur, next);
-            if Arc::ptr_eq(&prev, &cur) {
-                return true;
-            }
-        }
+                values: Arc::new(change(&cur.config.tokens, &cur.values)?),
+            })
+        })
     }
 }

@@ -175,7 +175,7 @@ impl App {
             rx,
             drain.clone(),
         ));
-        tracing::info!(listener = "proxy", addr = %proxy_addr, tls = acceptor_is_tls(&config), "listening");
+        tracing::info!(listener = "proxy", addr = %proxy_addr, tls = config.server.tls.is_some(), "listening");
 
         let (requests, queue) = mpsc::channel::<Request>(QUEUE);
         let (admin_reloads, mut admin_rx) = mpsc::channel::<ReloadRequest>(4);
@@ -274,8 +274,4 @@ impl App {
         self.shutdown().await;
         Ok(())
     }
-}
-
-fn acceptor_is_tls(config: &Config) -> bool {
-    config.server.tls.is_some()
 }

@@ -215,12 +215,9 @@ impl Reloader {
         }
         ports.settle(&config, fresh);
         drop(ports);
+        let attached = snapshot::attached(&config);
         for (name, why) in &published.values.errors {
-            if config
-                .connectors
-                .values()
-                .any(|c| c.headers.tokens().iter().any(|(_, t)| t == name))
-            {
+            if attached.contains(name.as_str()) {
                 tracing::warn!(token = %name, reason = %why, "token has no value; connectors using it answer 503");
             }
         }

@@ -420,6 +420,7 @@ fn route(
                 .split_connector()
                 .ok_or(GatewayError::UnknownConnector)?;
             let conn = snap
+                .routes
                 .connectors
                 .get(name)
                 .filter(|c| c.spec.auth == AuthMode::ApiKey)
@@ -428,6 +429,7 @@ fn route(
         }
         Listener::Dedicated { connector, bound } => {
             let conn = snap
+                .routes
                 .connectors
                 .get(connector)
                 .filter(|c| {

@@ -121,15 +121,23 @@ impl ValueCell for FixedCell {
     }
 
     fn update(&self, change: &mut dyn FnMut(&Specs, &TokenSet) -> Option<TokenSet>) -> bool {
-        loop {
-            let old = self.set.load_full();
-            let Some(next) = change(&self.specs, &old) else {
-                return false;
-            };
-            let prev = self.set.compare_and_swap(&old, Arc::new(next));
-            if Arc::ptr_eq(&prev, &old) {
-                return true;
-            }
+        store_if(&self.set, |old| change(&self.specs, old))
+    }
+}
+
+/// Stores what `next` builds from the current value, when it builds
+/// something: a compare-and-swap, re-derived if another writer raced.
+/// (arc-swap's `rcu` stores even when nothing changed.) Returns whether it
+/// stored. Every value cell writes through it.
+pub fn store_if<T>(cell: &ArcSwap<T>, mut next: impl FnMut(&T) -> Option<T>) -> bool {
+    loop {
+        let cur = cell.load_full();
+        let Some(new) = next(&cur) else {
+            return false;
+        };
+        let prev = cell.compare_and_swap(&cur, Arc::new(new));
+        if Arc::ptr_eq(&prev, &cur) {
+            return true;
         }
     }
 }
