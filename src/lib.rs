@@ -12,7 +12,8 @@
 //! 3. `state`: the handles the services share
 //! 4. `snapshot`: everything a request reads, published in one swap
 //! 5. `error`, `listen`: the one error → response mapping; accept loops
-//! 6. `auth`: who is calling, keys and their lifecycle
+//! 6. `auth`, `objects`: who is calling, keys and their lifecycle; the
+//!    run-time catalog (API-made objects and what a change does)
 //! 7. `tokens`: token values, refresh, per-user tokens
 //! 8. `store`, `metrics`, `upstream`: persistence, counters, the client
 //! 9. `config`: YAML → validated model
@@ -35,6 +36,7 @@ pub mod error;
 pub mod listen;
 pub mod lock;
 pub mod metrics;
+pub mod objects;
 pub mod proxy;
 pub mod secret;
 pub mod snapshot;

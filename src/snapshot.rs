@@ -168,9 +168,11 @@ pub fn routes(config: &Config, prev: Option<&Routes>) -> Result<Routes, Vec<Conf
                 }
                 Err(message) => {
                     errors.push(ConfigError {
-                        line: None,
-                        column: None,
-                        message: format!("connector `{name}`: {message}"),
+                        pointer: Some(format!(
+                            "/connectors/{}/ca_file",
+                            crate::config::escape_pointer(name)
+                        )),
+                        ..ConfigError::plain(format!("connector `{name}`: {message}"))
                     });
                     continue;
                 }
@@ -298,11 +300,9 @@ pub async fn build(
         // was checked already, so the store is damaged) refuses to start,
         // as SPEC §5 asks; a later reload keeps serving and says why.
         Err(e) if prev.generation == 0 => {
-            return Err(vec![ConfigError {
-                line: None,
-                column: None,
-                message: format!("stored token values cannot be restored: {e}"),
-            }]);
+            return Err(vec![ConfigError::plain(format!(
+                "stored token values cannot be restored: {e}"
+            ))]);
         }
         Err(e) => tracing::error!(error = %e, "stored token values could not be restored"),
     }

@@ -467,12 +467,9 @@ impl Sample for ConfigError {
                 line: Some(3),
                 column: Some(5),
                 message: "unknown field".into(),
+                pointer: Some("/tokens/a/typo".into()),
             },
-            ConfigError {
-                line: None,
-                column: None,
-                message: "cannot read the file".into(),
-            },
+            ConfigError::plain("cannot read the file"),
         ]
     }
 }

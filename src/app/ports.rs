@@ -88,11 +88,7 @@ impl Ports {
                     let addr = l.local_addr().unwrap_or(want);
                     fresh.push((name.clone(), l, addr));
                 }
-                Err(e) => errors.push(ConfigError {
-                    line: None,
-                    column: None,
-                    message: e.to_string(),
-                }),
+                Err(e) => errors.push(ConfigError::plain(e.to_string())),
             }
         }
         if errors.is_empty() {

@@ -148,13 +148,8 @@ impl Reloader {
     }
 
     async fn load(&mut self) -> Outcome {
-        let text = std::fs::read_to_string(&self.config_path).map_err(|e| {
-            vec![ConfigError {
-                line: None,
-                column: None,
-                message: format!("cannot read config file: {e}"),
-            }]
-        })?;
+        let text = std::fs::read_to_string(&self.config_path)
+            .map_err(|e| vec![ConfigError::plain(format!("cannot read config file: {e}"))])?;
         self.config_digest = digest(text.as_bytes());
         let mut config = config::from_text(&text, &self.config_path).map_err(|e| e.0)?;
         self.trust = TrustFiles::of(&config);

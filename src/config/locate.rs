@@ -86,6 +86,25 @@ fn flow_key_offset(body: &str, key: &str, nth: usize) -> Option<(usize, usize)> 
     None
 }
 
+/// The RFC 6901 JSON pointer of a path (`/connectors/stripe/tokens/1`):
+/// how the admin API names the field at fault in a JSON body.
+pub fn pointer(path: &[Seg<'_>]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        out.push('/');
+        match seg {
+            Seg::Key(k) => out.push_str(&escape_pointer(k)),
+            Seg::Index(i) => out.push_str(&i.to_string()),
+        }
+    }
+    out
+}
+
+/// One reference token of a JSON pointer: `~` → `~0`, `/` → `~1`.
+pub fn escape_pointer(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
 /// Returns 1-based `(line, column)` of the deepest segment of `path` found.
 pub fn locate(text: &str, path: &[Seg<'_>]) -> Option<(usize, usize)> {
     locate_nth(text, path, 0)

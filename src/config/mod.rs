@@ -13,6 +13,7 @@
 
 mod locate;
 mod model;
+pub mod overlay;
 pub mod pattern;
 pub mod raw;
 pub mod source;
@@ -23,12 +24,15 @@ pub mod validate;
 use std::fmt;
 use std::path::Path;
 
+pub use locate::escape_pointer;
+pub use overlay::{Overlay, from_text_with};
+
 pub use model::{
     Admin, AuthMode, BUILTIN_ADMIN, Client, ClientKey, Config, Connector, DEFAULT_ADMIN_LISTEN,
     DEFAULT_KEY_PREFIX, DEFAULT_LISTEN, DeclaredKey, Expiry, FetchBody, Grant, HeaderPlan,
     HttpRequestSpec, JsonTemplate, JwtKey, JwtSpec, Keys, Limits, MAX_H2_KEEP_ALIVE,
-    MAX_HEADER_READ_TIMEOUT, MAX_IDLE_TIMEOUT, Param, Role, Server, Store, TlsFiles, TokenKind,
-    TokenSpec, Upstream, UserSpec, ValueSource, listen_matches,
+    MAX_HEADER_READ_TIMEOUT, MAX_IDLE_TIMEOUT, Param, Role, Section, Server, Store, TlsFiles,
+    TokenKind, TokenSpec, Upstream, UserSpec, ValueSource, listen_matches,
 };
 
 /// One problem in a config file, with its 1-based position where known.
@@ -37,6 +41,24 @@ pub struct ConfigError {
     pub line: Option<usize>,
     pub column: Option<usize>,
     pub message: String,
+    /// RFC 6901 pointer from the catalog root to the field at fault
+    /// (`/connectors/stripe/headers/X-API-Key`), where the problem has
+    /// one: what the admin API answers with, since a JSON body has no lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<String>,
+}
+
+impl ConfigError {
+    /// A problem with no place in the document (an unreadable file, a
+    /// port in use).
+    pub fn plain(message: impl Into<String>) -> Self {
+        ConfigError {
+            line: None,
+            column: None,
+            message: message.into(),
+            pointer: None,
+        }
+    }
 }
 
 /// Every problem found in one config file.
@@ -45,11 +67,7 @@ pub struct ConfigErrors(pub Vec<ConfigError>);
 
 impl ConfigErrors {
     fn one(message: String) -> Self {
-        ConfigErrors(vec![ConfigError {
-            line: None,
-            column: None,
-            message,
-        }])
+        ConfigErrors(vec![ConfigError::plain(message)])
     }
 
     /// `PATH:LINE:COL: message` lines, as `keygate check` prints them.
@@ -94,6 +112,7 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Confi
                 line: loc.as_ref().map(|l| l.line()),
                 column: loc.as_ref().map(|l| l.column()),
                 message: redact_yaml_message(&err.to_string()),
+                pointer: None,
             });
             Err(ConfigErrors(errors))
         }
@@ -158,6 +177,7 @@ fn problem_error(text: &str, problem: &strict::Problem) -> ConfigError {
         line: pos.map(|p| p.0),
         column: pos.map(|p| p.1),
         message,
+        pointer: Some(locate::pointer(&full)),
     }
 }
 
@@ -172,14 +192,19 @@ fn redact_yaml_message(msg: &str) -> String {
     crate::secret::redact_quoted(msg)
 }
 
-/// Parses and validates config text that was read from `path`.
+/// Parses and validates config text that was read from `path`, alone
+/// (no objects made through the admin API: what `keygate check` sees).
 pub fn from_text(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
-    let raw: raw::RawConfig = if text.trim().is_empty() {
-        raw::RawConfig::default()
+    from_text_with(text, path, &Overlay::default())
+}
+
+/// The file's raw mirror; an empty file is an empty config.
+fn parse_file(text: &str) -> Result<raw::RawConfig, ConfigErrors> {
+    if text.trim().is_empty() {
+        Ok(raw::RawConfig::default())
     } else {
-        parse_yaml(text)?
-    };
-    validate::validate(raw, text, path)
+        parse_yaml(text)
+    }
 }
 
 /// Reads, parses and validates the config file at `path`.

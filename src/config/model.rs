@@ -9,7 +9,7 @@
 //! [`HeaderPlan`] can only be made through [`HeaderPlan::new`], which refuses
 //! two writers of one header name.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -52,9 +52,60 @@ pub struct Config {
     /// `keygate check` must not count as the operator's.
     pub declared_roles: usize,
     pub declared_clients: usize,
+    /// The objects made through the admin API (laid over the file by
+    /// `overlay.rs`); every other named object comes from the file.
+    pub from_api: BTreeSet<(Section, String)>,
+}
+
+/// The named sections of the catalog: what the admin API can create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Section {
+    Tokens,
+    Connectors,
+    Roles,
+    Clients,
+}
+
+impl Section {
+    pub const ALL: [Section; 4] = [
+        Section::Tokens,
+        Section::Connectors,
+        Section::Roles,
+        Section::Clients,
+    ];
+
+    /// The YAML key and URL segment: `tokens`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Section::Tokens => "tokens",
+            Section::Connectors => "connectors",
+            Section::Roles => "roles",
+            Section::Clients => "clients",
+        }
+    }
+
+    /// One object of it, for messages and audit records: `token`.
+    pub fn one(self) -> &'static str {
+        match self {
+            Section::Tokens => "token",
+            Section::Connectors => "connector",
+            Section::Roles => "role",
+            Section::Clients => "client",
+        }
+    }
+
+    pub fn from_key(key: &str) -> Option<Section> {
+        Section::ALL.into_iter().find(|s| s.key() == key)
+    }
 }
 
 impl Config {
+    /// Whether `name` in `section` was made through the admin API (else
+    /// it comes from the file, or is the built-in `keygate-admin`).
+    pub fn is_api(&self, section: Section, name: &str) -> bool {
+        self.from_api.contains(&(section, name.to_string()))
+    }
+
     /// The one-line summary `keygate check` prints: what the file
     /// declares (the built-in `keygate-admin` role and client are not
     /// counted).

@@ -61,6 +61,36 @@ impl fmt::Debug for StoredTokenValue {
     }
 }
 
+/// A catalog object made through the admin API: its definition as JSON in
+/// the config file's shape (never a secret value), and its version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    /// `tokens`, `connectors`, `roles` or `clients`.
+    pub section: String,
+    pub name: String,
+    pub body: String,
+    pub version: u64,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+/// One step of a catalog change, conditional on what the writer read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectWrite {
+    /// Create (`expected: None`: only if absent) or replace (only if the
+    /// stored version is `expected`).
+    Put {
+        object: StoredObject,
+        expected: Option<u64>,
+    },
+    /// Delete, only if the stored version is `expected`.
+    Delete {
+        section: String,
+        name: String,
+        expected: u64,
+    },
+}
+
 /// A store failure. The text is for the operator's log, never a client:
 /// it names paths, key ids and SQLite's own message, never a value.
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +212,14 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError>;
     fn put_token_value(&self, value: &StoredTokenValue) -> Result<(), StoreError>;
     fn load_token_values(&self) -> Result<Vec<StoredTokenValue>, StoreError>;
+    /// Forgets a run-time value (its token was deleted), so a token made
+    /// later under the same name starts empty.
+    fn delete_token_value(&self, name: &str) -> Result<(), StoreError>;
+    fn load_objects(&self) -> Result<Vec<StoredObject>, StoreError>;
+    /// Applies `writes` in one transaction, each conditional on the version
+    /// its writer read: `Ok(false)` means one condition failed (another
+    /// writer got there first) and nothing was written.
+    fn write_objects(&self, writes: &[ObjectWrite]) -> Result<bool, StoreError>;
 }
 
 /// Writes `content` to `path` readable by the owner only, flushed to disk.

@@ -9,11 +9,14 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Store, StoreError, StoredKey, StoredTokenValue, StoredUsage, Usage};
+use super::{
+    ObjectWrite, Store, StoreError, StoredKey, StoredObject, StoredTokenValue, StoredUsage, Usage,
+};
 
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_keys.sql"),
     include_str!("migrations/0002_token_values.sql"),
+    include_str!("migrations/0003_catalog.sql"),
 ];
 
 #[derive(Debug)]
@@ -353,6 +356,84 @@ impl Store for SqliteStore {
         })?;
         rows.collect::<Result<_, _>>().map_err(StoreError::from)
     }
+
+    fn delete_token_value(&self, name: &str) -> Result<(), StoreError> {
+        self.conn()?
+            .execute("DELETE FROM token_values WHERE name = ?1", params![name])
+            .map(|_| ())
+            .map_err(StoreError::from)
+    }
+
+    fn load_objects(&self) -> Result<Vec<StoredObject>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(
+            "SELECT section, name, body, version, created_at, updated_at FROM catalog_objects ORDER BY section, name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(StoredObject {
+                section: r.get(0)?,
+                name: r.get(1)?,
+                body: r.get(2)?,
+                version: column_u64(r, 3)?,
+                created_ms: column_u64(r, 4)?,
+                updated_ms: column_u64(r, 5)?,
+            })
+        })?;
+        rows.collect::<Result<_, _>>().map_err(StoreError::from)
+    }
+
+    fn write_objects(&self, writes: &[ObjectWrite]) -> Result<bool, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        for w in writes {
+            let changed = match w {
+                ObjectWrite::Put {
+                    object: o,
+                    expected: None,
+                } => tx.execute(
+                    "INSERT INTO catalog_objects (section, name, body, version, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(section, name) DO NOTHING",
+                    params![
+                        o.section,
+                        o.name,
+                        o.body,
+                        int(o.version),
+                        int(o.created_ms),
+                        int(o.updated_ms)
+                    ],
+                )?,
+                ObjectWrite::Put {
+                    object: o,
+                    expected: Some(v),
+                } => tx.execute(
+                    "UPDATE catalog_objects SET body = ?3, version = ?4, updated_at = ?5
+                     WHERE section = ?1 AND name = ?2 AND version = ?6",
+                    params![
+                        o.section,
+                        o.name,
+                        o.body,
+                        int(o.version),
+                        int(o.updated_ms),
+                        int(*v)
+                    ],
+                )?,
+                ObjectWrite::Delete {
+                    section,
+                    name,
+                    expected,
+                } => tx.execute(
+                    "DELETE FROM catalog_objects WHERE section = ?1 AND name = ?2 AND version = ?3",
+                    params![section, name, int(*expected)],
+                )?,
+            };
+            if changed != 1 {
+                // Dropping the transaction rolls every earlier step back.
+                return Ok(false);
+            }
+        }
+        tx.commit()?;
+        Ok(true)
+    }
 }
 
 #[cfg(test)]
@@ -489,6 +570,52 @@ mod tests {
     }
 
     #[test]
+    fn catalog_writes_are_conditional_and_atomic() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("k.db");
+        let store = SqliteStore::open(&path).expect("open");
+        let obj = |name: &str, version: u64| StoredObject {
+            section: "tokens".into(),
+            name: name.into(),
+            body: format!("{{\"v\":{version}}}"),
+            version,
+            created_ms: 1,
+            updated_ms: version,
+        };
+        let put = |name: &str, version: u64, expected| ObjectWrite::Put {
+            object: obj(name, version),
+            expected,
+        };
+        assert!(store.write_objects(&[put("a", 1, None)]).expect("create"));
+        // A second create of the same name, or an update from a stale
+        // version, writes nothing.
+        assert!(!store.write_objects(&[put("a", 1, None)]).expect("dup"));
+        assert!(!store.write_objects(&[put("a", 3, Some(2))]).expect("stale"));
+        // One failing step rolls back the steps before it.
+        assert!(
+            !store
+                .write_objects(&[put("b", 1, None), put("a", 3, Some(2))])
+                .expect("rolled back")
+        );
+        assert!(
+            store
+                .write_objects(&[put("a", 2, Some(1))])
+                .expect("update")
+        );
+        drop(store);
+        let store = SqliteStore::open(&path).expect("reopen");
+        assert_eq!(store.load_objects().expect("load"), vec![obj("a", 2)]);
+        let delete = |expected| ObjectWrite::Delete {
+            section: "tokens".into(),
+            name: "a".into(),
+            expected,
+        };
+        assert!(!store.write_objects(&[delete(1)]).expect("stale delete"));
+        assert!(store.write_objects(&[delete(2)]).expect("delete"));
+        assert!(store.load_objects().expect("load").is_empty());
+    }
+
+    #[test]
     fn refuses_a_newer_schema() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("k.db");
@@ -502,7 +629,7 @@ mod tests {
                 e,
                 StoreError::SchemaTooNew {
                     found: 99,
-                    supported: 2
+                    supported: 3
                 }
             ),
             "{e:?}"

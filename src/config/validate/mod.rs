@@ -26,40 +26,57 @@ mod http_request;
 mod server;
 mod tokens;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 pub use fields::{is_http_token, parse_listen, valid_key_prefix};
 
-use super::locate::{Seg, locate};
-use super::model::{Admin, BUILTIN_ADMIN, Client, Config, Connector, Role, Server};
+use super::locate::{Seg, locate, pointer};
+use super::model::{Admin, BUILTIN_ADMIN, Client, Config, Connector, Role, Section, Server};
 use super::raw::RawConfig;
 use super::{ConfigError, ConfigErrors};
 
-/// Collects errors with their positions in `text`.
+/// Collects errors with their positions in `text` and their JSON
+/// pointers. An object made through the admin API has no place in the
+/// file, so its errors carry the pointer only.
 struct Errors<'t> {
     text: &'t str,
+    from_api: &'t BTreeSet<(Section, String)>,
     list: Vec<ConfigError>,
 }
 
 impl Errors<'_> {
     fn at(&mut self, path: &[Seg<'_>], message: impl Into<String>) {
-        let pos = locate(self.text, path);
+        let api = match path {
+            [Seg::Key(section), Seg::Key(name), ..] => Section::from_key(section)
+                .is_some_and(|s| self.from_api.contains(&(s, (*name).to_string()))),
+            _ => false,
+        };
+        let pos = if api { None } else { locate(self.text, path) };
         self.list.push(ConfigError {
             line: pos.map(|p| p.0),
             column: pos.map(|p| p.1),
             message: message.into(),
+            pointer: Some(pointer(path)),
         });
     }
 }
 
 /// Turns the raw mirror into a validated [`Config`], or every error found.
-pub fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+/// `from_api` names the objects of `raw` that the admin API made (laid
+/// over the file by `overlay.rs`): one validator for both.
+pub fn validate(
+    raw: RawConfig,
+    text: &str,
+    path: &Path,
+    from_api: &BTreeSet<(Section, String)>,
+) -> Result<Config, ConfigErrors> {
     let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let mut e = Errors {
         text,
+        from_api,
         list: Vec::new(),
     };
     let server = server::server(&mut e, &raw.server, &base);
@@ -75,7 +92,13 @@ pub fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, Confi
     if !e.list.is_empty() {
         return Err(ConfigErrors(e.list));
     }
-    let (declared_roles, declared_clients) = (roles.len(), clients.len());
+    let from_file = |section: Section, names: &mut dyn Iterator<Item = &String>| {
+        names
+            .filter(|n| !from_api.contains(&(section, (*n).clone())))
+            .count()
+    };
+    let declared_roles = from_file(Section::Roles, &mut roles.keys());
+    let declared_clients = from_file(Section::Clients, &mut clients.keys());
     roles.entry(BUILTIN_ADMIN.to_string()).or_insert_with(|| {
         Arc::new(Role {
             name: BUILTIN_ADMIN.to_string(),
@@ -104,6 +127,7 @@ pub fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, Confi
         clients,
         declared_roles,
         declared_clients,
+        from_api: from_api.clone(),
     })
 }
 
