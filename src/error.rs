@@ -18,6 +18,7 @@ use http::{Method, Response, StatusCode};
 use crate::auth::keys::KeyError;
 use crate::body::Body;
 use crate::metrics::AuthFailure;
+use crate::objects::{ChangeError, Problem};
 use crate::store::StoreError;
 use crate::store::sealed::SealError;
 use crate::tokens::values::TokenValueError;
@@ -52,6 +53,25 @@ pub enum GatewayError {
     /// Admin API: the change would end the last live key that can use the
     /// admin API, locking every operator out; refused unless forced.
     LastAdminKey,
+    /// Admin API: the object comes from the config file (or is built in)
+    /// and is read-only here. The text names the file.
+    ConfigOwned(String),
+    /// Admin API: an object of that name exists.
+    AlreadyExists(String),
+    /// Admin API: deleting it would leave other objects naming it; `token`
+    /// picks the code (`token_in_use` for a token used by connectors).
+    InUse {
+        token: bool,
+        message: String,
+    },
+    /// Admin API: `If-Match` names another version (RFC 9110 §13.1.1).
+    PreconditionFailed(String),
+    /// Admin API: the change breaks a config rule; one problem each, with
+    /// the JSON pointer of its field.
+    Unprocessable(Vec<Problem>),
+    /// Admin API: the change has effects the request must confirm
+    /// (`?confirm=true`).
+    ConfirmationRequired(String),
     BodyTooLarge,
     UpstreamUnavailable,
     CredentialUnavailable(String),
@@ -77,6 +97,13 @@ pub enum ErrorCode {
     MethodNotAllowed,
     Conflict,
     LastAdminKey,
+    ConfigOwned,
+    AlreadyExists,
+    TokenInUse,
+    InUse,
+    PreconditionFailed,
+    ValidationFailed,
+    ConfirmationRequired,
     BodyTooLarge,
     UpstreamUnavailable,
     CredentialUnavailable,
@@ -100,6 +127,13 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Conflict => "conflict",
             ErrorCode::LastAdminKey => "last_admin_key",
+            ErrorCode::ConfigOwned => "config_owned",
+            ErrorCode::AlreadyExists => "already_exists",
+            ErrorCode::TokenInUse => "token_in_use",
+            ErrorCode::InUse => "in_use",
+            ErrorCode::PreconditionFailed => "precondition_failed",
+            ErrorCode::ValidationFailed => "validation_failed",
+            ErrorCode::ConfirmationRequired => "confirmation_required",
             ErrorCode::BodyTooLarge => "body_too_large",
             ErrorCode::UpstreamUnavailable => "upstream_unavailable",
             ErrorCode::CredentialUnavailable => "credential_unavailable",
@@ -125,6 +159,13 @@ impl ErrorCode {
             | ErrorCode::MethodNotAllowed
             | ErrorCode::Conflict
             | ErrorCode::LastAdminKey
+            | ErrorCode::ConfigOwned
+            | ErrorCode::AlreadyExists
+            | ErrorCode::TokenInUse
+            | ErrorCode::InUse
+            | ErrorCode::PreconditionFailed
+            | ErrorCode::ValidationFailed
+            | ErrorCode::ConfirmationRequired
             | ErrorCode::BodyTooLarge
             | ErrorCode::UpstreamUnavailable
             | ErrorCode::CredentialUnavailable
@@ -202,6 +243,35 @@ impl GatewayError {
                 "this would leave no live key that can use the admin API; create another admin key first, or repeat with ?force=true (recovery: `keygate admin-key --reset`)"
                     .into(),
             ),
+            ConfigOwned(m) => (StatusCode::CONFLICT, ErrorCode::ConfigOwned, m.clone()),
+            AlreadyExists(m) => (StatusCode::CONFLICT, ErrorCode::AlreadyExists, m.clone()),
+            InUse { token, message } => (
+                StatusCode::CONFLICT,
+                if *token {
+                    ErrorCode::TokenInUse
+                } else {
+                    ErrorCode::InUse
+                },
+                message.clone(),
+            ),
+            PreconditionFailed(m) => (
+                StatusCode::PRECONDITION_FAILED,
+                ErrorCode::PreconditionFailed,
+                m.clone(),
+            ),
+            Unprocessable(problems) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::ValidationFailed,
+                match problems.as_slice() {
+                    [one] => one.message.clone(),
+                    many => format!("{} problems; see `problems`", many.len()),
+                },
+            ),
+            ConfirmationRequired(m) => (
+                StatusCode::CONFLICT,
+                ErrorCode::ConfirmationRequired,
+                m.clone(),
+            ),
             BodyTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 ErrorCode::BodyTooLarge,
@@ -237,9 +307,15 @@ impl GatewayError {
     /// The one error → response function.
     pub fn to_response(&self, request_id: &str) -> Response<Body> {
         let (status, code, message) = self.parts();
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": { "code": code.as_str(), "message": message, "request_id": request_id }
         });
+        if let (GatewayError::Unprocessable(problems), Some(error)) = (self, body.get_mut("error"))
+            && let Ok(list) = serde_json::to_value(problems)
+            && let Some(map) = error.as_object_mut()
+        {
+            map.insert("problems".into(), list);
+        }
         let mut resp = Response::new(Body::full(body.to_string()));
         *resp.status_mut() = status;
         let h = resp.headers_mut();
@@ -370,6 +446,29 @@ impl From<TokenValueError> for GatewayError {
             TokenValueError::Open { .. }
             | TokenValueError::NotUtf8 { .. }
             | TokenValueError::Unrestorable { .. } => internal("token value restore failure", &e),
+        }
+    }
+}
+
+/// Catalog refusals answer with their own text (422 with every problem);
+/// store failures are `internal`.
+impl From<ChangeError> for GatewayError {
+    fn from(e: ChangeError) -> Self {
+        match e {
+            ChangeError::NotFound { .. } => GatewayError::NotFound(e.to_string()),
+            ChangeError::ConfigOwned { .. } => GatewayError::ConfigOwned(e.to_string()),
+            ChangeError::Exists { .. } => GatewayError::AlreadyExists(e.to_string()),
+            ChangeError::VersionMismatch { .. } | ChangeError::Raced { .. } => {
+                GatewayError::PreconditionFailed(e.to_string())
+            }
+            ChangeError::InUse { section, .. } => GatewayError::InUse {
+                token: section == crate::config::Section::Tokens,
+                message: e.to_string(),
+            },
+            ChangeError::Invalid(problems) => GatewayError::Unprocessable(problems),
+            ChangeError::NotAConnector => GatewayError::NotFound(e.to_string()),
+            ChangeError::ValueNotSet { .. } => internal("catalog value write failed", &e),
+            ChangeError::Store(e) => e.into(),
         }
     }
 }

@@ -17,21 +17,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::{Map, Value};
+use tokio::sync::oneshot;
 
 use crate::config::{self, BUILTIN_ADMIN, Config, ConfigError, Overlay, Section};
 use crate::secret::{Secret, check_header_safe};
 use crate::store::{ObjectWrite, Store, StoreError, StoredObject};
 use crate::tokens::values::MAX_VALUE;
 
-/// One API-made object: its definition (the file's shape, without the
-/// name) and its version, which `ETag`/`If-Match` carry.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ApiObject {
-    pub body: Value,
-    pub version: u64,
-    pub created_ms: u64,
-    pub updated_ms: u64,
-}
+pub use crate::config::ApiDef as ApiObject;
 
 /// Every API-made object, by section and name.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -85,11 +78,7 @@ impl ApiObjects {
     /// The definitions, for `config::from_text_with`.
     pub fn overlay(&self) -> Overlay {
         Overlay {
-            objects: self
-                .objects
-                .iter()
-                .map(|(k, o)| (k.clone(), o.body.clone()))
-                .collect(),
+            objects: self.objects.clone(),
         }
     }
 }
@@ -177,8 +166,29 @@ pub enum ChangeError {
     /// (a second replica, later); nothing was written.
     #[error("{} `{name}` changed meanwhile; read it again", section.one())]
     Raced { section: Section, name: String },
+    /// The object was published but the value sent with it could not be
+    /// kept (the store failed); set it again with `PUT …/value`.
+    #[error("token `{token}` was saved, but its value was not: {why}")]
+    ValueNotSet { token: String, why: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// What the admin API asks the one reload loop to do: reload the file, or
+/// apply a catalog change. Each is answered once it is published (or
+/// refused).
+#[derive(Debug)]
+pub enum Command {
+    Reload(oneshot::Sender<Result<u64, Vec<ConfigError>>>),
+    Change(Change, oneshot::Sender<Result<Applied, ChangeError>>),
+}
+
+/// A published change: the generation that carries it and the object's
+/// version after it (`None` once deleted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub generation: u64,
+    pub version: Option<u64>,
 }
 
 /// A change that passed every check: the objects after it, the config
@@ -467,7 +477,7 @@ fn stored(section: Section, name: &str, o: &ApiObject) -> StoredObject {
 
 /// The validator's errors as problems of the changed object: pointers
 /// inside it are made relative to the body; others keep only `at`.
-fn problems(section: Section, name: &str, errs: Vec<ConfigError>) -> Vec<Problem> {
+pub fn problems(section: Section, name: &str, errs: Vec<ConfigError>) -> Vec<Problem> {
     let root = format!("/{}/{}", section.key(), config::escape_pointer(name));
     errs.into_iter()
         .map(|e| {

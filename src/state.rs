@@ -122,6 +122,12 @@ impl Shared {
         }
     }
 
+    /// The store, owned: for work that outlives a borrow of `self` (the
+    /// blocking pool, a catalog change's commit).
+    pub fn store_handle(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.store)
+    }
+
     /// The published snapshot: load once per request and keep it.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.published.load()

@@ -20,8 +20,9 @@ use super::router::Ctx;
 use crate::auth::keys::{self, KeyMetadata, NewKey};
 use crate::clock::rfc3339;
 use crate::config::units::format_duration;
-use crate::config::{AuthMode, TokenKind, ValueSource};
+use crate::config::{AuthMode, Client, Config, Connector, Section, TokenKind, ValueSource};
 use crate::error::GatewayError;
+use crate::objects::Command;
 use crate::secret::Secret;
 use crate::snapshot::Snapshot;
 use crate::state::{ReloadStatus, Shared, TlsStatus};
@@ -67,8 +68,8 @@ pub struct Reloaded {
 
 pub async fn reload(cx: Ctx) -> Result<Json<Reloaded>, GatewayError> {
     let (tx, rx) = oneshot::channel();
-    cx.reload
-        .send(tx)
+    cx.commands
+        .send(Command::Reload(tx))
         .await
         .map_err(|_| GatewayError::Internal)?;
     match rx.await.map_err(|_| GatewayError::Internal)? {
@@ -109,6 +110,57 @@ pub struct ConnectorView {
     pub static_headers: Vec<String>,
     pub timeouts: Timeouts,
     pub max_request_body: u64,
+    #[serde(flatten)]
+    pub owner: Ownership,
+}
+
+/// Who owns a catalog object: the config file (read-only here) or the
+/// admin API, with the version `ETag` and `If-Match` carry.
+#[derive(Debug, Serialize)]
+pub struct Ownership {
+    pub source: ObjectSource,
+    /// The file a `config` object comes from (`built-in` for the
+    /// `keygate-admin` role and client); `None` for API objects.
+    pub file: Option<String>,
+    /// `None` for `config` objects: they change with the file.
+    pub version: Option<u64>,
+    pub created_at: Option<String>,
+    pub updated_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectSource {
+    Config,
+    Api,
+}
+
+impl Ownership {
+    pub fn of(config: &Config, section: Section, name: &str) -> Self {
+        match config.from_api.get(&(section, name.to_string())) {
+            Some(def) => Ownership {
+                source: ObjectSource::Api,
+                file: None,
+                version: Some(def.version),
+                created_at: Some(rfc3339(from_ms(def.created_ms))),
+                updated_at: Some(rfc3339(from_ms(def.updated_ms))),
+            },
+            None => Ownership {
+                source: ObjectSource::Config,
+                file: Some(
+                    crate::objects::config_owner(config, section, name)
+                        .unwrap_or_else(|| config.path.display().to_string()),
+                ),
+                version: None,
+                created_at: None,
+                updated_at: None,
+            },
+        }
+    }
+}
+
+fn from_ms(ms: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
 }
 
 /// A token a connector injects, and where.
@@ -127,52 +179,55 @@ pub struct Timeouts {
 }
 
 pub async fn connectors(cx: Ctx) -> Result<Json<ConnectorList>, GatewayError> {
-    let shared = &cx.shared;
-    let snap = shared.snapshot();
+    let snap = cx.shared.snapshot();
     let list: Vec<_> = snap
         .config
         .connectors
         .values()
-        .map(|c| {
-            let tokens: Vec<_> = c
-                .headers
-                .tokens()
-                .iter()
-                .map(|(h, t)| {
-                    let prefix = snap.config.tokens.get(t).and_then(|s| s.prefix.clone());
-                    ConnectorToken {
-                        name: t.clone(),
-                        header: h.as_str().to_string(),
-                        prefix,
-                    }
-                })
-                .collect();
-            let statics = c
-                .headers
-                .statics()
-                .iter()
-                .map(|(h, _)| h.as_str().to_string())
-                .collect();
-            ConnectorView {
-                name: c.name.clone(),
-                description: c.description.clone(),
-                upstream: c.upstream.to_string(),
-                listen: c.listen.map(|l| l.to_string()),
-                auth: match c.auth {
-                    AuthMode::ApiKey => "api_key",
-                    AuthMode::None => "none",
-                },
-                tokens,
-                static_headers: statics,
-                timeouts: Timeouts {
-                    connect: format_duration(c.connect_timeout),
-                    response: format_duration(c.response_timeout),
-                },
-                max_request_body: c.max_request_body,
+        .map(|c| connector_view(&snap, c))
+        .collect();
+    Ok(Json(ConnectorList { connectors: list }))
+}
+
+/// One connector as the admin API shows it.
+pub(super) fn connector_view(snap: &Snapshot, c: &Connector) -> ConnectorView {
+    let tokens: Vec<_> = c
+        .headers
+        .tokens()
+        .iter()
+        .map(|(h, t)| {
+            let prefix = snap.config.tokens.get(t).and_then(|s| s.prefix.clone());
+            ConnectorToken {
+                name: t.clone(),
+                header: h.as_str().to_string(),
+                prefix,
             }
         })
         .collect();
-    Ok(Json(ConnectorList { connectors: list }))
+    let statics = c
+        .headers
+        .statics()
+        .iter()
+        .map(|(h, _)| h.as_str().to_string())
+        .collect();
+    ConnectorView {
+        name: c.name.clone(),
+        description: c.description.clone(),
+        upstream: c.upstream.to_string(),
+        listen: c.listen.map(|l| l.to_string()),
+        auth: match c.auth {
+            AuthMode::ApiKey => "api_key",
+            AuthMode::None => "none",
+        },
+        tokens,
+        static_headers: statics,
+        timeouts: Timeouts {
+            connect: format_duration(c.connect_timeout),
+            response: format_duration(c.response_timeout),
+        },
+        max_request_body: c.max_request_body,
+        owner: Ownership::of(&snap.config, Section::Connectors, &c.name),
+    }
 }
 
 /// `GET /api/v1/tokens`.
@@ -204,7 +259,17 @@ pub struct TokenView {
     pub kind: &'static str,
     pub header: String,
     pub prefix: Option<String>,
-    pub source: TokenSource,
+    /// Who owns the definition: `config` (the file) or `api`.
+    pub source: ObjectSource,
+    /// The file a `config` token comes from.
+    pub file: Option<String>,
+    /// The definition's version (`ETag`, `If-Match`); `None` for `config`
+    /// tokens. `version` below is the *value's*.
+    pub definition_version: Option<u64>,
+    pub created_at: Option<String>,
+    pub definition_updated_at: Option<String>,
+    /// Where the value comes from.
+    pub value_source: TokenSource,
     pub state: TokenState,
     pub version: Option<u64>,
     /// First 8 hex digits of the value's SHA-256.
@@ -246,7 +311,7 @@ pub enum TokenState {
     PerRequest,
 }
 
-fn one_token(
+pub(super) fn one_token(
     snap: &Snapshot,
     spec: &crate::config::TokenSpec,
     set: &crate::tokens::TokenSet,
@@ -280,13 +345,19 @@ fn one_token(
         .map(|e| e.to_string())
         .or(user_error.map(|e| e.to_string()))
         .or_else(|| set.errors.get(&spec.name).cloned());
+    let owner = Ownership::of(&snap.config, Section::Tokens, &spec.name);
     TokenView {
         name: spec.name.clone(),
         description: spec.description.clone(),
         kind: spec.type_name(),
         header: spec.header.as_str().to_string(),
         prefix: spec.prefix.clone(),
-        source,
+        source: owner.source,
+        file: owner.file,
+        definition_version: owner.version,
+        created_at: owner.created_at,
+        definition_updated_at: owner.updated_at,
+        value_source: source,
         state,
         version: value.map(|v| v.version),
         fingerprint: value.map(|v| v.fingerprint.clone()),
@@ -303,7 +374,7 @@ struct SetValue {
 }
 
 /// One token after a change; `404` if a reload dropped it meanwhile.
-fn token_view(shared: &Shared, name: &str) -> Result<TokenView, GatewayError> {
+pub(super) fn token_view(shared: &Shared, name: &str) -> Result<TokenView, GatewayError> {
     let snap = shared.snapshot();
     let set = &snap.values;
     snap.config
@@ -368,6 +439,8 @@ pub struct ClientView {
     pub name: String,
     pub description: Option<String>,
     pub roles: Vec<RoleRef>,
+    #[serde(flatten)]
+    pub owner: Ownership,
 }
 
 /// A role a client holds, and whether it opens the admin API.
@@ -378,32 +451,35 @@ pub struct RoleRef {
 }
 
 pub async fn clients(cx: Ctx) -> Result<Json<ClientList>, GatewayError> {
-    let shared = &cx.shared;
-    let snap = shared.snapshot();
+    let snap = cx.shared.snapshot();
     let list: Vec<_> = snap
         .config
         .clients
         .values()
-        .map(|c| {
-            let roles: Vec<_> = c
-                .roles
-                .iter()
-                .map(|r| {
-                    let admin = snap.config.roles.get(r).is_some_and(|x| x.admin);
-                    RoleRef {
-                        name: r.clone(),
-                        admin,
-                    }
-                })
-                .collect();
-            ClientView {
-                name: c.name.clone(),
-                description: c.description.clone(),
-                roles,
+        .map(|c| client_view(&snap.config, c))
+        .collect();
+    Ok(Json(ClientList { clients: list }))
+}
+
+/// One client as the admin API shows it.
+pub(super) fn client_view(config: &Config, c: &Client) -> ClientView {
+    let roles: Vec<_> = c
+        .roles
+        .iter()
+        .map(|r| {
+            let admin = config.roles.get(r).is_some_and(|x| x.admin);
+            RoleRef {
+                name: r.clone(),
+                admin,
             }
         })
         .collect();
-    Ok(Json(ClientList { clients: list }))
+    ClientView {
+        name: c.name.clone(),
+        description: c.description.clone(),
+        roles,
+        owner: Ownership::of(config, Section::Clients, &c.name),
+    }
 }
 
 /// `GET /api/v1/keys`, oldest first.
@@ -505,7 +581,7 @@ pub async fn roll_key(cx: Ctx) -> Result<Created<KeyRolled>, GatewayError> {
 /// `force=true` or `force=false` is understood; anything else in the query
 /// is refused rather than ignored, so a misspelt `force` is an error, not
 /// a request that quietly runs without it.
-fn force(req: &Request<Incoming>) -> Result<bool, GatewayError> {
+pub(super) fn force(req: &Request<Incoming>) -> Result<bool, GatewayError> {
     let mut force = false;
     for pair in req.uri().query().unwrap_or("").split('&') {
         match pair {
@@ -529,7 +605,7 @@ fn force(req: &Request<Incoming>) -> Result<bool, GatewayError> {
 
 /// Runs store work on the blocking pool; its domain error becomes an
 /// answer through `error.rs`.
-async fn blocking<T: Send + 'static, E: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static, E: Send + 'static>(
     f: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, GatewayError>
 where
@@ -543,7 +619,9 @@ where
 
 /// Reads a JSON body: over 64 KiB → 413, not JSON or unknown fields → 400.
 /// An empty body reads as `{}`.
-async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, GatewayError> {
+pub(super) async fn read_json<T: DeserializeOwned>(
+    req: Request<Incoming>,
+) -> Result<T, GatewayError> {
     if req
         .headers()
         .get(CONTENT_LENGTH)

@@ -8,14 +8,33 @@
 //! | `GET /api/v1/status` | admin | config generation, loaded-at, last reload result and its trigger, TLS certificate state |
 //! | `POST /api/v1/reload` | admin | reload the config file now (400 naming every problem) |
 //! | `GET /api/v1/connectors` | admin | connectors, their tokens' names, headers, prefixes |
+//! | `POST /api/v1/connectors` | admin | create a connector (201; 422 naming every problem) |
+//! | `GET /api/v1/connectors/{name}` | admin | one connector, its version as `ETag` |
+//! | `PATCH /api/v1/connectors/{name}` | admin | merge-patch an API connector (`If-Match`; 409 for the file's) |
+//! | `DELETE /api/v1/connectors/{name}` | admin | delete an API connector (409 while a role grants it) |
+//! | `PUT /api/v1/connectors/{name}/tokens` | admin | attach and detach tokens in one step |
 //! | `GET /api/v1/tokens` | admin | token state and fingerprints, never values |
+//! | `POST /api/v1/tokens` | admin | create a token, optionally with its value (sealed) |
+//! | `GET /api/v1/tokens/{name}` | admin | one token, its definition version as `ETag` |
+//! | `PATCH /api/v1/tokens/{name}` | admin | merge-patch an API token |
+//! | `DELETE /api/v1/tokens/{name}` | admin | delete an API token (409 `token_in_use` naming the connectors) |
 //! | `PUT /api/v1/tokens/{name}/value` | admin | set a run-time value (hot-swapped, stored encrypted; 409 for env/file tokens) |
 //! | `POST /api/v1/tokens/{name}/refresh` | admin | refresh an `http_request` token now |
+//! | `GET /api/v1/roles` | admin | roles and what each allows |
+//! | `POST /api/v1/roles` | admin | create a role |
+//! | `GET /api/v1/roles/{name}` | admin | one role |
+//! | `PATCH /api/v1/roles/{name}` | admin | merge-patch an API role |
+//! | `DELETE /api/v1/roles/{name}` | admin | delete an API role (409 while a client holds it) |
 //! | `GET /api/v1/clients` | admin | clients and roles |
+//! | `POST /api/v1/clients` | admin | create a client |
+//! | `GET /api/v1/clients/{name}` | admin | one client |
+//! | `PATCH /api/v1/clients/{name}` | admin | merge-patch an API client |
+//! | `DELETE /api/v1/clients/{name}` | admin | delete an API client; its live keys are revoked after `?confirm=true` |
 //! | `GET /api/v1/keys` | admin | metadata of every key, never the key |
 //! | `POST /api/v1/keys` | admin | create a key (201, shown once) |
 //! | `DELETE /api/v1/keys/{id}` | admin | revoke now, with its roll successors (204; 404 if already revoked) |
 //! | `POST /api/v1/keys/{id}/roll` | admin | successor key (201, shown once); the old one expires after the grace |
+//! | `GET /api/v1/export` | admin | the effective catalog as YAML (`keygate export`), never a secret |
 //! | `GET /api/v1/openapi.yaml` | admin | this API's OpenAPI document |
 //! | `GET /api/v1/openapi.json` | admin | the same document as JSON |
 //!
@@ -40,6 +59,7 @@
 //! The proxy listener serves none of this.
 
 mod api;
+mod catalog;
 mod document;
 #[cfg(test)]
 mod openapi_check;
@@ -53,13 +73,13 @@ use std::sync::Arc;
 use http::header::{CACHE_CONTROL, HeaderValue, PRAGMA};
 use http::{Request, Response};
 use hyper::body::Incoming;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::auth::caller;
 use crate::auth::{effective_roles, grants};
 use crate::body::Body;
-use crate::config::ConfigError;
 use crate::error::{GatewayError, X_REQUEST_ID};
+use crate::objects::Command;
 use crate::state::Shared;
 
 use router::Ctx;
@@ -68,18 +88,16 @@ pub use router::{Access, ROUTES, Route};
 /// The OpenAPI 3 description of this API.
 pub const OPENAPI: &str = include_str!("openapi.yaml");
 
-/// A request to reload, answered with the new generation or the errors.
-pub type ReloadRequest = oneshot::Sender<Result<u64, Vec<ConfigError>>>;
-
 #[derive(Debug, Clone)]
 pub struct Admin {
     shared: Arc<Shared>,
-    reload: mpsc::Sender<ReloadRequest>,
+    /// Into the one reload loop: reloads and catalog changes.
+    commands: mpsc::Sender<Command>,
 }
 
 impl Admin {
-    pub fn new(shared: Arc<Shared>, reload: mpsc::Sender<ReloadRequest>) -> Self {
-        Admin { shared, reload }
+    pub fn new(shared: Arc<Shared>, commands: mpsc::Sender<Command>) -> Self {
+        Admin { shared, commands }
     }
 
     pub async fn handle(&self, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
@@ -118,7 +136,7 @@ impl Admin {
         }
         let cx = Ctx {
             shared: Arc::clone(&self.shared),
-            reload: self.reload.clone(),
+            commands: self.commands.clone(),
             params,
             req,
         };

@@ -19,9 +19,10 @@ use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
 use super::reply::IntoReply;
-use super::{ReloadRequest, api, document, probes};
+use super::{api, catalog, document, probes};
 use crate::body::Body;
 use crate::error::GatewayError;
+use crate::objects::Command;
 use crate::state::Shared;
 
 /// Who may call a route.
@@ -37,7 +38,8 @@ pub enum Access {
 /// and the request (for its headers, query and body).
 pub(crate) struct Ctx {
     pub shared: Arc<Shared>,
-    pub reload: mpsc::Sender<ReloadRequest>,
+    /// Into the one reload loop.
+    pub commands: mpsc::Sender<Command>,
     pub params: Params,
     pub req: Request<Incoming>,
 }
@@ -83,14 +85,33 @@ pub static ROUTES: &[Route] = &[
     route!(GET "/api/v1/status", Admin, api::status),
     route!(POST "/api/v1/reload", Admin, api::reload),
     route!(GET "/api/v1/connectors", Admin, api::connectors),
+    route!(POST "/api/v1/connectors", Admin, catalog::create_connector),
+    route!(GET "/api/v1/connectors/{name}", Admin, catalog::get_connector),
+    route!(PATCH "/api/v1/connectors/{name}", Admin, catalog::patch_connector),
+    route!(DELETE "/api/v1/connectors/{name}", Admin, catalog::delete_connector),
+    route!(PUT "/api/v1/connectors/{name}/tokens", Admin, catalog::set_connector_tokens),
     route!(GET "/api/v1/tokens", Admin, api::tokens),
+    route!(POST "/api/v1/tokens", Admin, catalog::create_token),
+    route!(GET "/api/v1/tokens/{name}", Admin, catalog::get_token),
+    route!(PATCH "/api/v1/tokens/{name}", Admin, catalog::patch_token),
+    route!(DELETE "/api/v1/tokens/{name}", Admin, catalog::delete_token),
     route!(PUT "/api/v1/tokens/{name}/value", Admin, api::set_token_value),
     route!(POST "/api/v1/tokens/{name}/refresh", Admin, api::refresh_token),
+    route!(GET "/api/v1/roles", Admin, catalog::roles),
+    route!(POST "/api/v1/roles", Admin, catalog::create_role),
+    route!(GET "/api/v1/roles/{name}", Admin, catalog::get_role),
+    route!(PATCH "/api/v1/roles/{name}", Admin, catalog::patch_role),
+    route!(DELETE "/api/v1/roles/{name}", Admin, catalog::delete_role),
     route!(GET "/api/v1/clients", Admin, api::clients),
+    route!(POST "/api/v1/clients", Admin, catalog::create_client),
+    route!(GET "/api/v1/clients/{name}", Admin, catalog::get_client),
+    route!(PATCH "/api/v1/clients/{name}", Admin, catalog::patch_client),
+    route!(DELETE "/api/v1/clients/{name}", Admin, catalog::delete_client),
     route!(GET "/api/v1/keys", Admin, api::list_keys),
     route!(POST "/api/v1/keys", Admin, api::create_key),
     route!(DELETE "/api/v1/keys/{id}", Admin, api::revoke_key),
     route!(POST "/api/v1/keys/{id}/roll", Admin, api::roll_key),
+    route!(GET "/api/v1/export", Admin, catalog::export),
     route!(GET "/api/v1/openapi.yaml", Admin, document::yaml),
     route!(GET "/api/v1/openapi.json", Admin, document::json),
 ];

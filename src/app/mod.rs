@@ -24,13 +24,14 @@ use std::time::SystemTime;
 use tokio::sync::{mpsc, watch as channel};
 use tokio_rustls::TlsAcceptor;
 
-use crate::admin::{Admin, ReloadRequest};
+use crate::admin::Admin;
 use crate::auth::keys;
 use crate::clock::now_rfc3339;
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::listen::tls::{self, CertResolver};
 use crate::listen::{self, DrainControl};
 use crate::lock::lock;
+use crate::objects::{ApiObjects, Command};
 use crate::proxy::{Listener, Proxy};
 use crate::snapshot::Published;
 use crate::state::{ReloadTrigger, Shared};
@@ -50,6 +51,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     MasterKey(#[from] sealed::MasterKeyError),
+    #[error("cannot load the catalog objects: {0}")]
+    Catalog(#[from] crate::objects::LoadError),
     #[error("cannot load the stored keys: {0}")]
     Keys(#[source] crate::store::StoreError),
     #[error(transparent)]
@@ -88,13 +91,28 @@ pub struct App {
 
 impl App {
     /// Opens the store, publishes `config` and binds every listener.
+    ///
+    /// `config` is the file alone, as `main` read it; the store it names
+    /// holds the objects made through the admin API, and the config
+    /// published is the file read again with those laid over it.
     pub async fn start(config_path: PathBuf, config: Config) -> Result<Arc<App>, StartError> {
-        let config = Arc::new(config);
         let store_path = config.store.sqlite.clone();
         let store = SqliteStore::open(&store_path).map_err(|source| StartError::Store {
             path: store_path.clone(),
             source,
         })?;
+        let api = ApiObjects::load(&store)?;
+        let yaml = std::fs::read_to_string(&config_path)?;
+        let config = Arc::new(
+            config::from_text_with(&yaml, &config_path, &api.overlay())
+                .map_err(|e| StartError::Config(e.render(&config_path)))?,
+        );
+        if !api.objects.is_empty() {
+            tracing::info!(
+                objects = api.objects.len(),
+                "catalog objects made through the admin API loaded"
+            );
+        }
         let master = sealed::load_or_create(&config.store.master_key, &store)?;
         let shared = Arc::new(Shared::new(
             Published::empty(Arc::clone(&config)),
@@ -133,6 +151,8 @@ impl App {
             Arc::clone(&ports),
             tls,
             limits.clone(),
+            yaml,
+            api,
         );
         // The first load takes the path of every reload.
         reloader
@@ -178,13 +198,13 @@ impl App {
         tracing::info!(listener = "proxy", addr = %proxy_addr, tls = config.server.tls.is_some(), "listening");
 
         let (requests, queue) = mpsc::channel::<Request>(QUEUE);
-        let (admin_reloads, mut admin_rx) = mpsc::channel::<ReloadRequest>(4);
+        let (admin_commands, mut admin_rx) = mpsc::channel::<Command>(4);
         let (tx, rx) = channel::channel(false);
         stops.push(tx);
         tokio::spawn(listen::serve(
             admin_listener,
             None,
-            Admin::new(Arc::clone(&shared), admin_reloads),
+            Admin::new(Arc::clone(&shared), admin_commands),
             limits,
             rx,
             drain,
@@ -192,15 +212,18 @@ impl App {
         tracing::info!(listener = "admin", addr = %admin_addr, "listening");
 
         tokio::spawn(reloader.run(queue));
-        // `POST /api/v1/reload` joins the same queue.
+        // `POST /api/v1/reload` and catalog changes join the same queue.
         let forward = requests.clone();
         tokio::spawn(async move {
-            while let Some(reply) = admin_rx.recv().await {
-                let load = Request::Load {
-                    trigger: ReloadTrigger::Admin,
-                    reply: Some(reply),
+            while let Some(command) = admin_rx.recv().await {
+                let request = match command {
+                    Command::Reload(reply) => Request::Load {
+                        trigger: ReloadTrigger::Admin,
+                        reply: Some(reply),
+                    },
+                    Command::Change(change, reply) => Request::Change { change, reply },
                 };
-                if forward.send(load).await.is_err() {
+                if forward.send(request).await.is_err() {
                     return;
                 }
             }

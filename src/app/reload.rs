@@ -16,6 +16,7 @@
 //! re-reads `file:` token values, `file:` JWT secrets and the TLS pair.
 
 use std::collections::BTreeSet;
+use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -26,12 +27,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::ports::Ports;
 use super::watch::watch_dirs;
 use crate::auth::keys;
-use crate::clock::now_rfc3339;
-use crate::config::{self, Config, ConfigError};
+use crate::clock::{now_rfc3339, to_ms};
+use crate::config::{self, Config, ConfigError, Section};
 use crate::config::{Limits, TlsFiles};
 use crate::listen::tls::CertResolver;
+use crate::objects::{self, ApiObjects, Applied, Change, ChangeError, Op, Plan};
 use crate::snapshot::{self, file_digest};
 use crate::state::{ReloadStatus, ReloadTrigger, Shared};
+use crate::tokens::values;
 
 /// The answer to a load: the generation published, or why nothing was.
 pub type Outcome = Result<u64, Vec<ConfigError>>;
@@ -46,6 +49,11 @@ pub enum Request {
     },
     /// See whether anything watched changed.
     Check,
+    /// Apply a catalog change from the admin API, answered once published.
+    Change {
+        change: Change,
+        reply: oneshot::Sender<Result<Applied, ChangeError>>,
+    },
 }
 
 /// The state of the loop: what was last *tried* (good or refused), so a
@@ -66,6 +74,12 @@ pub struct Reloader {
     trust: TrustFiles,
     /// The folders the watcher watches, for the published config.
     dirs: watch::Sender<BTreeSet<PathBuf>>,
+    /// The file's text as last published: catalog changes are laid over
+    /// it, so a file being edited (or broken) meanwhile never blocks them
+    /// and is never half-applied by them.
+    yaml: String,
+    /// The API-made objects as last published (and stored).
+    api: ApiObjects,
 }
 
 impl Reloader {
@@ -75,17 +89,17 @@ impl Reloader {
         ports: Arc<tokio::sync::Mutex<Ports>>,
         tls: Option<Arc<CertResolver>>,
         limits: Limits,
+        yaml: String,
+        api: ApiObjects,
     ) -> (Self, watch::Receiver<BTreeSet<PathBuf>>) {
         let config = shared.snapshot().config.clone();
         let (dirs, watched) = watch::channel(watch_dirs(&config, &config_path));
         let reloader = Reloader {
             tls_digest: config.server.tls.as_ref().and_then(tls_files_digest),
             trust: TrustFiles::of(&config),
-            // What the start parsed (read again: the digest of the text,
-            // not of the parse).
-            config_digest: std::fs::read(&config_path)
-                .map(|b| digest(&b))
-                .unwrap_or_default(),
+            config_digest: digest(yaml.as_bytes()),
+            yaml,
+            api,
             shared,
             config_path,
             ports,
@@ -107,6 +121,9 @@ impl Reloader {
                     }
                 }
                 Request::Check => self.check().await,
+                Request::Change { change, reply } => {
+                    let _ = reply.send(self.change(change).await);
+                }
             }
         }
     }
@@ -151,21 +168,131 @@ impl Reloader {
         let text = std::fs::read_to_string(&self.config_path)
             .map_err(|e| vec![ConfigError::plain(format!("cannot read config file: {e}"))])?;
         self.config_digest = digest(text.as_bytes());
-        let mut config = config::from_text(&text, &self.config_path).map_err(|e| e.0)?;
+        let mut config = config::from_text_with(&text, &self.config_path, &self.api.overlay())
+            .map_err(|e| e.0)?;
         self.trust = TrustFiles::of(&config);
+        self.keep_running(&mut config);
+        let generation = self.publish(Arc::new(config)).await?;
+        self.yaml = text;
+        Ok(generation)
+    }
+
+    /// After start, puts the restart-only settings back (see
+    /// [`keep_restart_only`]) and says so if the file asked for a change.
+    fn keep_running(&self, config: &mut Config) {
         let old = self.shared.snapshot();
         // At start the running config is the one being loaded.
-        if old.generation > 0 && keep_restart_only(&mut config, &old.config, &self.limits) {
+        if old.generation > 0 && keep_restart_only(config, &old.config, &self.limits) {
             tracing::warn!(
                 "server.listen, admin.listen and server connection limit changes take effect at the next restart"
             );
         }
-        self.publish(Arc::new(config)).await
+    }
+
+    /// A catalog change: planned against the file as last published and
+    /// the API objects, built and bound aside, written to the store (only
+    /// if nobody changed the object since it was read), then published in
+    /// the one swap. Nothing is written if anything before the swap fails.
+    async fn change(&mut self, change: Change) -> Result<Applied, ChangeError> {
+        let running = self.shared.snapshot();
+        let (section, name) = (change.section, change.name.clone());
+        let deleting = matches!(change.op, Op::Delete);
+        let plan = objects::plan(
+            &self.api,
+            &running.config,
+            &self.yaml,
+            &self.config_path,
+            change,
+            to_ms(SystemTime::now()),
+        )?;
+        drop(running);
+        let Plan {
+            next,
+            mut config,
+            write,
+            value,
+            version_after,
+            ..
+        } = plan;
+        self.keep_running(&mut config);
+        let store = self.shared.store_handle();
+        let raced = name.clone();
+        let commit = move || match store.write_objects(std::slice::from_ref(&write)) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ChangeError::Raced {
+                section,
+                name: raced,
+            }),
+            Err(e) => Err(ChangeError::Store(e)),
+        };
+        let config = Arc::new(config);
+        let generation = self
+            .publish_with(Arc::clone(&config), commit)
+            .await
+            .map_err(|e| match e {
+                Refused::Config(errs) => {
+                    ChangeError::Invalid(objects::problems(section, &name, errs))
+                }
+                Refused::Commit(e) => e,
+            })?;
+        self.api = next;
+        self.trust = TrustFiles::of(&config);
+        tracing::info!(generation, object = %format!("{}/{name}", section.key()), "catalog change published");
+        if section == Section::Tokens && deleting {
+            // A token made later under this name must not inherit it.
+            if let Err(e) = self.shared.store_handle().delete_token_value(&name) {
+                tracing::warn!(token = %name, error = %e, "the deleted token's stored value could not be removed");
+            }
+        }
+        if let Some(value) = value {
+            // The token is published now, so its value can be: sealed,
+            // stored and swapped in before the answer goes out.
+            let shared = Arc::clone(&self.shared);
+            let token = name.clone();
+            tokio::task::spawn_blocking(move || {
+                values::set(
+                    shared.runtime_values(),
+                    &shared.snapshot().config.tokens,
+                    &token,
+                    value.expose(),
+                )
+            })
+            .await
+            .map_err(|_| ChangeError::ValueNotSet {
+                token: name.clone(),
+                why: "the value writer stopped".into(),
+            })?
+            .map_err(|e| ChangeError::ValueNotSet {
+                token: name.clone(),
+                why: e.to_string(),
+            })?;
+        }
+        Ok(Applied {
+            generation,
+            version: version_after,
+        })
     }
 
     /// Builds `config`'s snapshot aside, binds its new ports, publishes it
     /// in one swap, then starts and stops what it added and removed.
     pub async fn publish(&mut self, config: Arc<Config>) -> Outcome {
+        self.publish_with(config, || Ok::<(), Infallible>(()))
+            .await
+            .map_err(|e| match e {
+                Refused::Config(errs) => errs,
+                Refused::Commit(never) => match never {},
+            })
+    }
+
+    /// [`Self::publish`], with `commit` run after everything that can
+    /// refuse the config and before the swap: a catalog change is written
+    /// to the store only once its snapshot is built and its ports bound,
+    /// and published only once written.
+    async fn publish_with<E>(
+        &mut self,
+        config: Arc<Config>,
+        commit: impl FnOnce() -> Result<(), E>,
+    ) -> Result<u64, Refused<E>> {
         let old = self.shared.snapshot();
         let generation = old.generation + 1;
         let next = snapshot::build(
@@ -175,7 +302,8 @@ impl Reloader {
             self.shared.tokens(),
             self.shared.build_context(),
         )
-        .await?;
+        .await
+        .map_err(Refused::Config)?;
         let mut ports = self.ports.lock().await;
         let fresh = match ports.bind(&config).await {
             Ok(fresh) => fresh,
@@ -184,9 +312,19 @@ impl Reloader {
                 for r in &next.added {
                     r.stop();
                 }
-                return Err(errs);
+                return Err(Refused::Config(errs));
             }
         };
+        // On this task: one short transaction, and the loop handles one
+        // request at a time anyway.
+        if let Err(e) = commit() {
+            // Not written: nothing it built starts, its fresh ports close
+            // as they drop.
+            for r in &next.added {
+                r.stop();
+            }
+            return Err(Refused::Commit(e));
+        }
         let (published, replaced) = {
             // Under the key write lock: a revoke or roll decides the
             // last-admin-key rule on the config before this publish or
@@ -285,6 +423,13 @@ impl Reloader {
             }
         });
     }
+}
+
+/// Why a publish did not happen: the config was refused (built or bound),
+/// or its commit step failed.
+pub enum Refused<E> {
+    Config(Vec<ConfigError>),
+    Commit(E),
 }
 
 fn digest(bytes: &[u8]) -> [u8; 32] {

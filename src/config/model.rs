@@ -9,7 +9,7 @@
 //! [`HeaderPlan`] can only be made through [`HeaderPlan::new`], which refuses
 //! two writers of one header name.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -53,8 +53,21 @@ pub struct Config {
     pub declared_roles: usize,
     pub declared_clients: usize,
     /// The objects made through the admin API (laid over the file by
-    /// `overlay.rs`); every other named object comes from the file.
-    pub from_api: BTreeSet<(Section, String)>,
+    /// `overlay.rs`), with their definitions and versions; every other
+    /// named object comes from the file.
+    pub from_api: BTreeMap<(Section, String), ApiDef>,
+}
+
+/// An object made through the admin API: its definition as JSON in the
+/// file's shape (without its name; never a secret value) and its version,
+/// which `ETag`/`If-Match` carry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiDef {
+    pub body: serde_json::Value,
+    /// 1 at creation, +1 per change.
+    pub version: u64,
+    pub created_ms: u64,
+    pub updated_ms: u64,
 }
 
 /// The named sections of the catalog: what the admin API can create.
@@ -103,7 +116,7 @@ impl Config {
     /// Whether `name` in `section` was made through the admin API (else
     /// it comes from the file, or is the built-in `keygate-admin`).
     pub fn is_api(&self, section: Section, name: &str) -> bool {
-        self.from_api.contains(&(section, name.to_string()))
+        self.from_api.contains_key(&(section, name.to_string()))
     }
 
     /// The one-line summary `keygate check` prints: what the file

@@ -10,27 +10,20 @@
 //! the API never own the same name: a clash is an error naming both sides,
 //! at start, at a reload and at an API create alike.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
 use super::locate::{Seg, escape_pointer, locate};
-use super::model::{Config, Section};
+use super::model::{ApiDef, Config, Section};
 use super::raw::{RawClient, RawConfig, RawConnector, RawRole, RawToken};
 use super::{ConfigError, ConfigErrors, parse_file, strict};
 
-/// The API-made objects, by section and name, each the JSON body of its
-/// definition (the file's shape).
+/// The API-made objects, by section and name.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Overlay {
-    pub objects: BTreeMap<(Section, String), serde_json::Value>,
-}
-
-impl Overlay {
-    pub fn names(&self) -> BTreeSet<(Section, String)> {
-        self.objects.keys().cloned().collect()
-    }
+    pub objects: BTreeMap<(Section, String), ApiDef>,
 }
 
 /// Parses `text` (read from `path`), lays `overlay` over it and validates
@@ -38,7 +31,8 @@ impl Overlay {
 pub fn from_text_with(text: &str, path: &Path, overlay: &Overlay) -> Result<Config, ConfigErrors> {
     let mut raw = parse_file(text)?;
     let mut errors = Vec::new();
-    for ((section, name), body) in &overlay.objects {
+    for ((section, name), def) in &overlay.objects {
+        let body = &def.body;
         let at = [Seg::Key(section.key()), Seg::Key(name.as_str())];
         if in_file(&raw, *section, name) {
             let pos = locate(text, &at);
@@ -84,7 +78,7 @@ pub fn from_text_with(text: &str, path: &Path, overlay: &Overlay) -> Result<Conf
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
-    super::validate::validate(raw, text, path, &overlay.names())
+    super::validate::validate(raw, text, path, &overlay.objects)
 }
 
 fn in_file(raw: &RawConfig, section: Section, name: &str) -> bool {
@@ -154,7 +148,15 @@ mod tests {
         Overlay {
             objects: items
                 .iter()
-                .map(|(s, n, v)| ((*s, (*n).to_string()), v.clone()))
+                .map(|(s, n, v)| {
+                    let def = ApiDef {
+                        body: v.clone(),
+                        version: 1,
+                        created_ms: 0,
+                        updated_ms: 0,
+                    };
+                    ((*s, (*n).to_string()), def)
+                })
                 .collect(),
         }
     }

@@ -26,7 +26,7 @@ mod http_request;
 mod server;
 mod tokens;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -34,7 +34,9 @@ use std::sync::Arc;
 pub use fields::{is_http_token, parse_listen, valid_key_prefix};
 
 use super::locate::{Seg, locate, pointer};
-use super::model::{Admin, BUILTIN_ADMIN, Client, Config, Connector, Role, Section, Server};
+use super::model::{
+    Admin, ApiDef, BUILTIN_ADMIN, Client, Config, Connector, Role, Section, Server,
+};
 use super::raw::RawConfig;
 use super::{ConfigError, ConfigErrors};
 
@@ -43,7 +45,7 @@ use super::{ConfigError, ConfigErrors};
 /// file, so its errors carry the pointer only.
 struct Errors<'t> {
     text: &'t str,
-    from_api: &'t BTreeSet<(Section, String)>,
+    from_api: &'t BTreeMap<(Section, String), ApiDef>,
     list: Vec<ConfigError>,
 }
 
@@ -51,7 +53,7 @@ impl Errors<'_> {
     fn at(&mut self, path: &[Seg<'_>], message: impl Into<String>) {
         let api = match path {
             [Seg::Key(section), Seg::Key(name), ..] => Section::from_key(section)
-                .is_some_and(|s| self.from_api.contains(&(s, (*name).to_string()))),
+                .is_some_and(|s| self.from_api.contains_key(&(s, (*name).to_string()))),
             _ => false,
         };
         let pos = if api { None } else { locate(self.text, path) };
@@ -71,7 +73,7 @@ pub fn validate(
     raw: RawConfig,
     text: &str,
     path: &Path,
-    from_api: &BTreeSet<(Section, String)>,
+    from_api: &BTreeMap<(Section, String), ApiDef>,
 ) -> Result<Config, ConfigErrors> {
     let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let mut e = Errors {
@@ -94,7 +96,7 @@ pub fn validate(
     }
     let from_file = |section: Section, names: &mut dyn Iterator<Item = &String>| {
         names
-            .filter(|n| !from_api.contains(&(section, (*n).clone())))
+            .filter(|n| !from_api.contains_key(&(section, (*n).clone())))
             .count()
     };
     let declared_roles = from_file(Section::Roles, &mut roles.keys());
