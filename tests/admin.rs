@@ -213,7 +213,8 @@ async fn run_time_value_is_hot_swapped_persisted_encrypted_and_survives() {
     let r = env.admin(Method::GET, "/api/v1/tokens", None).await;
     let t = common::find_in(&r.json(), "tokens", "name", "runtime");
     assert_eq!(t["version"], 2);
-    assert_eq!(t["source"]["kind"], "admin");
+    assert_eq!(t["value_source"]["kind"], "admin");
+    assert_eq!(t["source"], "config");
     assert_eq!(t["fingerprint"].as_str().map(str::len), Some(8));
     env.finish(&["sk_live_runtime_1", "sk_live_runtime_2"]);
 }

@@ -24,6 +24,8 @@ use super::api::{
     ClientList, ClientView, ConnectorList, ConnectorToken, ConnectorView, KeyCreated, KeyList,
     KeyRolled, Reloaded, RoleRef, Status, Timeouts, TokenList, TokenSource, TokenState, TokenView,
 };
+use super::api::{ObjectSource, Ownership};
+use super::catalog::{GrantView, RoleList, RoleView, Tagged, Yaml};
 use super::probes::{Health, Readiness};
 use super::reply::{Created, IntoReply, Json, NoContent, OpenApiJson, OpenApiYaml, OpenMetrics};
 use super::router::{Ctx, ROUTES};
@@ -354,16 +356,32 @@ fn every_answer_has_the_status_content_and_shape_openapi_yaml_gives() {
 #[test]
 fn error_answers_have_the_documented_shape() {
     let doc = openapi();
-    let resp = GatewayError::MethodNotAllowed(vec![http::Method::GET]).to_response("req-1");
-    let Body::Full(Some(bytes)) = resp.body() else {
-        panic!("an error has a body")
+    let body = |e: &GatewayError| {
+        let resp = e.to_response("req-1");
+        let Body::Full(Some(bytes)) = resp.body() else {
+            panic!("an error has a body")
+        };
+        serde_json::from_slice::<Value>(bytes).expect("json")
     };
-    let v: Value = serde_json::from_slice(bytes).expect("json");
+    let resp = GatewayError::MethodNotAllowed(vec![http::Method::GET]).to_response("req-1");
+    let problem = |at: Option<&str>| crate::objects::Problem {
+        pointer: "/headers/X-API-Key".into(),
+        at: at.map(str::to_string),
+        message: "written twice".into(),
+    };
+    let unprocessable = GatewayError::Unprocessable(vec![
+        problem(Some("/connectors/c/headers/X-API-Key")),
+        problem(None),
+    ]);
+    let values = [
+        body(&GatewayError::MethodNotAllowed(vec![http::Method::GET])),
+        body(&unprocessable),
+    ];
     let mut errs = Vec::new();
     check(
         &doc,
         &json!({"$ref": "#/components/schemas/Error"}),
-        &[&v],
+        &values.iter().collect::<Vec<_>>(),
         "Error",
         &mut errs,
     );
@@ -409,6 +427,93 @@ impl<T: Sample> Sample for Json<T> {
 impl<T: Sample> Sample for Created<T> {
     fn samples() -> Vec<Self> {
         T::samples().into_iter().map(Created).collect()
+    }
+}
+
+impl<R: Sample> Sample for Tagged<R> {
+    fn samples() -> Vec<Self> {
+        R::samples()
+            .into_iter()
+            .enumerate()
+            .map(|(i, reply)| Tagged {
+                version: (i % 2 == 0).then_some(3),
+                reply,
+            })
+            .collect()
+    }
+}
+
+impl Sample for Yaml {
+    fn samples() -> Vec<Self> {
+        vec![Yaml("tokens: {}\n".into())]
+    }
+}
+
+impl Sample for Ownership {
+    /// An API object first, then one from the file.
+    fn samples() -> Vec<Self> {
+        ObjectSource::samples()
+            .into_iter()
+            .map(|source| match source {
+                ObjectSource::Api => Ownership {
+                    source,
+                    file: None,
+                    version: Some(2),
+                    created_at: Some("2025-01-01T00:00:00Z".into()),
+                    updated_at: Some("2025-01-02T00:00:00Z".into()),
+                },
+                ObjectSource::Config => Ownership {
+                    source,
+                    file: Some("/etc/keygate/keygate.yaml".into()),
+                    version: None,
+                    created_at: None,
+                    updated_at: None,
+                },
+            })
+            .collect()
+    }
+}
+
+impl Sample for ObjectSource {
+    fn samples() -> Vec<Self> {
+        let all = vec![ObjectSource::Api, ObjectSource::Config];
+        for s in &all {
+            match s {
+                ObjectSource::Api | ObjectSource::Config => {}
+            }
+        }
+        all
+    }
+}
+
+impl Sample for RoleView {
+    fn samples() -> Vec<Self> {
+        Ownership::samples()
+            .into_iter()
+            .enumerate()
+            .map(|(i, owner)| {
+                let set = i % 2 == 0;
+                RoleView {
+                    name: "billing".into(),
+                    description: set.then(|| "billing calls".into()),
+                    admin: !set,
+                    allow: vec![GrantView {
+                        connector: "stripe".into(),
+                        methods: set.then(|| vec!["GET".into()]),
+                        paths: set.then(|| vec!["/v1/charges/**".into()]),
+                    }],
+                    owner,
+                }
+            })
+            .collect()
+    }
+}
+
+impl Sample for RoleList {
+    fn samples() -> Vec<Self> {
+        vec![RoleList {
+            roles: RoleView::samples(),
+        }]
     }
 }
 
@@ -586,6 +691,7 @@ impl Sample for ConnectorView {
                 response: "1m".into(),
             },
             max_request_body: 10 << 20,
+            owner: Ownership::samples().remove(usize::from(listen.is_some())),
         };
         vec![
             connector("api_key", Some("GitHub REST"), None),
@@ -656,13 +762,19 @@ impl Sample for TokenView {
             .map(|(i, (source, kind))| {
                 let set = i % 2 == 0;
                 let some = |s: &str| set.then(|| s.to_string());
+                let owner = Ownership::samples().remove(i % 2);
                 TokenView {
                     name: format!("token{i}"),
                     description: some("a token"),
                     kind,
                     header: "authorization".into(),
                     prefix: some("Bearer"),
-                    source,
+                    source: owner.source,
+                    file: owner.file,
+                    definition_version: owner.version,
+                    created_at: owner.created_at,
+                    definition_updated_at: owner.updated_at,
+                    value_source: source,
                     state: states[i % states.len()],
                     version: set.then_some(4),
                     fingerprint: some("0a1b2c3d"),
@@ -699,11 +811,13 @@ impl Sample for ClientView {
                         admin: true,
                     },
                 ],
+                owner: Ownership::samples().remove(0),
             },
             ClientView {
                 name: "keygate-admin".into(),
                 description: None,
                 roles: Vec::new(),
+                owner: Ownership::samples().remove(1),
             },
         ]
     }

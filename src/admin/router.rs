@@ -220,7 +220,7 @@ mod tests {
             "/nothing",
             "/api/v1",
             "/api/v1/keys/a/b",
-            "/api/v1/tokens/x",
+            "/api/v1/tokens/x/y",
             "//api/v1/keys",
             "/api/v1/keys/",
             "//api/v1/keys//",
