@@ -1,5 +1,7 @@
 //! The `keygate` command: `run`, `check`, `keygen`, `admin-key --reset`
-//! (SPEC §1) and the admin API clients.
+//! (SPEC §1) and the admin API clients (`keys`, `tokens`, `connectors`,
+//! `roles`, `clients`, `audit`, `export`; see `cli.rs`). This file holds
+//! the command tree and says which client call each command is.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,7 +68,10 @@ enum Command {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
-    /// Inspect and set token values through the admin API (key from KEYGATE_ADMIN_KEY).
+    /// Define tokens, inspect them, set their values (admin API).
+    ///
+    /// Tokens are upstream credentials. The admin key comes from
+    /// KEYGATE_ADMIN_KEY; a value only from stdin or a file, never argv.
     Tokens {
         #[arg(long, global = true, default_value = DEFAULT_ADMIN_URL)]
         admin_url: String,
@@ -75,6 +80,44 @@ enum Command {
         json: bool,
         #[command(subcommand)]
         command: TokensCommand,
+    },
+    /// Define data connectors and attach tokens to them (admin API).
+    ///
+    /// A connector is an upstream and the tokens injected into requests to
+    /// it. The admin key comes from KEYGATE_ADMIN_KEY.
+    Connectors {
+        #[arg(long, global = true, default_value = DEFAULT_ADMIN_URL)]
+        admin_url: String,
+        /// Print the admin API's JSON instead of a table.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: ConnectorsCommand,
+    },
+    /// Define roles: what a client may call (admin API).
+    ///
+    /// A role grants connectors, narrowed to methods and paths, and may
+    /// open the admin API. The admin key comes from KEYGATE_ADMIN_KEY.
+    Roles {
+        #[arg(long, global = true, default_value = DEFAULT_ADMIN_URL)]
+        admin_url: String,
+        /// Print the admin API's JSON instead of a table.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: RolesCommand,
+    },
+    /// Define clients, the callers that hold roles and keys (admin API).
+    ///
+    /// The admin key comes from KEYGATE_ADMIN_KEY.
+    Clients {
+        #[arg(long, global = true, default_value = DEFAULT_ADMIN_URL)]
+        admin_url: String,
+        /// Print the admin API's JSON instead of a table.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: ClientsCommand,
     },
     /// Manage API keys through the admin API (key from KEYGATE_ADMIN_KEY).
     Keys {
@@ -86,6 +129,32 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Show the audit log: who changed what, oldest first (admin API).
+    ///
+    /// Values appear as fingerprints, never in plaintext. The admin key
+    /// comes from KEYGATE_ADMIN_KEY.
+    Audit {
+        #[arg(long, default_value = DEFAULT_ADMIN_URL)]
+        admin_url: String,
+        /// Print the admin API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Only records at or after this RFC 3339 time (2025-01-01T00:00:00Z).
+        #[arg(long, value_name = "RFC3339")]
+        since: Option<String>,
+        /// At most N records (default: all).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
+    },
+    /// Print the effective catalog as YAML (admin API).
+    ///
+    /// The config file plus every object made through the admin API, as a
+    /// file `keygate check` accepts, to move API objects into Git. Secret
+    /// values appear as references, never in plaintext.
+    Export {
+        #[arg(long, default_value = DEFAULT_ADMIN_URL)]
+        admin_url: String,
+    },
 }
 
 const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:8081";
@@ -94,10 +163,147 @@ const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:8081";
 enum TokensCommand {
     /// Every token's state, version and fingerprint (never values).
     List,
+    /// One token: its definition, where its value comes from, its state.
+    Show { name: String },
+    /// Define a token; its value comes from stdin (--value-stdin), from a
+    /// definition file (-f), or is read by the gateway (--value-env,
+    /// --value-file), never from the command line.
+    Create {
+        name: String,
+        #[command(flatten)]
+        def: cli::TokenFlags,
+    },
+    /// Change a token made through the API (a merge patch: what you give
+    /// changes, the rest stays).
+    Update {
+        name: String,
+        #[command(flatten)]
+        def: cli::TokenFlags,
+        /// Only if the token is still at this version (from `show`).
+        #[arg(long, value_name = "VERSION")]
+        if_match: Option<String>,
+    },
+    /// Delete a token made through the API (refused while a connector uses it).
+    Delete {
+        name: String,
+        /// Only if the token is still at this version (from `show`).
+        #[arg(long, value_name = "VERSION")]
+        if_match: Option<String>,
+    },
     /// Set a run-time value, read from stdin (never from the command line).
     Set { name: String },
     /// Refresh an http_request token now.
     Refresh { name: String },
+}
+
+#[derive(Subcommand)]
+enum ConnectorsCommand {
+    /// Every connector: upstream, tokens, owner.
+    List,
+    /// One connector (static header names, never their values).
+    Show { name: String },
+    /// Define a connector.
+    Create {
+        name: String,
+        #[command(flatten)]
+        def: cli::ConnectorFlags,
+    },
+    /// Change a connector made through the API (a merge patch).
+    Update {
+        name: String,
+        #[command(flatten)]
+        def: cli::ConnectorFlags,
+        /// Only if the connector is still at this version (from `show`).
+        #[arg(long, value_name = "VERSION")]
+        if_match: Option<String>,
+    },
+    /// Add tokens to a connector (refused if it changed meanwhile).
+    Attach {
+        name: String,
+        #[arg(required = true)]
+        tokens: Vec<String>,
+    },
+    /// Take tokens off a connector (refused if it changed meanwhile).
+    Detach {
+        name: String,
+        #[arg(required = true)]
+        tokens: Vec<String>,
+    },
+    /// Delete a connector made through the API (refused while a role grants it).
+    Delete {
+        name: String,
+        /// Only if the connector is still at this version (from `show`).
+        #[arg(long, value_name = "VERSION")]
+        if_match: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RolesCommand {
+    /// Every role and what it allows.
+    List,
+    Show {
+        name: String,
+    },
+    /// Define a role.
+    Create {
+        name: String,
+        #[command(flatten)]
+        def: cli::RoleFlags,
+    },
+    /// Change a role made through the API (a merge patch).
+    Update {
+        name: String,
+        #[command(flatten)]
+        def: cli::RoleFlags,
+        /// Only if the role is still at this version (from `show`).
+        #[arg(long, value_name = "VERSION")]
+        if_match: Option<String>,
+    },
+    /// Delete a role made through the API (refused while a client holds it).
+    Delete {
+        name: String,
+        /// Only if the role is still at this version (from `show`).
+        #[arg(long, value_name = "VERSION")]
+        if_match: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientsCommand {
+    /// Every client and its roles.
+    List,
+    Show {
+        name: String,
+    },
+    /// Define a client; give it keys with `keygate keys create --client NAME`.
+    Create {
+        name: String,
+        #[command(flatten)]
+        def: cli::ClientFlags,
+    },
+    /// Change a client made through the API (a merge patch).
+    Update {
+        name: String,
+        #[command(flatten)]
+        def: cli::ClientFlags,
+        /// Only if the client is still at this version (from `show`).
+        #[arg(long, value_name = "VERSION")]
+        if_match: Option<String>,
+    },
+    /// Delete a client made through the API.
+    Delete {
+        name: String,
+        /// Revoke the client's live API keys with it (asked for when it has any).
+        #[arg(long)]
+        confirm: bool,
+        /// Go ahead even if that revokes the last live admin key.
+        #[arg(long)]
+        force: bool,
+        /// Only if the client is still at this version (from `show`).
+        #[arg(long, value_name = "VERSION")]
+        if_match: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -227,6 +433,34 @@ fn main() -> ExitCode {
             json,
             command,
         } => cli_runtime(tokens_command(&admin_url, json, command)),
+        Command::Connectors {
+            admin_url,
+            json,
+            command,
+        } => cli_runtime(connectors_command(&admin_url, json, command)),
+        Command::Roles {
+            admin_url,
+            json,
+            command,
+        } => cli_runtime(roles_command(&admin_url, json, command)),
+        Command::Clients {
+            admin_url,
+            json,
+            command,
+        } => cli_runtime(clients_command(&admin_url, json, command)),
+        Command::Audit {
+            admin_url,
+            json,
+            since,
+            limit,
+        } => cli_runtime(async move {
+            let client = cli::AdminClient::from_env(&admin_url)?;
+            let limit = limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+            cli::audit(&client, since.as_deref(), limit, json).await
+        }),
+        Command::Export { admin_url } => {
+            cli_runtime(async move { cli::export(&cli::AdminClient::from_env(&admin_url)?).await })
+        }
         Command::Run { config, log_format } => {
             init_logging(log_format);
             run(config)
@@ -260,16 +494,35 @@ async fn tokens_command(
     json: bool,
     command: TokensCommand,
 ) -> Result<ExitCode, String> {
+    use cli::{Mode, Section::Tokens};
     let client = cli::AdminClient::from_env(admin_url)?;
     let (status, v) = match command {
-        TokensCommand::List => client.call(Method::GET, "/api/v1/tokens", None).await?,
+        TokensCommand::List => client.list_all("/api/v1/tokens", "tokens").await?,
+        TokensCommand::Show { name } => return cli::show(&client, Tokens, &name, json).await,
+        TokensCommand::Create { name, def } => {
+            let def = def.definition(&name, Mode::Create)?;
+            return cli::create(&client, Tokens, &name, def, json).await;
+        }
+        TokensCommand::Update {
+            name,
+            def,
+            if_match,
+        } => {
+            let tag = cli::if_match(if_match.as_deref())?;
+            let patch = def.definition(&name, Mode::Update)?;
+            return cli::update(&client, Tokens, &name, patch, tag.as_deref(), json).await;
+        }
+        TokensCommand::Delete { name, if_match } => {
+            let tag = cli::if_match(if_match.as_deref())?;
+            return cli::delete(&client, Tokens, &name, "", tag.as_deref()).await;
+        }
         TokensCommand::Set { name } => {
             let value = cli::read_value_from_stdin()?;
             let body = serde_json::json!({ "value": value });
             client
                 .call(
                     Method::PUT,
-                    &format!("/api/v1/tokens/{name}/value"),
+                    &format!("{}/value", Tokens.path(&name)),
                     Some(body),
                 )
                 .await?
@@ -278,7 +531,7 @@ async fn tokens_command(
             client
                 .call(
                     Method::POST,
-                    &format!("/api/v1/tokens/{name}/refresh"),
+                    &format!("{}/refresh", Tokens.path(&name)),
                     None,
                 )
                 .await?
@@ -291,6 +544,113 @@ async fn tokens_command(
         };
         cli::print_line(&cli::table(&items, cli::TOKEN_COLUMNS))
     }))
+}
+
+async fn connectors_command(
+    admin_url: &str,
+    json: bool,
+    command: ConnectorsCommand,
+) -> Result<ExitCode, String> {
+    use cli::{Mode, Section::Connectors};
+    let client = cli::AdminClient::from_env(admin_url)?;
+    match command {
+        ConnectorsCommand::List => cli::list(&client, Connectors, json).await,
+        ConnectorsCommand::Show { name } => cli::show(&client, Connectors, &name, json).await,
+        ConnectorsCommand::Create { name, def } => {
+            let def = def.definition(&name, Mode::Create)?;
+            cli::create(&client, Connectors, &name, def, json).await
+        }
+        ConnectorsCommand::Update {
+            name,
+            def,
+            if_match,
+        } => {
+            let tag = cli::if_match(if_match.as_deref())?;
+            let patch = def.definition(&name, Mode::Update)?;
+            cli::update(&client, Connectors, &name, patch, tag.as_deref(), json).await
+        }
+        ConnectorsCommand::Attach { name, tokens } => {
+            cli::attach(&client, &name, &tokens, true, json).await
+        }
+        ConnectorsCommand::Detach { name, tokens } => {
+            cli::attach(&client, &name, &tokens, false, json).await
+        }
+        ConnectorsCommand::Delete { name, if_match } => {
+            let tag = cli::if_match(if_match.as_deref())?;
+            cli::delete(&client, Connectors, &name, "", tag.as_deref()).await
+        }
+    }
+}
+
+async fn roles_command(
+    admin_url: &str,
+    json: bool,
+    command: RolesCommand,
+) -> Result<ExitCode, String> {
+    use cli::Section::Roles;
+    let client = cli::AdminClient::from_env(admin_url)?;
+    match command {
+        RolesCommand::List => cli::list(&client, Roles, json).await,
+        RolesCommand::Show { name } => cli::show(&client, Roles, &name, json).await,
+        RolesCommand::Create { name, def } => {
+            let def = def.definition(&name)?;
+            cli::create(&client, Roles, &name, def, json).await
+        }
+        RolesCommand::Update {
+            name,
+            def,
+            if_match,
+        } => {
+            let tag = cli::if_match(if_match.as_deref())?;
+            let patch = def.definition(&name)?;
+            cli::update(&client, Roles, &name, patch, tag.as_deref(), json).await
+        }
+        RolesCommand::Delete { name, if_match } => {
+            let tag = cli::if_match(if_match.as_deref())?;
+            cli::delete(&client, Roles, &name, "", tag.as_deref()).await
+        }
+    }
+}
+
+async fn clients_command(
+    admin_url: &str,
+    json: bool,
+    command: ClientsCommand,
+) -> Result<ExitCode, String> {
+    use cli::Section::Clients;
+    let client = cli::AdminClient::from_env(admin_url)?;
+    match command {
+        ClientsCommand::List => cli::list(&client, Clients, json).await,
+        ClientsCommand::Show { name } => cli::show(&client, Clients, &name, json).await,
+        ClientsCommand::Create { name, def } => {
+            let def = def.definition(&name)?;
+            cli::create(&client, Clients, &name, def, json).await
+        }
+        ClientsCommand::Update {
+            name,
+            def,
+            if_match,
+        } => {
+            let tag = cli::if_match(if_match.as_deref())?;
+            let patch = def.definition(&name)?;
+            cli::update(&client, Clients, &name, patch, tag.as_deref(), json).await
+        }
+        ClientsCommand::Delete {
+            name,
+            confirm,
+            force,
+            if_match,
+        } => {
+            let tag = cli::if_match(if_match.as_deref())?;
+            let query = match (confirm, force) {
+                (false, false) => "",
+                (true, false) => "?confirm=true",
+                (false, true) => "?force=true",
+                (true, true) => "?confirm=true&force=true",
+            };
+            cli::delete(&client, Clients, &name, query, tag.as_deref()).await
+        }
+    }
 }
 
 async fn keys_command(
@@ -328,7 +688,7 @@ async fn keys_command(
             })
         }
         KeysCommand::List => {
-            let (status, v) = client.call(Method::GET, "/api/v1/keys", None).await?;
+            let (status, v) = client.list_all("/api/v1/keys", "keys").await?;
             cli::finish(status, StatusCode::OK, &v, json, |v| {
                 let items = v["keys"].as_array().cloned().unwrap_or_default();
                 cli::print_line(&cli::table(&items, cli::KEY_COLUMNS))
@@ -337,7 +697,11 @@ async fn keys_command(
         KeysCommand::Revoke { id, force } => {
             let query = if force { "?force=true" } else { "" };
             let (status, v) = client
-                .call(Method::DELETE, &format!("/api/v1/keys/{id}{query}"), None)
+                .call(
+                    Method::DELETE,
+                    &format!("/api/v1/keys/{}{query}", cli::escape(&id)),
+                    None,
+                )
                 .await?;
             cli::finish(status, StatusCode::NO_CONTENT, &v, false, |_| {
                 cli::print_line(&format!("revoked {id}"))
@@ -346,7 +710,11 @@ async fn keys_command(
         KeysCommand::Roll { id, grace } => {
             let body = serde_json::json!({"grace": grace});
             let (status, v) = client
-                .call(Method::POST, &format!("/api/v1/keys/{id}/roll"), Some(body))
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/keys/{}/roll", cli::escape(&id)),
+                    Some(body),
+                )
                 .await?;
             cli::finish(status, StatusCode::CREATED, &v, json, |v| {
                 let new_id = v["id"].as_str().unwrap_or("-");
