@@ -408,7 +408,17 @@ fn is_live_admin(snap: &KeyView, r: &KeyRecord, now: SystemTime) -> bool {
 /// ending already, at the end of their grace. Call with
 /// `shared.key_writes` held so the answer stays true until the write.
 fn admin_remains(shared: &dyn KeyContext, ending: &[String], now: SystemTime) -> bool {
-    let snap = shared.view();
+    remains(shared, &shared.view(), ending, now)
+}
+
+/// Whether some live key would still hold admin rights under `next` (a
+/// config about to be published, with its declared keys). Call with
+/// `shared.key_writes` held.
+pub fn admin_remains_in(shared: &dyn KeyContext, next: &KeyView, now: SystemTime) -> bool {
+    remains(shared, next, &[], now)
+}
+
+fn remains(shared: &dyn KeyContext, snap: &KeyView, ending: &[String], now: SystemTime) -> bool {
     let all = shared.index().all_with(&snap.declared);
     let rolled_over: HashSet<&str> = all
         .iter()
@@ -417,7 +427,7 @@ fn admin_remains(shared: &dyn KeyContext, ending: &[String], now: SystemTime) ->
     all.iter().any(|r| {
         !ending.contains(&r.id)
             && !rolled_over.contains(r.id.as_str())
-            && is_live_admin(&snap, r, now)
+            && is_live_admin(snap, r, now)
     })
 }
 
