@@ -274,7 +274,9 @@ pub fn load(shared: &dyn KeyContext) -> Result<usize, StoreError> {
 }
 
 fn check_name(name: &str) -> Result<(), KeyError> {
-    if name.trim().is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+    // Characters, as the message says, not bytes: a name in any script
+    // gets the same 100.
+    if name.trim().is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
         return Err(KeyError::BadName);
     }
     Ok(())
@@ -772,6 +774,19 @@ pub fn metadata(shared: &dyn KeyContext, r: &KeyRecord, now: SystemTime) -> KeyM
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_name_is_1_to_100_characters_in_any_script() {
+        assert!(
+            check_name(&"é".repeat(100)).is_ok(),
+            "200 bytes, 100 characters"
+        );
+        assert!(check_name(&"é".repeat(101)).is_err());
+        assert!(check_name(&"x".repeat(101)).is_err());
+        for bad in ["", "  ", "a\nb", "a\u{85}b"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
 
     /// The lifecycle's whole world: an index, a SQLite store, the write
     /// lock and a config.
