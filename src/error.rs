@@ -466,6 +466,7 @@ impl From<ChangeError> for GatewayError {
                 message: e.to_string(),
             },
             ChangeError::Invalid(problems) => GatewayError::Unprocessable(problems),
+            ChangeError::LastAdminKey => GatewayError::LastAdminKey,
             ChangeError::NotAConnector => GatewayError::NotFound(e.to_string()),
             ChangeError::ValueNotSet { .. } => internal("catalog value write failed", &e),
             ChangeError::Store(e) => e.into(),

@@ -116,6 +116,8 @@ pub struct Change {
     pub op: Op,
     /// The version from `If-Match`; the change applies only to it.
     pub if_match: Option<u64>,
+    /// `?force=true`: apply it even if it ends the last live admin key.
+    pub force: bool,
 }
 
 /// One problem with a change, for a `422`: where (an RFC 6901 pointer
@@ -160,6 +162,9 @@ pub enum ChangeError {
     },
     #[error("the change is not valid: {}", .0.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; "))]
     Invalid(Vec<Problem>),
+    /// It would leave no live key that can use the admin API.
+    #[error("this would leave no live key that can use the admin API")]
+    LastAdminKey,
     #[error("this route applies to connectors only")]
     NotAConnector,
     /// Another writer changed the store between the read and the write
@@ -221,17 +226,18 @@ pub fn plan(
         name,
         op,
         if_match,
+        force: _,
     } = change;
     let key = (section, name.clone());
     let existing = current.objects.get(&key);
-    if existing.is_none() {
-        if let Some(file) = config_owner(running, section, &name) {
-            return Err(ChangeError::ConfigOwned {
-                section,
-                name,
-                file,
-            });
-        }
+    if existing.is_none()
+        && let Some(file) = config_owner(running, section, &name)
+    {
+        return Err(ChangeError::ConfigOwned {
+            section,
+            name,
+            file,
+        });
     }
     let check_version = |o: &ApiObject| match if_match {
         Some(v) if v != o.version => Err(ChangeError::VersionMismatch {
@@ -522,6 +528,7 @@ mod tests {
                 name: name.into(),
                 op,
                 if_match: None,
+                force: false,
             },
             1000,
         )
@@ -615,6 +622,7 @@ mod tests {
             name: "r".into(),
             op: Op::Patch(json!({"description": "x"})),
             if_match: Some(v),
+            force: false,
         };
         assert!(matches!(
             plan(&objs, &running, FILE, path(), change(7), 2),

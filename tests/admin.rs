@@ -621,3 +621,109 @@ async fn the_openapi_document_is_served_as_yaml_and_json_to_admins() {
     assert!(paths["/api/v1/keys"]["post"]["responses"]["201"].is_object());
     gw.finish();
 }
+
+/// What every route answers by its kind, on the real binary, against the
+/// document it serves: without a key 401 with `WWW-Authenticate`, with
+/// two different keys 400, with a key without admin rights 403, and a body
+/// over 64 KiB 413 exactly where the document takes a body (a route that
+/// takes none ignores it). Each status must be one the document lists for
+/// the operation, with its `Keygate-Error` code. The rest is schemathesis's
+/// (`tests/schemathesis/run.sh`, in CI).
+#[tokio::test]
+async fn every_route_answers_its_key_and_body_refusals_as_documented() {
+    let mut env = Env::start().await;
+    let doc = env
+        .admin(Method::GET, "/api/v1/openapi.json", None)
+        .await
+        .json();
+    let (admin, app) = (bearer(&env.admin_key), bearer(&env.app_key));
+    let big = Bytes::from(vec![b' '; 64 * 1024 + 1]);
+    for route in keygate::admin::ROUTES {
+        let (m, p) = (route.method.clone(), route.pattern);
+        let op = &doc["paths"][p][m.as_str().to_ascii_lowercase()];
+        let documented = |r: &Reply, why: &str| {
+            let status = r.status.as_u16().to_string();
+            let listed = &op["responses"][&status];
+            assert!(listed.is_object(), "{m} {p} {why}: {status} undocumented");
+            let code = r.error_code();
+            let codes = doc_codes(&doc, listed);
+            assert!(
+                codes.is_empty() || code.as_ref().is_some_and(|c| codes.contains(c)),
+                "{m} {p} {why}: code {code:?} not in {codes:?}"
+            );
+        };
+        let url = env.gw.admin_url(
+            &p.replace("{name}", "runtime")
+                .replace("{id}", "key_missing"),
+        );
+        if route.access == keygate::admin::Access::Admin {
+            let r = send(m.clone(), &url, &[], Bytes::new()).await;
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{m} {p}");
+            assert!(r.headers.contains_key("www-authenticate"), "{m} {p}");
+            documented(&r, "without a key");
+            let two = [("authorization", admin.as_str()), ("x-api-key", "kg_other")];
+            let r = send(m.clone(), &url, &two, Bytes::new()).await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{m} {p}");
+            documented(&r, "with two keys");
+            let r = send(m.clone(), &url, &[("authorization", &app)], Bytes::new()).await;
+            assert_eq!(r.status, StatusCode::FORBIDDEN, "{m} {p}");
+            documented(&r, "with a key without admin rights");
+        }
+        let r = send(m.clone(), &url, &[("authorization", &admin)], big.clone()).await;
+        let takes_body = op.get("requestBody").is_some();
+        assert_eq!(
+            r.status == StatusCode::PAYLOAD_TOO_LARGE,
+            takes_body,
+            "{m} {p}: {} to a body over 64 KiB",
+            r.status
+        );
+        documented(&r, "with a body over 64 KiB");
+        env.seen.push(r.text());
+    }
+    env.finish(&[]);
+}
+
+/// The `Keygate-Error` codes a documented response lists (none: any).
+fn doc_codes(doc: &Value, response: &Value) -> Vec<String> {
+    let response = match response["$ref"].as_str() {
+        Some(r) => doc
+            .pointer(r.trim_start_matches('#'))
+            .unwrap_or(&Value::Null),
+        None => response,
+    };
+    response["headers"]["Keygate-Error"]["schema"]["enum"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.as_str().map(str::to_string))
+        .collect()
+}
+
+/// Refreshers run only for tokens a connector uses: refreshing an unused
+/// `http_request` token is the caller's mistake (409), not an outage (503).
+#[tokio::test]
+async fn refreshing_an_http_request_token_no_connector_uses_is_409() {
+    let up = Upstream::start().await;
+    let extra = format!(
+        "  unused-oauth: {{ type: http_request, request: {{ url: \"{}/token\" }}, response: {{ token: /t }}, header: X-T }}\n",
+        up.url()
+    );
+    let yaml = yaml(&up.url(), "").replace("tokens:\n", &format!("tokens:\n{extra}"));
+    let gw = Gateway::start(&yaml);
+    let key = initial_admin_key(&gw);
+    let r = common::admin(
+        &gw,
+        &key,
+        Method::POST,
+        "/api/v1/tokens/unused-oauth/refresh",
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    assert!(
+        r.text().contains("not used by any connector"),
+        "{}",
+        r.text()
+    );
+    gw.finish();
+}

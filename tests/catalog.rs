@@ -492,3 +492,68 @@ async fn api_objects_survive_a_restart_and_the_file_cannot_take_their_names() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn a_catalog_change_cannot_lock_every_operator_out() {
+    let env = Env::start().await;
+    for (path, body) in [
+        ("/api/v1/roles", json!({"name": "ops", "admin": true})),
+        (
+            "/api/v1/clients",
+            json!({"name": "ops-bot", "roles": ["ops"]}),
+        ),
+    ] {
+        let r = env.call(Method::POST, path, Some(body)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    }
+    let ops_key = env.new_key("ops-bot").await;
+    // The bootstrap key goes; the API-made admin key remains.
+    let r = env.call(Method::GET, "/api/v1/keys", None).await;
+    let boot = r.json()["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .find(|k| k["client"] == "keygate-admin")
+        .and_then(|k| k["id"].as_str())
+        .expect("bootstrap key")
+        .to_string();
+    let r = env
+        .call(Method::DELETE, &format!("/api/v1/keys/{boot}"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    // Taking admin from the last admin role, or the role from the last
+    // admin client, is refused; the operator can still work.
+    let r = admin(
+        &env.gw,
+        &ops_key,
+        Method::PATCH,
+        "/api/v1/roles/ops",
+        Some(json!({"admin": false})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    assert_eq!(r.error_code().as_deref(), Some("last_admin_key"));
+    let r = admin(
+        &env.gw,
+        &ops_key,
+        Method::PATCH,
+        "/api/v1/clients/ops-bot",
+        Some(json!({"roles": []})),
+    )
+    .await;
+    assert_eq!(r.error_code().as_deref(), Some("last_admin_key"));
+    let r = admin(&env.gw, &ops_key, Method::GET, "/api/v1/roles/ops", None).await;
+    assert_eq!(r.json()["admin"], true);
+    // Forced, it happens, and the key loses the admin API at once.
+    let r = admin(
+        &env.gw,
+        &ops_key,
+        Method::PATCH,
+        "/api/v1/roles/ops?force=true",
+        Some(json!({"admin": false})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = admin(&env.gw, &ops_key, Method::GET, "/api/v1/roles/ops", None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}

@@ -416,11 +416,14 @@ pub async fn refresh_token(cx: Ctx) -> Result<Json<TokenView>, GatewayError> {
             spec.type_name()
         )));
     }
-    let r = snap
-        .refreshers
-        .get(name)
-        .map(Arc::clone)
-        .ok_or_else(|| GatewayError::CredentialUnavailable(name.to_string()))?;
+    // Refreshers run only for tokens some connector uses: an unused
+    // token has nothing to refresh, which is the caller's doing (409),
+    // not an outage of its endpoint (503).
+    let r = snap.refreshers.get(name).map(Arc::clone).ok_or_else(|| {
+        GatewayError::Conflict(format!(
+            "token `{name}` is not used by any connector; it is fetched only for one"
+        ))
+    })?;
     let seen = snap.values.get(name).map(|v| v.version);
     r.refresh_after(seen)
         .await

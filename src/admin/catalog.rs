@@ -334,7 +334,7 @@ fn patch_body(name: &str, body: Value) -> Result<Value, GatewayError> {
 /// Runs `op` on `section/name` (the name from the body for a create, from
 /// the path otherwise) and returns the name once published.
 async fn change(cx: Ctx, section: Section, op: OpKind) -> Result<(Head, String), GatewayError> {
-    let (head, [], req, params) = head(cx, [])?;
+    let (head, [force], req, params) = head(cx, ["force"])?;
     let (name, op) = match op {
         OpKind::Create => {
             let (name, body) = split_name(read_json(req).await?)?;
@@ -359,6 +359,7 @@ async fn change(cx: Ctx, section: Section, op: OpKind) -> Result<(Head, String),
             name: name.clone(),
             op,
             if_match,
+            force,
         },
     )
     .await?;
@@ -384,8 +385,8 @@ async fn delete(cx: Ctx, section: Section) -> Result<NoContent, GatewayError> {
     let (head, [confirm, force], _req, params) = if section == Section::Clients {
         head(cx, ["confirm", "force"])?
     } else {
-        let (h, [], r, p) = head(cx, [])?;
-        (h, [false, false], r, p)
+        let (h, [force], r, p) = head(cx, ["force"])?;
+        (h, [false, force], r, p)
     };
     let name = params.get("name")?.to_string();
     if section == Section::Clients {
@@ -399,6 +400,7 @@ async fn delete(cx: Ctx, section: Section) -> Result<NoContent, GatewayError> {
             name,
             op: Op::Delete,
             if_match,
+            force,
         },
     )
     .await?;

@@ -71,7 +71,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{CACHE_CONTROL, HeaderValue, PRAGMA};
-use http::{Request, Response};
+use http::{HeaderMap, Request, Response};
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
@@ -110,18 +110,7 @@ impl Admin {
             Ok(r) => r,
             Err(e) => e.to_response(&request_id),
         };
-        let h = resp.headers_mut();
-        if let Ok(v) = HeaderValue::from_str(&request_id) {
-            h.insert(X_REQUEST_ID, v);
-        }
-        // Create and roll answer with a plaintext key, and every other API
-        // answer describes credentials: no browser, proxy or CLI cache may
-        // keep a copy (RFC 9111 §5.2.2.5; `Pragma` for HTTP/1.0 caches,
-        // RFC 9111 §5.4). Set here, once, so no route can forget it.
-        if api {
-            h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            h.insert(PRAGMA, HeaderValue::from_static("no-cache"));
-        }
+        finish(resp.headers_mut(), &request_id, api);
         resp
     }
 
@@ -161,6 +150,47 @@ impl Admin {
             self.shared.metrics().auth_failure(reason);
         }
         result
+    }
+}
+
+/// Every refusal [`Admin::authorize`] can answer, for the OpenAPI test
+/// (each route with a key must document them); kept beside it so that a
+/// change to one is seen in the other.
+#[cfg(test)]
+pub(crate) fn key_check_refusals() -> Vec<GatewayError> {
+    use caller::Refused;
+    let refused = [
+        Refused::Missing,
+        Refused::Invalid,
+        Refused::Expired,
+        Refused::Ambiguous("two different keys"),
+    ];
+    // A new way to refuse a key fails to compile here until it is listed.
+    for r in &refused {
+        match r {
+            Refused::Missing | Refused::Invalid | Refused::Expired | Refused::Ambiguous(_) => {}
+        }
+    }
+    let mut all: Vec<GatewayError> = refused.into_iter().map(GatewayError::from).collect();
+    // The key's client is gone from the config; the key has no admin role.
+    all.extend([GatewayError::InvalidApiKey, GatewayError::AdminForbidden]);
+    all
+}
+
+/// The headers every admin answer gets, whatever route or error made it:
+/// its request id, and for `api` paths no-store. The OpenAPI test runs
+/// answers through this too, so the document lists what is really sent.
+fn finish(h: &mut HeaderMap, request_id: &str, api: bool) {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert(X_REQUEST_ID, v);
+    }
+    // Create and roll answer with a plaintext key, and every other API
+    // answer describes credentials: no browser, proxy or CLI cache may
+    // keep a copy (RFC 9111 §5.2.2.5; `Pragma` for HTTP/1.0 caches,
+    // RFC 9111 §5.4). Set here, once, so no route can forget it.
+    if api {
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(PRAGMA, HeaderValue::from_static("no-cache"));
     }
 }
 

@@ -12,12 +12,25 @@
 //! that serves them. Samples fill every `Option` once with `Some` and once
 //! with `None` and name every enum variant, so a field or a variant the
 //! document lacks (or has too many of) is found.
+//!
+//! Errors: every handler fails with `GatewayError`, so its type alone
+//! allows any status. What a route can answer whatever its handler does
+//! follows from the route's kind: its key check (400 for two different
+//! keys, 401 with `WWW-Authenticate`, 403; listed beside the check
+//! itself), a path parameter naming an object (404), a request body (400,
+//! 413), a query parameter (400), and for `/api/` routes a failing store
+//! (500). Each of those errors is rendered by the real
+//! `GatewayError::to_response` and the admin listener's own header step,
+//! and must be documented for the operation with its status, body shape,
+//! `Keygate-Error` code and headers. Statuses only one handler gives (409,
+//! 503, a 400 for a refused value) are found by schemathesis in CI
+//! (`tests/schemathesis/run.sh`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
-use http::StatusCode;
-use http::header::CONTENT_TYPE;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
 use super::api::{
@@ -28,7 +41,8 @@ use super::api::{ObjectSource, Ownership};
 use super::catalog::{GrantView, RoleList, RoleView, Tagged, Yaml};
 use super::probes::{Health, Readiness};
 use super::reply::{Created, IntoReply, Json, NoContent, OpenApiJson, OpenApiYaml, OpenMetrics};
-use super::router::{Ctx, ROUTES};
+use super::router::{Ctx, ROUTES, Route};
+use super::{Access, finish, key_check_refusals};
 use crate::auth::KeySource;
 use crate::auth::keys::KeyMetadata;
 use crate::body::Body;
@@ -43,6 +57,7 @@ pub(crate) struct Answer {
     status: StatusCode,
     media: Option<String>,
     json: Option<Value>,
+    headers: HeaderMap,
 }
 
 /// Values of a response type that together reach every field: each
@@ -77,6 +92,7 @@ where
                 status: resp.status(),
                 media,
                 json,
+                headers: resp.headers().clone(),
             }
         })
         .collect()
@@ -258,7 +274,9 @@ fn check_one_of(
 }
 
 fn openapi() -> Value {
-    serde_yaml::from_str(super::OPENAPI).expect("openapi.yaml parses")
+    // The strict parse: a duplicate key (two `"404"` of one operation)
+    // fails here, as it fails the served JSON.
+    crate::config::parse_yaml(super::OPENAPI).expect("openapi.yaml parses")
 }
 
 #[test]
@@ -303,12 +321,22 @@ fn every_answer_has_the_status_content_and_shape_openapi_yaml_gives() {
         let op = &doc["paths"][r.pattern][r.method.as_str().to_ascii_lowercase()];
         let responses = op["responses"].as_object().expect("responses");
         let mut by_status: BTreeMap<u16, (Option<String>, Vec<Value>)> = BTreeMap::new();
+        let mut headers: Vec<(u16, HeaderMap)> = Vec::new();
         for a in (r.answers)() {
             let e = by_status
                 .entry(a.status.as_u16())
                 .or_insert_with(|| (a.media.clone(), Vec::new()));
             assert_eq!(e.0, a.media, "{route}: one media type per status");
             e.1.extend(a.json);
+            let mut h = a.headers;
+            finish(&mut h, "req-1", is_api(r));
+            headers.push((a.status.as_u16(), h));
+        }
+        for (status, h) in &headers {
+            if let Some(resp) = responses.get(&status.to_string()) {
+                let at = format!("{route} {status}");
+                check_headers(&doc, resolve(&doc, resp), h, false, &at, &mut errs);
+            }
         }
         for (status, (media, values)) in &by_status {
             let Some(resp) = responses.get(&status.to_string()) else {
@@ -373,16 +401,21 @@ fn error_answers_have_the_documented_shape() {
         problem(Some("/connectors/c/headers/X-API-Key")),
         problem(None),
     ]);
-    let values = [
-        body(&GatewayError::MethodNotAllowed(vec![http::Method::GET])),
-        body(&unprocessable),
-    ];
+    let plain = body(&GatewayError::MethodNotAllowed(vec![http::Method::GET]));
+    let invalid = body(&unprocessable);
     let mut errs = Vec::new();
     check(
         &doc,
         &json!({"$ref": "#/components/schemas/Error"}),
-        &values.iter().collect::<Vec<_>>(),
+        &[&plain],
         "Error",
+        &mut errs,
+    );
+    check(
+        &doc,
+        &json!({"$ref": "#/components/schemas/ValidationError"}),
+        &[&invalid],
+        "ValidationError",
         &mut errs,
     );
     assert!(errs.is_empty(), "{}", errs.join("\n"));
@@ -414,6 +447,195 @@ fn the_shape_check_finds_drift() {
     assert!(!run(&[json!({"a": "s", "b": null}), json!({"a": "s"})]).is_empty());
     assert!(!run(&[json!({"a": 1, "b": null})]).is_empty());
     assert!(!run(&[json!({"a": "s", "b": 1})]).is_empty(), "never null");
+}
+
+// ---- Errors ----
+
+/// Whether the admin listener marks the route's answers no-store (see
+/// `Admin::handle`; every such route needs a key, a router test says).
+fn is_api(r: &Route) -> bool {
+    r.pattern.starts_with("/api/")
+}
+
+/// Every way `headers` (an answer as sent) and the documented response
+/// `resp` disagree: a documented `required` header missing or off its
+/// schema, and with `all_documented`, a header sent but not documented
+/// (`Content-Type` and `Content-Length` are the body's business).
+fn check_headers(
+    doc: &Value,
+    resp: &Value,
+    headers: &HeaderMap,
+    all_documented: bool,
+    at: &str,
+    errs: &mut Vec<String>,
+) {
+    let empty = serde_json::Map::new();
+    let documented = resp["headers"].as_object().unwrap_or(&empty);
+    for (name, spec) in documented {
+        let spec = resolve(doc, spec);
+        let sent = headers
+            .get(name.as_str())
+            .map(|v| v.to_str().unwrap_or("(not text)"));
+        match sent {
+            None if spec["required"].as_bool() == Some(true) => {
+                errs.push(format!("{at}: documented header {name} is not sent"));
+            }
+            None => {}
+            Some(v) => {
+                let schema = resolve(doc, &spec["schema"]);
+                let allowed = strings(&schema["enum"]);
+                if !allowed.is_empty() && !allowed.contains(v) {
+                    errs.push(format!("{at}: header {name}: {v:?} is not in {allowed:?}"));
+                }
+                let min = schema["minLength"].as_u64().unwrap_or(0);
+                if (v.len() as u64) < min {
+                    errs.push(format!("{at}: header {name}: {v:?} is shorter than {min}"));
+                }
+            }
+        }
+    }
+    if all_documented {
+        for name in headers.keys() {
+            let known = documented
+                .keys()
+                .any(|d| d.eq_ignore_ascii_case(name.as_str()));
+            if !known && name != CONTENT_TYPE && name != CONTENT_LENGTH {
+                errs.push(format!("{at}: sends header {name}, undocumented"));
+            }
+        }
+    }
+}
+
+/// The errors `r` can answer by its kind alone, whatever its handler
+/// does, each with the reason. `op` is the route's operation in the
+/// document, for its body and query parameters.
+fn errors_of_kind(doc: &Value, r: &Route, op: &Value) -> Vec<(GatewayError, &'static str)> {
+    let mut out = Vec::new();
+    if r.access == Access::Admin {
+        out.extend(
+            key_check_refusals()
+                .into_iter()
+                .map(|e| (e, "its key check")),
+        );
+    }
+    if r.pattern.contains('{') {
+        let e = GatewayError::NotFound("no such object".into());
+        out.push((e, "a path parameter naming an object that may not exist"));
+    }
+    if op.get("requestBody").is_some() {
+        let e = GatewayError::BadRequest("invalid JSON body".into());
+        out.push((e, "a body that is not JSON or not its shape"));
+        out.push((GatewayError::BodyTooLarge, "a body over 64 KiB"));
+    }
+    let query = op["parameters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|p| resolve(doc, p)["in"] == "query");
+    if query {
+        let e = GatewayError::BadRequest("bad query parameter".into());
+        out.push((e, "a query parameter it cannot read"));
+    }
+    if is_api(r) {
+        out.push((GatewayError::Internal, "a failing store or a bug"));
+    }
+    out
+}
+
+/// Every error a route answers by its kind that `doc` does not document
+/// exactly as it is sent (status, body shape, `Keygate-Error` code, every
+/// header); and statuses `doc` documents that the route's kind rules out
+/// (401/403 without a key, 413 without a body).
+fn undocumented_errors(doc: &Value) -> Vec<String> {
+    let mut errs = Vec::new();
+    for r in ROUTES {
+        let route = format!("{} {}", r.method, r.pattern);
+        let op = &doc["paths"][r.pattern][r.method.as_str().to_ascii_lowercase()];
+        let empty = serde_json::Map::new();
+        let responses = op["responses"].as_object().unwrap_or(&empty);
+        for (e, why) in errors_of_kind(doc, r, op) {
+            let mut resp = e.to_response("req-1");
+            finish(resp.headers_mut(), "req-1", is_api(r));
+            let status = resp.status().as_u16();
+            let at = format!("{route} {status} {} ({why})", e.code());
+            let Some(documented) = responses.get(&status.to_string()) else {
+                errs.push(format!("{at}: status undocumented"));
+                continue;
+            };
+            let documented = resolve(doc, documented);
+            check_headers(doc, documented, resp.headers(), true, &at, &mut errs);
+            let Body::Full(Some(bytes)) = resp.body() else {
+                errs.push(format!("{at}: an error without a body"));
+                continue;
+            };
+            let body: Value = serde_json::from_slice(bytes).expect("an error body is JSON");
+            match documented["content"].get(super::reply::JSON) {
+                Some(media) => check(doc, &media["schema"], &[&body], &at, &mut errs),
+                None => errs.push(format!("{at}: no {} body documented", super::reply::JSON)),
+            }
+        }
+        let has = |s: &str| responses.contains_key(s);
+        if r.access == Access::Open && (has("401") || has("403")) {
+            errs.push(format!("{route}: needs no key, documents 401/403"));
+        }
+        if op.get("requestBody").is_none() && has("413") {
+            errs.push(format!("{route}: takes no body, documents 413"));
+        }
+    }
+    // Two refusals with one code (a bad key, a key whose client is gone)
+    // find the same gap: say it once.
+    let mut seen = BTreeSet::new();
+    errs.retain(|e| seen.insert(e.clone()));
+    errs
+}
+
+#[test]
+fn every_error_a_route_answers_by_its_kind_is_documented() {
+    let errs = undocumented_errors(&openapi());
+    assert!(
+        errs.is_empty(),
+        "openapi.yaml lacks errors the routes answer:\n{}",
+        errs.join("\n")
+    );
+}
+
+/// The error check finds a status, a code and a header the document
+/// leaves out, and a status it claims the route's kind rules out.
+#[test]
+fn the_error_check_finds_what_the_document_leaves_out() {
+    let mut doc = openapi();
+    let paths = &mut doc["paths"];
+    let status = paths["/api/v1/status"]["get"]["responses"]
+        .as_object_mut()
+        .expect("responses");
+    status.remove("401");
+    status.insert(
+        "413".into(),
+        json!({"$ref": "#/components/responses/TooLarge"}),
+    );
+    paths["/api/v1/keys"]["post"]["responses"]
+        .as_object_mut()
+        .expect("responses")
+        .remove("413");
+    let unauthorized = &mut doc["components"]["responses"]["Unauthorized"]["headers"];
+    unauthorized
+        .as_object_mut()
+        .expect("headers")
+        .remove("WWW-Authenticate");
+    unauthorized["Keygate-Error"]["schema"]["enum"] = json!(["missing_api_key"]);
+    let errs = undocumented_errors(&doc).join("\n");
+    for expected in [
+        "GET /api/v1/status 401 missing_api_key (its key check): status undocumented",
+        "GET /api/v1/status: takes no body, documents 413",
+        "POST /api/v1/keys 413 body_too_large (a body over 64 KiB): status undocumented",
+        "PUT /api/v1/tokens/{name}/value 401 missing_api_key (its key check): sends header www-authenticate, undocumented",
+        "GET /api/v1/keys 401 api_key_expired (its key check): header Keygate-Error: \"api_key_expired\" is not in",
+    ] {
+        assert!(
+            errs.contains(expected),
+            "not found: {expected}\nin:\n{errs}"
+        );
+    }
 }
 
 // ---- Samples ----

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::ports::Ports;
 use super::watch::watch_dirs;
-use crate::auth::keys;
+use crate::auth::keys::{self, KeyView};
 use crate::clock::{now_rfc3339, to_ms};
 use crate::config::{self, Config, ConfigError, Section};
 use crate::config::{Limits, TlsFiles};
@@ -197,6 +197,7 @@ impl Reloader {
         let running = self.shared.snapshot();
         let (section, name) = (change.section, change.name.clone());
         let deleting = matches!(change.op, Op::Delete);
+        let force = change.force;
         let plan = objects::plan(
             &self.api,
             &running.config,
@@ -215,15 +216,30 @@ impl Reloader {
             ..
         } = plan;
         self.keep_running(&mut config);
-        let store = self.shared.store_handle();
+        let shared = Arc::clone(&self.shared);
         let raced = name.clone();
-        let commit = move || match store.write_objects(std::slice::from_ref(&write)) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(ChangeError::Raced {
-                section,
-                name: raced,
-            }),
-            Err(e) => Err(ChangeError::Store(e)),
+        let commit = move |next: &KeyView| {
+            // The last-admin-key rule holds for the catalog too: taking
+            // `admin: true` from a role, or the role from a client, must
+            // not lock every operator out, unless forced.
+            let now = SystemTime::now();
+            if !force
+                && keys::admin_key_exists(shared.as_ref(), now)
+                && !keys::admin_remains_in(shared.as_ref(), next, now)
+            {
+                return Err(ChangeError::LastAdminKey);
+            }
+            match shared
+                .store_handle()
+                .write_objects(std::slice::from_ref(&write))
+            {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(ChangeError::Raced {
+                    section,
+                    name: raced,
+                }),
+                Err(e) => Err(ChangeError::Store(e)),
+            }
         };
         let config = Arc::new(config);
         let generation = self
@@ -276,7 +292,7 @@ impl Reloader {
     /// Builds `config`'s snapshot aside, binds its new ports, publishes it
     /// in one swap, then starts and stops what it added and removed.
     pub async fn publish(&mut self, config: Arc<Config>) -> Outcome {
-        self.publish_with(config, || Ok::<(), Infallible>(()))
+        self.publish_with(config, |_| Ok::<(), Infallible>(()))
             .await
             .map_err(|e| match e {
                 Refused::Config(errs) => errs,
@@ -291,7 +307,7 @@ impl Reloader {
     async fn publish_with<E>(
         &mut self,
         config: Arc<Config>,
-        commit: impl FnOnce() -> Result<(), E>,
+        commit: impl FnOnce(&KeyView) -> Result<(), E>,
     ) -> Result<u64, Refused<E>> {
         let old = self.shared.snapshot();
         let generation = old.generation + 1;
@@ -315,22 +331,29 @@ impl Reloader {
                 return Err(Refused::Config(errs));
             }
         };
-        // On this task: one short transaction, and the loop handles one
-        // request at a time anyway.
-        if let Err(e) = commit() {
-            // Not written: nothing it built starts, its fresh ports close
-            // as they drop.
-            for r in &next.added {
-                r.stop();
-            }
-            return Err(Refused::Commit(e));
-        }
-        let (published, replaced) = {
+        let swapped = {
             // Under the key write lock: a revoke or roll decides the
             // last-admin-key rule on the config before this publish or
-            // after it, never between. No `.await` while it is held.
+            // after it, never between, and so does `commit` (a catalog
+            // change's check and store write: one short transaction). No
+            // `.await` while it is held.
             let _writes = crate::auth::keys::KeyContext::writes(self.shared.as_ref());
-            self.shared.published().publish(&next)
+            let view = KeyView {
+                config: Arc::clone(&next.catalog.config),
+                declared: Arc::clone(&next.catalog.declared_keys),
+            };
+            commit(&view).map(|()| self.shared.published().publish(&next))
+        };
+        let (published, replaced) = match swapped {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Not written: nothing it built starts, its fresh ports
+                // close as they drop.
+                for r in &next.added {
+                    r.stop();
+                }
+                return Err(Refused::Commit(e));
+            }
         };
         // Background tasks start after, and stop after, the swap that adds
         // or removes them.

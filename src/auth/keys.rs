@@ -274,7 +274,9 @@ pub fn load(shared: &dyn KeyContext) -> Result<usize, StoreError> {
 }
 
 fn check_name(name: &str) -> Result<(), KeyError> {
-    if name.trim().is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+    // Characters, as the message says, not bytes: a name in any script
+    // gets the same 100.
+    if name.trim().is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
         return Err(KeyError::BadName);
     }
     Ok(())
@@ -408,7 +410,17 @@ fn is_live_admin(snap: &KeyView, r: &KeyRecord, now: SystemTime) -> bool {
 /// ending already, at the end of their grace. Call with
 /// `shared.key_writes` held so the answer stays true until the write.
 fn admin_remains(shared: &dyn KeyContext, ending: &[String], now: SystemTime) -> bool {
-    let snap = shared.view();
+    remains(shared, &shared.view(), ending, now)
+}
+
+/// Whether some live key would still hold admin rights under `next` (a
+/// config about to be published, with its declared keys). Call with
+/// `shared.key_writes` held.
+pub fn admin_remains_in(shared: &dyn KeyContext, next: &KeyView, now: SystemTime) -> bool {
+    remains(shared, next, &[], now)
+}
+
+fn remains(shared: &dyn KeyContext, snap: &KeyView, ending: &[String], now: SystemTime) -> bool {
     let all = shared.index().all_with(&snap.declared);
     let rolled_over: HashSet<&str> = all
         .iter()
@@ -417,7 +429,7 @@ fn admin_remains(shared: &dyn KeyContext, ending: &[String], now: SystemTime) ->
     all.iter().any(|r| {
         !ending.contains(&r.id)
             && !rolled_over.contains(r.id.as_str())
-            && is_live_admin(&snap, r, now)
+            && is_live_admin(snap, r, now)
     })
 }
 
@@ -762,6 +774,19 @@ pub fn metadata(shared: &dyn KeyContext, r: &KeyRecord, now: SystemTime) -> KeyM
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_name_is_1_to_100_characters_in_any_script() {
+        assert!(
+            check_name(&"é".repeat(100)).is_ok(),
+            "200 bytes, 100 characters"
+        );
+        assert!(check_name(&"é".repeat(101)).is_err());
+        assert!(check_name(&"x".repeat(101)).is_err());
+        for bad in ["", "  ", "a\nb", "a\u{85}b"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
 
     /// The lifecycle's whole world: an index, a SQLite store, the write
     /// lock and a config.
