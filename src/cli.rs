@@ -497,8 +497,9 @@ impl TokenType {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct DefinitionFile {
     /// Read the definition from FILE (YAML or JSON, `-` for stdin), in the
-    /// config file's shape; flags override its fields. For `update` it is
-    /// a merge patch: fields it leaves out stay, `null` removes one.
+    /// config file's shape: the fields alone, or a config file or export
+    /// holding the object. Flags override its fields. For `update` it is a
+    /// merge patch: fields it leaves out stay, `null` removes one.
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: Option<PathBuf>,
 }
@@ -517,9 +518,10 @@ impl DefinitionFile {
 }
 
 /// Reads a definition file (or stdin for `-`). It may be the object's
-/// fields alone, or the object under its name (`stripe: {…}`) or under its
-/// section too (`tokens: {stripe: {…}}`), as copied from a config file or
-/// `keygate export`. A `name` field must be the command's NAME.
+/// fields alone, the object under its name (`stripe: {…}`), or a whole
+/// config file or `keygate export` holding it (`tokens: {stripe: {…}}`),
+/// so an object can move between the file and the API. A `name` field
+/// must be the command's NAME.
 ///
 /// YAML goes through `keygate::config::parse_yaml`, the crate's one YAML
 /// entry (JSON is YAML, so it takes JSON too), with its strictness:
@@ -557,21 +559,19 @@ fn definition_of(doc: Value, section: Section, name: &str) -> Result<Map<String,
             section.one()
         ));
     };
-    // `tokens: {stripe: {…}}`, then `stripe: {…}`.
-    for key in [section.key(), name] {
-        if map.len() == 1
-            && let Some(Value::Object(inner)) = map.get(key)
-        {
-            if key == section.key() && !inner.contains_key(name) {
-                return Err(format!("it has no {} named `{name}`", section.one()));
-            }
-            map = inner.clone();
-            if key == section.key()
-                && let Some(Value::Object(obj)) = map.remove(name)
-            {
-                map = obj;
-            }
+    // A whole config file (or export): the section holds the object. No
+    // object has a field named like its own section, so this cannot take
+    // a definition's field for a section.
+    if let Some(Value::Object(objects)) = map.get(section.key()) {
+        match objects.get(name) {
+            Some(Value::Object(obj)) => map = obj.clone(),
+            _ => return Err(format!("it has no {} named `{name}`", section.one())),
         }
+    } else if map.len() == 1
+        && let Some(Value::Object(obj)) = map.get(name)
+    {
+        // The object under its name, as copied from under `tokens:`.
+        map = obj.clone();
     }
     match map.remove("name") {
         None => {}
@@ -623,7 +623,8 @@ pub struct TokenFlags {
     /// The gateway reads the value from its environment variable VAR.
     #[arg(long, value_name = "VAR", conflicts_with_all = ["value_file", "value_stdin"])]
     pub value_env: Option<String>,
-    /// The gateway reads the value from PATH on its own host.
+    /// The gateway reads (and watches) the value in PATH on its own host;
+    /// a relative PATH is from its config file's folder.
     #[arg(long, value_name = "PATH", conflicts_with = "value_stdin")]
     pub value_file: Option<String>,
     /// Read the value from stdin and store it sealed in the gateway's store
@@ -865,12 +866,28 @@ pub async fn create(
     }))
 }
 
-/// `PATCH /api/v1/{section}/{name}` with a merge patch.
+/// `?confirm=true&force=true`: the flags that are set, or nothing.
+pub fn query(flags: &[(&str, bool)]) -> String {
+    let set: Vec<String> = flags
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(k, _)| format!("{k}=true"))
+        .collect();
+    if set.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", set.join("&"))
+    }
+}
+
+/// `PATCH /api/v1/{section}/{name}` with a merge patch, and `query`
+/// (`?force=true`).
 pub async fn update(
     client: &AdminClient,
     section: Section,
     name: &str,
     patch: Map<String, Value>,
+    query: &str,
     if_match: Option<&str>,
     json: bool,
 ) -> Result<ExitCode, String> {
@@ -883,12 +900,16 @@ pub async fn update(
     let a = client
         .send(
             Method::PATCH,
-            &section.path(name),
+            &format!("{}{query}", section.path(name)),
             Some(Value::Object(patch)),
             if_match,
         )
         .await?;
-    Ok(finish(a.status, StatusCode::OK, &a.json(), json, |v| {
+    let v = a.json();
+    if refused_without_flag(a.status, &v, section) {
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(finish(a.status, StatusCode::OK, &v, json, |v| {
         print_line(&format!(
             "updated {} {name} (version {})",
             section.one(),
@@ -916,17 +937,28 @@ pub async fn delete(
         )
         .await?;
     let v = a.json();
-    if v["error"]["code"] == "confirmation_required" {
-        let code = fail(a.status, &v);
-        eprintln!(
-            "Repeat with --confirm to revoke them with the {}.",
-            section.one()
-        );
-        return Ok(code);
+    if refused_without_flag(a.status, &v, section) {
+        return Ok(ExitCode::FAILURE);
     }
     Ok(finish(a.status, StatusCode::NO_CONTENT, &v, false, |_| {
         print_line(&format!("deleted {} {name}", section.one()))
     }))
+}
+
+/// The refusals a flag of the command overrides: prints the error and
+/// names the flag. `true` if it was one of them.
+fn refused_without_flag(status: StatusCode, v: &Value, section: Section) -> bool {
+    let hint = match v["error"]["code"].as_str() {
+        Some("confirmation_required") => format!(
+            "Repeat with --confirm to revoke them with the {}.",
+            section.one()
+        ),
+        Some("last_admin_key") => "Repeat with --force to go ahead anyway; the admin API then stays locked until `keygate admin-key --reset` on the gateway's host.".to_string(),
+        _ => return false,
+    };
+    fail(status, v);
+    eprintln!("{hint}");
+    true
 }
 
 /// `GET /api/v1/{section}/{name}`, as `FIELD  value` lines.
@@ -1066,12 +1098,9 @@ pub const CLIENT_COLUMNS: &[(&str, &str)] = &[
 /// What `show` prints for one object, in order.
 fn detail_rows(section: Section, v: &Value) -> Vec<(&'static str, String)> {
     let f = |k: &str| text(&v[k]);
-    let owner = || {
-        let source = match v["file"].as_str() {
-            Some(file) => format!("{} ({file})", f("source")),
-            None => f("source"),
-        };
-        source
+    let owner = || match v["file"].as_str() {
+        Some(file) => format!("{} ({file})", f("source")),
+        None => f("source"),
     };
     match section {
         Section::Tokens => vec![
@@ -1363,4 +1392,348 @@ fn print_raw(bytes: &[u8]) -> Result<(), ExitCode> {
                 ExitCode::FAILURE
             }
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pages served from memory: `(status, answer)` per call, and the
+    /// `(cursor, limit)` each call was asked with.
+    async fn run_pages(
+        field: &str,
+        cap: Option<usize>,
+        pages: Vec<Value>,
+    ) -> (
+        Result<(StatusCode, Value), String>,
+        Vec<(Option<String>, usize)>,
+    ) {
+        let asked = std::cell::RefCell::new(Vec::new());
+        let pages = std::cell::RefCell::new(pages.into_iter());
+        let result = follow_pages(field, cap, |cursor, limit| {
+            asked.borrow_mut().push((cursor, limit));
+            let next = pages.borrow_mut().next();
+            async move {
+                match next {
+                    Some(v) if v["error"].is_object() => Ok((StatusCode::BAD_REQUEST, v)),
+                    Some(v) => Ok((StatusCode::OK, v)),
+                    None => Err("asked for a page past the last".to_string()),
+                }
+            }
+        })
+        .await;
+        (result, asked.into_inner())
+    }
+
+    #[tokio::test]
+    async fn lists_follow_next_cursor_until_null() {
+        let (r, asked) = run_pages(
+            "keys",
+            None,
+            vec![
+                json!({"keys": [{"id": "a"}, {"id": "b"}], "next_cursor": "62"}),
+                json!({"keys": [{"id": "c"}], "next_cursor": "63"}),
+                json!({"keys": [], "next_cursor": null}),
+            ],
+        )
+        .await;
+        let (status, v) = r.expect("pages");
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(v["keys"].as_array().map(Vec::len), Some(3));
+        assert_eq!(v["next_cursor"], Value::Null);
+        assert_eq!(
+            asked,
+            vec![
+                (None, PAGE_LIMIT),
+                (Some("62".into()), PAGE_LIMIT),
+                (Some("63".into()), PAGE_LIMIT)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_without_next_cursor_is_one_page() {
+        let (r, asked) = run_pages("tokens", None, vec![json!({"tokens": [{"name": "a"}]})]).await;
+        let (_, v) = r.expect("page");
+        assert_eq!(v["tokens"][0]["name"], "a");
+        assert_eq!(asked.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_repeated_cursor_stops_instead_of_looping() {
+        let page = json!({"keys": [{"id": "a"}], "next_cursor": "61"});
+        let (r, _) = run_pages("keys", None, vec![page.clone(), page.clone(), page]).await;
+        assert!(r.expect_err("loop").contains("same `keys` cursor twice"));
+    }
+
+    #[tokio::test]
+    async fn a_cap_asks_for_what_is_left_and_keeps_the_cursor() {
+        let (r, asked) = run_pages(
+            "records",
+            Some(3),
+            vec![
+                json!({"records": [1, 2], "next_cursor": "02"}),
+                json!({"records": [3], "next_cursor": "03"}),
+            ],
+        )
+        .await;
+        let (_, v) = r.expect("pages");
+        assert_eq!(v["records"], json!([1, 2, 3]));
+        assert_eq!(v["next_cursor"], "03", "more records follow");
+        assert_eq!(asked, vec![(None, 3), (Some("02".into()), 1)]);
+    }
+
+    #[tokio::test]
+    async fn an_error_page_is_returned_as_it_came() {
+        let (r, _) = run_pages(
+            "keys",
+            None,
+            vec![
+                json!({"keys": [1], "next_cursor": "01"}),
+                json!({"error": {"code": "bad_request"}}),
+            ],
+        )
+        .await;
+        let (status, v) = r.expect("answer");
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(v["error"]["code"], "bad_request");
+    }
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(
+            escape("2025-01-01T00:00:00+02:00"),
+            "2025-01-01T00%3A00%3A00%2B02%3A00"
+        );
+        assert_eq!(escape("a b/c&d"), "a%20b%2Fc%26d");
+        assert_eq!(escape("stripe_2.x-y~"), "stripe_2.x-y~");
+        assert_eq!(
+            page_query(&[("since", "2025-01-01T00:00:00Z")], Some("6162"), 10),
+            "since=2025-01-01T00%3A00%3A00Z&limit=10&cursor=6162"
+        );
+        assert_eq!(
+            query(&[("confirm", true), ("force", false)]),
+            "?confirm=true"
+        );
+        assert_eq!(query(&[("force", false)]), "");
+    }
+
+    #[test]
+    fn a_definition_may_be_bare_under_its_name_or_under_its_section() {
+        let want = json!({"header": "X-A"});
+        for doc in [
+            json!({"header": "X-A"}),
+            json!({"stripe": {"header": "X-A"}}),
+            json!({"tokens": {"stripe": {"header": "X-A"}}}),
+            json!({"server": {}, "tokens": {"other": {}, "stripe": {"header": "X-A"}}}),
+            json!({"name": "stripe", "header": "X-A"}),
+        ] {
+            let got = definition_of(doc.clone(), Section::Tokens, "stripe").expect("def");
+            assert_eq!(Value::Object(got), want, "{doc}");
+        }
+        let e = definition_of(json!({"tokens": {"other": {}}}), Section::Tokens, "stripe")
+            .expect_err("wrong name");
+        assert!(e.contains("no token named `stripe`"), "{e}");
+        let e = definition_of(json!({"name": "other"}), Section::Tokens, "stripe")
+            .expect_err("wrong name");
+        assert!(e.contains("\"other\""), "{e}");
+        assert!(definition_of(json!(["x"]), Section::Roles, "r").is_err());
+    }
+
+    #[test]
+    fn definition_files_are_yaml_or_json_through_the_one_parser() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let json_path = dir.path().join("t.json");
+        std::fs::write(
+            &json_path,
+            "{\n\t\"header\": \"X-A\",\n\t\"value\": {\"env\": \"A\"}\n}\n",
+        )
+        .expect("write");
+        let got = read_definition(&json_path, Section::Tokens, "t").expect("json");
+        assert_eq!(
+            Value::Object(got),
+            json!({"header": "X-A", "value": {"env": "A"}})
+        );
+        let yaml_path = dir.path().join("t.yaml");
+        std::fs::write(&yaml_path, "header: X-A\nheader: X-B\n").expect("write");
+        let e = read_definition(&yaml_path, Section::Tokens, "t").expect_err("duplicate");
+        assert!(e.contains("t.yaml:2:1: duplicate key `header`"), "{e}");
+        let e = read_definition(&dir.path().join("none.yaml"), Section::Tokens, "t")
+            .expect_err("missing");
+        assert!(e.contains("none.yaml"), "{e}");
+    }
+
+    #[test]
+    fn grants_read_like_the_config_file_writes_them() {
+        assert_eq!(
+            parse_grant("billing").expect("g"),
+            json!({"connector": "billing"})
+        );
+        assert_eq!(
+            parse_grant("billing:GET,POST:/v1/*,/v2/*").expect("g"),
+            json!({"connector": "billing", "methods": ["GET", "POST"], "paths": ["/v1/*", "/v2/*"]})
+        );
+        assert_eq!(
+            parse_grant("billing::/v1/a:b").expect("g"),
+            json!({"connector": "billing", "paths": ["/v1/a:b"]})
+        );
+        assert_eq!(
+            parse_grant("billing:*").expect("g"),
+            json!({"connector": "billing"})
+        );
+        assert!(parse_grant(":GET").is_err());
+        // And back, as lists print them.
+        let shown = grants(&json!([
+            {"connector": "a", "methods": null, "paths": null},
+            {"connector": "b", "methods": ["GET"], "paths": null},
+            {"connector": "c", "methods": null, "paths": ["/x"]}
+        ]));
+        assert_eq!(shown, json!(["a", "b:GET", "c:*:/x"]));
+    }
+
+    #[test]
+    fn headers_read_as_curl_writes_them() {
+        assert_eq!(
+            parse_header("Stripe-Version: 2024-06-20").expect("h"),
+            ("Stripe-Version".into(), Some("2024-06-20".into()))
+        );
+        assert_eq!(parse_header("X-Gone:").expect("h"), ("X-Gone".into(), None));
+        assert!(parse_header(": v").is_err());
+        assert!(parse_header("no colon").is_err());
+    }
+
+    #[test]
+    fn flags_become_the_definition_or_its_merge_patch() {
+        let t = TokenFlags {
+            kind: Some(TokenType::HttpRequest),
+            prefix: Some("Bearer".into()),
+            value_env: Some("STRIPE".into()),
+            ..TokenFlags::default()
+        };
+        assert_eq!(
+            Value::Object(t.definition("s", Mode::Create).expect("def")),
+            json!({"type": "http_request", "prefix": "Bearer", "value": {"env": "STRIPE"}})
+        );
+        // A source named in a patch removes the other kind of source.
+        assert_eq!(
+            Value::Object(t.definition("s", Mode::Update).expect("def"))["value"],
+            json!({"env": "STRIPE", "file": null})
+        );
+
+        let c = ConnectorFlags {
+            headers: vec!["X-A: 1".into(), "X-B:".into()],
+            ..ConnectorFlags::default()
+        };
+        assert_eq!(
+            Value::Object(c.definition("c", Mode::Update).expect("patch")),
+            json!({"headers": {"X-A": "1", "X-B": null}})
+        );
+        let e = c.definition("c", Mode::Create).expect_err("no upstream");
+        assert!(e.contains("--upstream"), "{e}");
+
+        let r = RoleFlags {
+            no_admin: true,
+            allow: vec!["billing:GET".into()],
+            ..RoleFlags::default()
+        };
+        assert_eq!(
+            Value::Object(r.definition("r").expect("def")),
+            json!({"admin": false, "allow": [{"connector": "billing", "methods": ["GET"]}]})
+        );
+        let cl = ClientFlags {
+            roles: vec!["a".into(), "b".into()],
+            description: Some("bot".into()),
+            ..ClientFlags::default()
+        };
+        assert_eq!(
+            Value::Object(cl.definition("c").expect("def")),
+            json!({"roles": ["a", "b"], "description": "bot"})
+        );
+    }
+
+    #[test]
+    fn if_match_takes_a_version_as_show_prints_it_or_as_an_etag() {
+        assert_eq!(if_match(Some("3")).expect("v").as_deref(), Some("\"3\""));
+        assert_eq!(
+            if_match(Some("\"3\"")).expect("v").as_deref(),
+            Some("\"3\"")
+        );
+        assert_eq!(if_match(None).expect("none"), None);
+        assert!(if_match(Some("W/\"3\"")).is_err());
+        assert!(if_match(Some("")).is_err());
+    }
+
+    #[test]
+    fn attach_and_detach_compute_the_next_list() {
+        let cur = vec!["a".to_string(), "b".to_string()];
+        let (next, idle) = retoken(&cur, &["c".into(), "a".into()], true);
+        assert_eq!(next, ["a", "b", "c"]);
+        assert_eq!(idle, ["a"]);
+        let (next, idle) = retoken(&cur, &["a".into(), "z".into()], false);
+        assert_eq!(next, ["b"]);
+        assert_eq!(idle, ["z"]);
+    }
+
+    #[test]
+    fn problems_print_one_per_line_with_their_pointer() {
+        let body = json!({"error": {
+            "code": "validation_failed", "message": "3 problems", "request_id": "r",
+            "problems": [
+                {"pointer": "/upstream", "message": "must use http or https"},
+                {"pointer": "", "at": "/roles/r/allow/0", "message": "grants a missing connector"},
+                {"pointer": "", "message": "elsewhere"}
+            ]
+        }});
+        assert_eq!(
+            error_text(StatusCode::UNPROCESSABLE_ENTITY, &body),
+            "keygate: 422 validation_failed: 3 problems\n  /upstream: must use http or https\n  /roles/r/allow/0: grants a missing connector\n  (the whole definition): elsewhere"
+        );
+        let text = error_text(StatusCode::BAD_GATEWAY, &Value::Null);
+        assert_eq!(text, "keygate: 502 Bad Gateway: ");
+    }
+
+    #[test]
+    fn the_audit_table_shows_who_what_and_how_never_more() {
+        let v = json!({"records": [
+            {"id": 1, "at": "2025-01-01T00:00:00Z",
+             "actor": {"client": "keygate-admin", "key_id": "key_1"},
+             "action": "token.value.set", "object": {"kind": "token", "name": "stripe"},
+             "version_before": 1, "version_after": 2,
+             "fingerprint_before": "aaaaaaaa", "fingerprint_after": "bbbbbbbb", "detail": null},
+            {"id": 2, "at": "2025-01-01T00:00:01Z",
+             "actor": {"client": "keygate", "key_id": null},
+             "action": "key.create", "object": {"kind": "key", "name": "key_2"},
+             "version_before": null, "version_after": null,
+             "fingerprint_before": null, "fingerprint_after": null, "detail": "roll of key_1"}
+        ], "next_cursor": null});
+        let t = audit_table(&v);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3, "{t}");
+        assert!(lines[0].starts_with("TIME"), "{t}");
+        for want in [
+            "keygate-admin",
+            "key_1",
+            "token.value.set",
+            "token/stripe",
+            "1->2",
+            "aaaaaaaa->bbbbbbbb",
+        ] {
+            assert!(lines[1].contains(want), "{want} in {}", lines[1]);
+        }
+        assert!(
+            lines[2].contains("key/key_2") && lines[2].contains("roll of key_1"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn lists_flatten_nested_parts_to_names() {
+        let v = json!({"connectors": [
+            {"name": "billing", "upstream": "http://u", "auth": "api_key", "listen": null,
+             "tokens": [{"name": "a", "header": "x"}, {"name": "b", "header": "y"}],
+             "source": "api", "version": 2}
+        ]});
+        let t = list_table(Section::Connectors, &v);
+        assert!(t.lines().nth(1).is_some_and(|l| l.contains("a,b")), "{t}");
+    }
 }

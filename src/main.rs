@@ -256,6 +256,10 @@ enum RolesCommand {
         name: String,
         #[command(flatten)]
         def: cli::RoleFlags,
+        /// Go ahead even if it ends the last live admin key (the admin
+        /// API then stays locked until `keygate admin-key --reset`).
+        #[arg(long)]
+        force: bool,
         /// Only if the role is still at this version (from `show`).
         #[arg(long, value_name = "VERSION")]
         if_match: Option<String>,
@@ -263,6 +267,10 @@ enum RolesCommand {
     /// Delete a role made through the API (refused while a client holds it).
     Delete {
         name: String,
+        /// Go ahead even if it ends the last live admin key (the admin
+        /// API then stays locked until `keygate admin-key --reset`).
+        #[arg(long)]
+        force: bool,
         /// Only if the role is still at this version (from `show`).
         #[arg(long, value_name = "VERSION")]
         if_match: Option<String>,
@@ -287,6 +295,10 @@ enum ClientsCommand {
         name: String,
         #[command(flatten)]
         def: cli::ClientFlags,
+        /// Go ahead even if it ends the last live admin key (the admin
+        /// API then stays locked until `keygate admin-key --reset`).
+        #[arg(long)]
+        force: bool,
         /// Only if the client is still at this version (from `show`).
         #[arg(long, value_name = "VERSION")]
         if_match: Option<String>,
@@ -297,7 +309,8 @@ enum ClientsCommand {
         /// Revoke the client's live API keys with it (asked for when it has any).
         #[arg(long)]
         confirm: bool,
-        /// Go ahead even if that revokes the last live admin key.
+        /// Go ahead even if it ends the last live admin key (the admin
+        /// API then stays locked until `keygate admin-key --reset`).
         #[arg(long)]
         force: bool,
         /// Only if the client is still at this version (from `show`).
@@ -510,7 +523,7 @@ async fn tokens_command(
         } => {
             let tag = cli::if_match(if_match.as_deref())?;
             let patch = def.definition(&name, Mode::Update)?;
-            return cli::update(&client, Tokens, &name, patch, tag.as_deref(), json).await;
+            return cli::update(&client, Tokens, &name, patch, "", tag.as_deref(), json).await;
         }
         TokensCommand::Delete { name, if_match } => {
             let tag = cli::if_match(if_match.as_deref())?;
@@ -567,7 +580,7 @@ async fn connectors_command(
         } => {
             let tag = cli::if_match(if_match.as_deref())?;
             let patch = def.definition(&name, Mode::Update)?;
-            cli::update(&client, Connectors, &name, patch, tag.as_deref(), json).await
+            cli::update(&client, Connectors, &name, patch, "", tag.as_deref(), json).await
         }
         ConnectorsCommand::Attach { name, tokens } => {
             cli::attach(&client, &name, &tokens, true, json).await
@@ -599,15 +612,30 @@ async fn roles_command(
         RolesCommand::Update {
             name,
             def,
+            force,
             if_match,
         } => {
             let tag = cli::if_match(if_match.as_deref())?;
             let patch = def.definition(&name)?;
-            cli::update(&client, Roles, &name, patch, tag.as_deref(), json).await
+            cli::update(
+                &client,
+                Roles,
+                &name,
+                patch,
+                &cli::query(&[("force", force)]),
+                tag.as_deref(),
+                json,
+            )
+            .await
         }
-        RolesCommand::Delete { name, if_match } => {
+        RolesCommand::Delete {
+            name,
+            force,
+            if_match,
+        } => {
             let tag = cli::if_match(if_match.as_deref())?;
-            cli::delete(&client, Roles, &name, "", tag.as_deref()).await
+            let query = cli::query(&[("force", force)]);
+            cli::delete(&client, Roles, &name, &query, tag.as_deref()).await
         }
     }
 }
@@ -629,11 +657,21 @@ async fn clients_command(
         ClientsCommand::Update {
             name,
             def,
+            force,
             if_match,
         } => {
             let tag = cli::if_match(if_match.as_deref())?;
             let patch = def.definition(&name)?;
-            cli::update(&client, Clients, &name, patch, tag.as_deref(), json).await
+            cli::update(
+                &client,
+                Clients,
+                &name,
+                patch,
+                &cli::query(&[("force", force)]),
+                tag.as_deref(),
+                json,
+            )
+            .await
         }
         ClientsCommand::Delete {
             name,
@@ -642,13 +680,8 @@ async fn clients_command(
             if_match,
         } => {
             let tag = cli::if_match(if_match.as_deref())?;
-            let query = match (confirm, force) {
-                (false, false) => "",
-                (true, false) => "?confirm=true",
-                (false, true) => "?force=true",
-                (true, true) => "?confirm=true&force=true",
-            };
-            cli::delete(&client, Clients, &name, query, tag.as_deref()).await
+            let query = cli::query(&[("confirm", confirm), ("force", force)]);
+            cli::delete(&client, Clients, &name, &query, tag.as_deref()).await
         }
     }
 }
