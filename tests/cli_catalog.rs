@@ -33,7 +33,8 @@ use serde_json::Value;
 const SECRET_A: &str = "sk_live_cli_aaaa_1111";
 const SECRET_B: &str = "xk_cli_bbbb_2222";
 const SECRET_C: &str = "sk_live_cli_cccc_3333";
-const SECRETS: [&str; 3] = [SECRET_A, SECRET_B, SECRET_C];
+const SECRET_D: &str = "sk_live_cli_dddd_4444";
+const SECRETS: [&str; 4] = [SECRET_A, SECRET_B, SECRET_C, SECRET_D];
 
 /// How long one CLI run may take before the test fails (it only talks to
 /// the local gateway, which answers in milliseconds).
@@ -329,6 +330,20 @@ async fn the_seeds_flow_through_the_cli_only() {
     assert_eq!(
         env.up.last().header("authorization").as_deref(),
         Some(format!("Bearer {SECRET_C}").as_str())
+    );
+
+    // `tokens update --value-stdin` swaps it the same way.
+    let out = env
+        .cli(
+            &["tokens", "update", "stripe", "--value-stdin"],
+            Some(SECRET_D),
+        )
+        .success();
+    assert_eq!(out.stdout.trim(), "updated token stripe (version 2)");
+    env.proxied("billing", &app).await;
+    assert_eq!(
+        env.up.last().header("authorization").as_deref(),
+        Some(format!("Bearer {SECRET_D}").as_str())
     );
 
     // The export, taken while API objects exist, passes `keygate check`
