@@ -14,9 +14,10 @@
 //! 5. `error`, `listen`: the one error → response mapping; accept loops
 //! 6. `auth`: who is calling, keys and their lifecycle
 //! 7. `tokens`: token values, refresh, per-user tokens
-//! 8. `store`, `metrics`, `upstream`: persistence, counters, the client
-//! 9. `config`: YAML → validated model
-//! 10. `body`, `secret`, `lock`, `clock`: leaves
+//! 8. `audit`: the audit log (records changes to the store and stderr)
+//! 9. `store`, `metrics`, `upstream`: persistence, counters, the client
+//! 10. `config`: YAML → validated model
+//! 11. `body`, `secret`, `lock`, `clock`: leaves
 //!
 //! The binary (`main.rs`, `cli.rs`) sits above them all.
 
@@ -27,6 +28,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod clock;
