@@ -160,10 +160,17 @@ impl Fingerprint {
 /// One change, built with [`Record::new`] (or [`Record::by_system`]) and
 /// the setters, then written with [`record`]:
 ///
-/// ```ignore
-/// audit::record(store, Record::new(&actor, Action::TokenValueSet, "stripe")
-///     .versions(Some(1), Some(2))
-///     .fingerprints(before, after));
+/// ```no_run
+/// use keygate::audit::{self, Action, Actor, Fingerprint, Record};
+/// use keygate::secret::Secret;
+/// use keygate::store::Store;
+///
+/// fn value_set(store: &dyn Store, actor: &Actor, old: &Secret, new: &Secret) {
+///     let rec = Record::new(actor, Action::TokenValueSet, "stripe")
+///         .versions(Some(1), Some(2))
+///         .fingerprints(Some(Fingerprint::of(old)), Some(Fingerprint::of(new)));
+///     audit::record(store, rec);
+/// }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
