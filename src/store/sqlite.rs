@@ -16,7 +16,7 @@ use super::{
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_keys.sql"),
     include_str!("migrations/0002_token_values.sql"),
-    include_str!("migrations/0003_audit.sql"),
+    include_str!("migrations/0004_audit.sql"),
 ];
 
 #[derive(Debug)]
