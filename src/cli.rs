@@ -66,6 +66,41 @@ impl AdminClient {
     }
 }
 
+impl AdminClient {
+    /// Every page of an admin list whose items are in `field`, following
+    /// `next_cursor`, as one answer (`{field: [...], "next_cursor": null}`).
+    /// The first status other than 200 is returned as it came.
+    pub async fn list_all(&self, path: &str, field: &str) -> Result<(StatusCode, Value), String> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let query = match &cursor {
+                // Cursors are hex: nothing to escape.
+                Some(c) => format!("{path}?limit=1000&cursor={c}"),
+                None => format!("{path}?limit=1000"),
+            };
+            let (status, v) = self.call(Method::GET, &query, None).await?;
+            if status != StatusCode::OK {
+                return Ok((status, v));
+            }
+            items.extend(v[field].as_array().cloned().unwrap_or_default());
+            match v["next_cursor"].as_str() {
+                Some(next) if cursor.as_deref() != Some(next) => cursor = Some(next.to_string()),
+                Some(_) => {
+                    return Err(format!(
+                        "{path}: the admin API handed out the same cursor twice"
+                    ));
+                }
+                None => break,
+            }
+        }
+        let mut out = serde_json::Map::new();
+        out.insert(field.to_string(), Value::Array(items));
+        out.insert("next_cursor".into(), Value::Null);
+        Ok((StatusCode::OK, Value::Object(out)))
+    }
+}
+
 /// Prints an admin error as `keygate: 403 forbidden: …` and fails.
 pub fn fail(status: StatusCode, body: &Value) -> ExitCode {
     let e = &body["error"];

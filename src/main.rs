@@ -145,6 +145,17 @@ fn colour_stderr() -> bool {
 fn init_logging(format: LogFormat) {
     let env = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let is_access = |m: &tracing::Metadata<'_>| m.target() == "keygate::access";
+    let is_audit = |m: &tracing::Metadata<'_>| m.target() == keygate::audit::TARGET;
+    // The audit log's lines: always JSON on stderr, and not subject to
+    // RUST_LOG, so turning diagnostics down never drops a change record.
+    let audit = tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .with_filter(filter::filter_fn(is_audit));
     let access = tracing_subscriber::fmt::layer()
         .json()
         .flatten_event(true)
@@ -157,18 +168,19 @@ fn init_logging(format: LogFormat) {
             .json()
             .with_ansi(false)
             .with_writer(std::io::stderr)
-            .with_filter(filter::filter_fn(move |m| !is_access(m)))
+            .with_filter(filter::filter_fn(move |m| !is_access(m) && !is_audit(m)))
             .with_filter(env())
             .boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(colour_stderr())
             .with_writer(std::io::stderr)
-            .with_filter(filter::filter_fn(move |m| !is_access(m)))
+            .with_filter(filter::filter_fn(move |m| !is_access(m) && !is_audit(m)))
             .with_filter(env())
             .boxed(),
     };
     tracing_subscriber::registry()
         .with(access)
+        .with(audit)
         .with(diag)
         .init();
 }
@@ -262,7 +274,7 @@ async fn tokens_command(
 ) -> Result<ExitCode, String> {
     let client = cli::AdminClient::from_env(admin_url)?;
     let (status, v) = match command {
-        TokensCommand::List => client.call(Method::GET, "/api/v1/tokens", None).await?,
+        TokensCommand::List => client.list_all("/api/v1/tokens", "tokens").await?,
         TokensCommand::Set { name } => {
             let value = cli::read_value_from_stdin()?;
             let body = serde_json::json!({ "value": value });
@@ -328,7 +340,7 @@ async fn keys_command(
             })
         }
         KeysCommand::List => {
-            let (status, v) = client.call(Method::GET, "/api/v1/keys", None).await?;
+            let (status, v) = client.list_all("/api/v1/keys", "keys").await?;
             cli::finish(status, StatusCode::OK, &v, json, |v| {
                 let items = v["keys"].as_array().cloned().unwrap_or_default();
                 cli::print_line(&cli::table(&items, cli::KEY_COLUMNS))
