@@ -15,9 +15,10 @@
 //! 6. `auth`, `objects`: who is calling, keys and their lifecycle; the
 //!    run-time catalog (API-made objects and what a change does)
 //! 7. `tokens`: token values, refresh, per-user tokens
-//! 8. `store`, `metrics`, `upstream`: persistence, counters, the client
-//! 9. `config`: YAML → validated model
-//! 10. `body`, `secret`, `lock`, `clock`: leaves
+//! 8. `audit`: the audit log (records changes to the store and stderr)
+//! 9. `store`, `metrics`, `upstream`: persistence, counters, the client
+//! 10. `config`: YAML → validated model
+//! 11. `body`, `secret`, `lock`, `clock`: leaves
 //!
 //! The binary (`main.rs`, `cli.rs`) sits above them all.
 
@@ -28,6 +29,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod clock;

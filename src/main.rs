@@ -364,6 +364,17 @@ fn colour_stderr() -> bool {
 fn init_logging(format: LogFormat) {
     let env = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let is_access = |m: &tracing::Metadata<'_>| m.target() == "keygate::access";
+    let is_audit = |m: &tracing::Metadata<'_>| m.target() == keygate::audit::TARGET;
+    // The audit log's lines: always JSON on stderr, and not subject to
+    // RUST_LOG, so turning diagnostics down never drops a change record.
+    let audit = tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .with_filter(filter::filter_fn(is_audit));
     let access = tracing_subscriber::fmt::layer()
         .json()
         .flatten_event(true)
@@ -376,18 +387,19 @@ fn init_logging(format: LogFormat) {
             .json()
             .with_ansi(false)
             .with_writer(std::io::stderr)
-            .with_filter(filter::filter_fn(move |m| !is_access(m)))
+            .with_filter(filter::filter_fn(move |m| !is_access(m) && !is_audit(m)))
             .with_filter(env())
             .boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(colour_stderr())
             .with_writer(std::io::stderr)
-            .with_filter(filter::filter_fn(move |m| !is_access(m)))
+            .with_filter(filter::filter_fn(move |m| !is_access(m) && !is_audit(m)))
             .with_filter(env())
             .boxed(),
     };
     tracing_subscriber::registry()
         .with(access)
+        .with(audit)
         .with(diag)
         .init();
 }

@@ -19,6 +19,7 @@ use std::path::Path;
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
+use crate::audit::{Action, Actor};
 use crate::config::{self, BUILTIN_ADMIN, Config, ConfigError, Overlay, Section};
 use crate::secret::{Secret, check_header_safe};
 use crate::store::{ObjectWrite, Store, StoreError, StoredObject};
@@ -118,6 +119,30 @@ pub struct Change {
     pub if_match: Option<u64>,
     /// `?force=true`: apply it even if it ends the last live admin key.
     pub force: bool,
+    /// Who asks, for the audit log.
+    pub actor: Actor,
+}
+
+impl Change {
+    /// What the audit log calls this change.
+    pub fn action(&self) -> Action {
+        use Section::*;
+        match (self.section, &self.op) {
+            (Tokens, Op::Create(_)) => Action::TokenCreate,
+            (Tokens, Op::Patch(_) | Op::SetTokens(_)) => Action::TokenUpdate,
+            (Tokens, Op::Delete) => Action::TokenDelete,
+            (Connectors, Op::Create(_)) => Action::ConnectorCreate,
+            (Connectors, Op::Patch(_)) => Action::ConnectorUpdate,
+            (Connectors, Op::SetTokens(_)) => Action::ConnectorTokens,
+            (Connectors, Op::Delete) => Action::ConnectorDelete,
+            (Roles, Op::Create(_)) => Action::RoleCreate,
+            (Roles, Op::Patch(_) | Op::SetTokens(_)) => Action::RoleUpdate,
+            (Roles, Op::Delete) => Action::RoleDelete,
+            (Clients, Op::Create(_)) => Action::ClientCreate,
+            (Clients, Op::Patch(_) | Op::SetTokens(_)) => Action::ClientUpdate,
+            (Clients, Op::Delete) => Action::ClientDelete,
+        }
+    }
 }
 
 /// One problem with a change, for a `422`: where (an RFC 6901 pointer
@@ -226,7 +251,7 @@ pub fn plan(
         name,
         op,
         if_match,
-        force: _,
+        ..
     } = change;
     let key = (section, name.clone());
     let existing = current.objects.get(&key);
@@ -512,6 +537,13 @@ mod tests {
 
     const FILE: &str = "tokens:\n  a: { type: text, value: { env: A }, header: Authorization, prefix: Bearer }\nconnectors:\n  c: { upstream: \"http://127.0.0.1:1\", tokens: [a] }\n";
 
+    fn actor() -> Actor {
+        Actor {
+            client: "ops".into(),
+            key_id: "key_1".into(),
+        }
+    }
+
     fn path() -> &'static Path {
         Path::new("/etc/keygate/keygate.yaml")
     }
@@ -529,6 +561,7 @@ mod tests {
                 op,
                 if_match: None,
                 force: false,
+                actor: actor(),
             },
             1000,
         )
@@ -623,6 +656,7 @@ mod tests {
             op: Op::Patch(json!({"description": "x"})),
             if_match: Some(v),
             force: false,
+            actor: actor(),
         };
         assert!(matches!(
             plan(&objs, &running, FILE, path(), change(7), 2),

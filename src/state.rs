@@ -148,6 +148,11 @@ impl Shared {
         &self.keys
     }
 
+    /// The store, for the audit log and the admin API's reads of it.
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
     /// What a run-time token value write needs.
     pub fn runtime_values(&self) -> Runtime<'_> {
         Runtime {

@@ -59,9 +59,8 @@ fn every_spec_admin_route_is_documented() {
     // §7 writes its routes as one pattern; expanded here, and the pattern
     // must still be the SPEC's.
     assert!(
-        spec.contains(
-            "`POST/GET/PATCH/DELETE /api/v1/{tokens,connectors,roles,clients}[/{name}]`"
-        ) && spec.contains("`PUT /api/v1/connectors/{name}/tokens`"),
+        spec.contains("`POST/GET/PATCH/DELETE /api/v1/{tokens,connectors,roles,clients}[/{name}]`")
+            && spec.contains("`PUT /api/v1/connectors/{name}/tokens`"),
         "SPEC §7 changed its routes; update this test"
     );
     for section in ["tokens", "connectors", "roles", "clients"] {
@@ -75,5 +74,8 @@ fn every_spec_admin_route_is_documented() {
     wanted.push(("PUT".into(), "/api/v1/connectors/{name}/tokens".into()));
     wanted.push(("GET".into(), "/api/v1/audit".into()));
     let missing: Vec<_> = wanted.iter().filter(|w| !doc.contains(w)).collect();
-    assert!(missing.is_empty(), "in SPEC, not in openapi.yaml: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "in SPEC, not in openapi.yaml: {missing:?}"
+    );
 }

@@ -15,10 +15,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
+use super::page::{PageQuery, page};
 use super::reply::{Created, Json, NoContent};
 use super::router::Ctx;
+use crate::audit::{self, Action, Fingerprint, Record};
 use crate::auth::keys::{self, KeyMetadata, NewKey};
-use crate::clock::rfc3339;
+use crate::clock::{rfc3339, to_ms};
 use crate::config::units::format_duration;
 use crate::config::{AuthMode, Client, Config, Connector, Section, TokenKind, ValueSource};
 use crate::error::GatewayError;
@@ -90,10 +92,11 @@ pub async fn reload(cx: Ctx) -> Result<Json<Reloaded>, GatewayError> {
     }
 }
 
-/// `GET /api/v1/connectors`.
+/// `GET /api/v1/connectors`, by name, paged (see `page`).
 #[derive(Debug, Serialize)]
 pub struct ConnectorList {
     pub connectors: Vec<ConnectorView>,
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -179,14 +182,17 @@ pub struct Timeouts {
 }
 
 pub async fn connectors(cx: Ctx) -> Result<Json<ConnectorList>, GatewayError> {
+    let q = PageQuery::parse(cx.req.uri().query())?;
     let snap = cx.shared.snapshot();
-    let list: Vec<_> = snap
-        .config
-        .connectors
-        .values()
+    let (items, next_cursor) = page(snap.config.connectors.values(), |c| c.name.clone(), &q);
+    let list: Vec<_> = items
+        .into_iter()
         .map(|c| connector_view(&snap, c))
         .collect();
-    Ok(Json(ConnectorList { connectors: list }))
+    Ok(Json(ConnectorList {
+        connectors: list,
+        next_cursor,
+    }))
 }
 
 /// One connector as the admin API shows it.
@@ -230,23 +236,27 @@ pub(super) fn connector_view(snap: &Snapshot, c: &Connector) -> ConnectorView {
     }
 }
 
-/// `GET /api/v1/tokens`.
+/// `GET /api/v1/tokens`, by name, paged (see `page`).
 #[derive(Debug, Serialize)]
 pub struct TokenList {
     pub tokens: Vec<TokenView>,
+    pub next_cursor: Option<String>,
 }
 
 pub async fn tokens(cx: Ctx) -> Result<Json<TokenList>, GatewayError> {
+    let q = PageQuery::parse(cx.req.uri().query())?;
     let shared = &cx.shared;
     let snap = shared.snapshot();
     let set = &snap.values;
-    let list: Vec<_> = snap
-        .config
-        .tokens
-        .values()
+    let (items, next_cursor) = page(snap.config.tokens.values(), |t| t.name.clone(), &q);
+    let list: Vec<_> = items
+        .into_iter()
         .map(|spec| one_token(&snap, spec, set))
         .collect();
-    Ok(Json(TokenList { tokens: list }))
+    Ok(Json(TokenList {
+        tokens: list,
+        next_cursor,
+    }))
 }
 
 /// A token's state for the admin API: never its value.
@@ -384,18 +394,30 @@ pub(super) fn token_view(shared: &Shared, name: &str) -> Result<TokenView, Gatew
         .ok_or_else(|| GatewayError::NotFound(format!("no token named `{name}`")))
 }
 
-/// `PUT /api/v1/tokens/{name}/value`.
+/// `PUT /api/v1/tokens/{name}/value`; audited with the versions and
+/// fingerprints before and after, never the value.
 pub async fn set_token_value(cx: Ctx) -> Result<Json<TokenView>, GatewayError> {
+    let actor = cx.actor()?;
     let (shared, name) = (&cx.shared, cx.params.get("name")?);
     let body: SetValue = read_json(cx.req).await?;
     let (s, n) = (Arc::clone(shared), name.to_string());
     blocking(move || {
-        values::set(
+        let swapped = values::set(
             s.runtime_values(),
             &s.snapshot().config.tokens,
             &n,
             &body.value,
-        )
+        )?;
+        let (before, after) = (swapped.before.as_deref(), &swapped.after);
+        let rec = Record::new(&actor, Action::TokenValueSet, n)
+            .at(after.updated_at)
+            .versions(before.map(|v| v.version), Some(after.version))
+            .fingerprints(
+                before.map(|v| Fingerprint::of(&v.secret)),
+                Some(Fingerprint::of(&after.secret)),
+            );
+        audit::record(s.store(), rec);
+        Ok::<_, values::TokenValueError>(())
     })
     .await?;
     token_view(shared, name).map(Json)
@@ -431,10 +453,11 @@ pub async fn refresh_token(cx: Ctx) -> Result<Json<TokenView>, GatewayError> {
     token_view(shared, name).map(Json)
 }
 
-/// `GET /api/v1/clients`.
+/// `GET /api/v1/clients`, by name, paged (see `page`).
 #[derive(Debug, Serialize)]
 pub struct ClientList {
     pub clients: Vec<ClientView>,
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -454,14 +477,17 @@ pub struct RoleRef {
 }
 
 pub async fn clients(cx: Ctx) -> Result<Json<ClientList>, GatewayError> {
+    let q = PageQuery::parse(cx.req.uri().query())?;
     let snap = cx.shared.snapshot();
-    let list: Vec<_> = snap
-        .config
-        .clients
-        .values()
+    let (items, next_cursor) = page(snap.config.clients.values(), |c| c.name.clone(), &q);
+    let list: Vec<_> = items
+        .into_iter()
         .map(|c| client_view(&snap.config, c))
         .collect();
-    Ok(Json(ClientList { clients: list }))
+    Ok(Json(ClientList {
+        clients: list,
+        next_cursor,
+    }))
 }
 
 /// One client as the admin API shows it.
@@ -485,26 +511,28 @@ pub(super) fn client_view(config: &Config, c: &Client) -> ClientView {
     }
 }
 
-/// `GET /api/v1/keys`, oldest first.
+/// `GET /api/v1/keys`, oldest first (creation time, then id), paged (see
+/// `page`): a store may hold 100 000 keys.
 #[derive(Debug, Serialize)]
 pub struct KeyList {
     pub keys: Vec<KeyMetadata>,
+    pub next_cursor: Option<String>,
 }
 
 pub async fn list_keys(cx: Ctx) -> Result<Json<KeyList>, GatewayError> {
+    let q = PageQuery::parse(cx.req.uri().query())?;
     let shared = &cx.shared;
     let now = SystemTime::now();
-    let mut all = shared.keys().all_with(&shared.snapshot().declared_keys);
-    all.sort_by(|a, b| {
-        a.created_at
-            .cmp(&b.created_at)
-            .then_with(|| a.id.cmp(&b.id))
-    });
-    let list: Vec<_> = all
+    let all = shared.keys().all_with(&shared.snapshot().declared_keys);
+    let (items, next_cursor) = page(all, |r| (to_ms(r.created_at), r.id.clone()), &q);
+    let list: Vec<_> = items
         .iter()
         .map(|r| keys::metadata(shared.as_ref(), r, now))
         .collect();
-    Ok(Json(KeyList { keys: list }))
+    Ok(Json(KeyList {
+        keys: list,
+        next_cursor,
+    }))
 }
 
 /// `POST /api/v1/keys`: the new key, shown this once, with its metadata.
@@ -536,22 +564,52 @@ fn expose<S: serde::Serializer>(key: &Secret, s: S) -> Result<S::Ok, S::Error> {
 }
 
 pub async fn create_key(cx: Ctx) -> Result<Created<KeyCreated>, GatewayError> {
+    let actor = cx.actor()?;
     let shared = &cx.shared;
     let new: NewKey = read_json(cx.req).await?;
     let s = Arc::clone(shared);
-    let (secret, record) =
-        blocking(move || keys::create(s.as_ref(), &new, SystemTime::now())).await?;
+    let (secret, record) = blocking(move || {
+        let now = SystemTime::now();
+        let (secret, record) = keys::create(s.as_ref(), &new, now)?;
+        let rec = Record::new(&actor, Action::KeyCreate, &record.id)
+            .at(now)
+            .detail(format!(
+                "client `{}`, name `{}`",
+                record.client, record.name
+            ));
+        audit::record(s.store(), rec);
+        Ok::<_, keys::KeyError>((secret, record))
+    })
+    .await?;
     Ok(Created(KeyCreated {
         metadata: keys::metadata(shared.as_ref(), &record, SystemTime::now()),
         key: secret,
     }))
 }
 
-/// `DELETE /api/v1/keys/{id}`.
+/// `DELETE /api/v1/keys/{id}`; one audit record per key revoked (the key,
+/// then each live successor it took with it).
 pub async fn revoke_key(cx: Ctx) -> Result<NoContent, GatewayError> {
+    let actor = cx.actor()?;
     let force = force(&cx.req)?;
     let (shared, id) = (Arc::clone(&cx.shared), cx.params.get("id")?.to_string());
-    blocking(move || keys::revoke(shared.as_ref(), &id, force, SystemTime::now())).await?;
+    blocking(move || {
+        let now = SystemTime::now();
+        let revoked = keys::revoke(shared.as_ref(), &id, force, now)?;
+        for rid in &revoked {
+            let rec = Record::new(&actor, Action::KeyRevoke, rid).at(now);
+            let rec = if *rid != id {
+                rec.detail(format!("rolled from `{id}`, revoked with it"))
+            } else if force {
+                rec.detail("force=true")
+            } else {
+                rec
+            };
+            audit::record(shared.store(), rec);
+        }
+        Ok::<_, keys::KeyError>(())
+    })
+    .await?;
     Ok(NoContent)
 }
 
@@ -561,7 +619,10 @@ struct Roll {
     grace: Option<String>,
 }
 
+/// `POST /api/v1/keys/{id}/roll`; audited on the old key, naming the
+/// successor.
 pub async fn roll_key(cx: Ctx) -> Result<Created<KeyRolled>, GatewayError> {
+    let actor = cx.actor()?;
     let (shared, id) = (&cx.shared, cx.params.get("id")?);
     let force = force(&cx.req)?;
     let roll: Roll = read_json(cx.req).await?;
@@ -571,8 +632,21 @@ pub async fn roll_key(cx: Ctx) -> Result<Created<KeyRolled>, GatewayError> {
     };
     let (s, id) = (Arc::clone(shared), id.to_string());
     let old_id = id.clone();
-    let (secret, record) =
-        blocking(move || keys::roll(s.as_ref(), &id, grace, force, SystemTime::now())).await?;
+    let (secret, record) = blocking(move || {
+        let now = SystemTime::now();
+        let (secret, record) = keys::roll(s.as_ref(), &id, grace, force, now)?;
+        let forced = if force { ", force=true" } else { "" };
+        let rec = Record::new(&actor, Action::KeyRoll, &id)
+            .at(now)
+            .detail(format!(
+                "successor `{}`, grace {}{forced}",
+                record.id,
+                format_duration(grace)
+            ));
+        audit::record(s.store(), rec);
+        Ok::<_, keys::KeyError>((secret, record))
+    })
+    .await?;
     Ok(Created(KeyRolled {
         metadata: keys::metadata(shared.as_ref(), &record, SystemTime::now()),
         key: secret,

@@ -23,8 +23,10 @@ use super::api::{
     ClientView, ConnectorView, Ownership, TokenView, blocking, client_view, connector_view,
     read_json, token_view,
 };
+use super::page::{PageQuery, page};
 use super::reply::{Created, IntoReply, Json, NoContent};
 use super::router::Ctx;
+use crate::audit::{self, Action, Actor, Record};
 use crate::auth::keys;
 use crate::body::Body;
 use crate::config::{Config, Role, Section};
@@ -58,6 +60,7 @@ impl<R: IntoReply> IntoReply for Tagged<R> {
 #[derive(Debug, Serialize)]
 pub struct RoleList {
     pub roles: Vec<RoleView>,
+    pub next_cursor: Option<String>,
 }
 
 /// A role and what it allows.
@@ -105,14 +108,14 @@ fn role_view(config: &Config, r: &Role) -> RoleView {
 }
 
 pub async fn roles(cx: Ctx) -> Result<Json<RoleList>, GatewayError> {
+    let q = PageQuery::parse(cx.req.uri().query())?;
     let snap = cx.shared.snapshot();
-    let roles = snap
-        .config
-        .roles
-        .values()
+    let (items, next_cursor) = page(snap.config.roles.values(), |r| r.name.clone(), &q);
+    let roles = items
+        .into_iter()
         .map(|r| role_view(&snap.config, r))
         .collect();
-    Ok(Json(RoleList { roles }))
+    Ok(Json(RoleList { roles, next_cursor }))
 }
 
 // ---- One object: read ----
@@ -198,6 +201,7 @@ struct Head {
     shared: Arc<Shared>,
     commands: mpsc::Sender<Command>,
     if_match: Option<u64>,
+    actor: Actor,
 }
 
 /// Reads the head: `If-Match`, and no query but the `allowed` flags
@@ -208,17 +212,20 @@ fn head<const N: usize>(
 ) -> Result<(Head, [bool; N], Request<Incoming>, super::router::Params), GatewayError> {
     let flags = flags(&cx.req, allowed)?;
     let if_match = if_match(&cx.req)?;
+    let actor = cx.actor()?;
     let Ctx {
         shared,
         commands,
         params,
         req,
+        ..
     } = cx;
     Ok((
         Head {
             shared,
             commands,
             if_match,
+            actor,
         },
         flags,
         req,
@@ -360,6 +367,7 @@ async fn change(cx: Ctx, section: Section, op: OpKind) -> Result<(Head, String),
             op,
             if_match,
             force,
+            actor: head.actor.clone(),
         },
     )
     .await?;
@@ -401,6 +409,7 @@ async fn delete(cx: Ctx, section: Section) -> Result<NoContent, GatewayError> {
             op: Op::Delete,
             if_match,
             force,
+            actor: head.actor.clone(),
         },
     )
     .await?;
@@ -446,9 +455,20 @@ async fn revoke_client_keys(
         )));
     }
     for id in live {
-        let shared = Arc::clone(&head.shared);
-        let result =
-            blocking(move || keys::revoke(shared.as_ref(), &id, force, SystemTime::now())).await;
+        let (shared, actor) = (Arc::clone(&head.shared), head.actor.clone());
+        let detail = format!("client `{name}` deleted with its keys");
+        let result = blocking(move || {
+            let now = SystemTime::now();
+            let revoked = keys::revoke(shared.as_ref(), &id, force, now)?;
+            for rid in &revoked {
+                let rec = Record::new(&actor, Action::KeyRevoke, rid)
+                    .at(now)
+                    .detail(&detail);
+                audit::record(shared.store(), rec);
+            }
+            Ok::<_, keys::KeyError>(())
+        })
+        .await;
         match result {
             // Revoked meanwhile, or ended with a predecessor: gone either way.
             Err(GatewayError::NotFound(_)) | Ok(()) => {}

@@ -35,6 +35,7 @@
 //! | `DELETE /api/v1/keys/{id}` | admin | revoke now, with its roll successors (204; 404 if already revoked) |
 //! | `POST /api/v1/keys/{id}/roll` | admin | successor key (201, shown once); the old one expires after the grace |
 //! | `GET /api/v1/export` | admin | the effective catalog as YAML (`keygate export`), never a secret |
+//! | `GET /api/v1/audit` | admin | the audit log: who changed what, oldest first (`since`, paged); never values |
 //! | `GET /api/v1/openapi.yaml` | admin | this API's OpenAPI document |
 //! | `GET /api/v1/openapi.json` | admin | the same document as JSON |
 //!
@@ -43,6 +44,10 @@
 //! shapes of their answers (a test compares those too). A path no route
 //! has is `404`; a route's path with another method is `405` with
 //! `Allow`. Both are answered before the key is checked.
+//!
+//! Lists take `?limit=&cursor=` and answer `next_cursor` (see `page`).
+//! Every change (key create, revoke, roll, token value set) is recorded in
+//! the audit log with the admin key that made it (see `crate::audit`).
 //!
 //! Ending the last live admin key (revoke, roll) answers `409
 //! last_admin_key` unless `?force=true`. Every `/api/v1` answer carries
@@ -59,10 +64,12 @@
 //! The proxy listener serves none of this.
 
 mod api;
+mod audit_log;
 mod catalog;
 mod document;
 #[cfg(test)]
 mod openapi_check;
+mod page;
 mod probes;
 mod reply;
 mod router;
@@ -75,6 +82,7 @@ use http::{HeaderMap, Request, Response};
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
+use crate::audit::Actor;
 use crate::auth::caller;
 use crate::auth::{effective_roles, grants};
 use crate::body::Body;
@@ -119,21 +127,23 @@ impl Admin {
     /// check if the route needs one, then the handler.
     async fn route(&self, req: Request<Incoming>) -> Result<Response<Body>, GatewayError> {
         let (route, params) = router::find(req.method(), req.uri().path())?;
-        match route.access {
-            Access::Open => {}
-            Access::Admin => self.authorize(&req)?,
-        }
+        let actor = match route.access {
+            Access::Open => None,
+            Access::Admin => Some(self.authorize(&req)?),
+        };
         let cx = Ctx {
             shared: Arc::clone(&self.shared),
             commands: self.commands.clone(),
             params,
+            actor,
             req,
         };
         (route.handler)(cx).await
     }
 
-    /// A valid key whose roles include an admin role.
-    fn authorize(&self, req: &Request<Incoming>) -> Result<(), GatewayError> {
+    /// A valid key whose roles include an admin role; its client and id
+    /// are the actor the audit log records for the request's changes.
+    fn authorize(&self, req: &Request<Incoming>) -> Result<Actor, GatewayError> {
         let snap = self.shared.snapshot();
         let result = caller::authenticate(snap.keyring(self.shared.keys()), req.headers())
             .map_err(GatewayError::from)
@@ -141,7 +151,10 @@ impl Admin {
                 let roles = effective_roles(&snap.config.clients, &record)
                     .ok_or(GatewayError::InvalidApiKey)?;
                 if grants::is_admin(&snap.config.roles, roles) {
-                    Ok(())
+                    Ok(Actor {
+                        client: record.client.clone(),
+                        key_id: record.id.clone(),
+                    })
                 } else {
                     Err(GatewayError::AdminForbidden)
                 }

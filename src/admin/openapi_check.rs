@@ -38,6 +38,7 @@ use super::api::{
     KeyRolled, Reloaded, RoleRef, Status, Timeouts, TokenList, TokenSource, TokenState, TokenView,
 };
 use super::api::{ObjectSource, Ownership};
+use super::audit_log::{ActorView, AuditList, AuditView, ObjectView};
 use super::catalog::{GrantView, RoleList, RoleView, Tagged, Yaml};
 use super::probes::{Health, Readiness};
 use super::reply::{Created, IntoReply, Json, NoContent, OpenApiJson, OpenApiYaml, OpenMetrics};
@@ -640,6 +641,12 @@ fn the_error_check_finds_what_the_document_leaves_out() {
 
 // ---- Samples ----
 
+/// A paged list's `next_cursor`: on a page with more after it, and `null`
+/// on the last.
+fn cursors() -> Vec<Option<String>> {
+    vec![Some("6b65795f31".into()), None]
+}
+
 impl<T: Sample> Sample for Json<T> {
     fn samples() -> Vec<Self> {
         T::samples().into_iter().map(Json).collect()
@@ -733,9 +740,13 @@ impl Sample for RoleView {
 
 impl Sample for RoleList {
     fn samples() -> Vec<Self> {
-        vec![RoleList {
-            roles: RoleView::samples(),
-        }]
+        cursors()
+            .into_iter()
+            .map(|next_cursor| RoleList {
+                roles: RoleView::samples(),
+                next_cursor,
+            })
+            .collect()
     }
 }
 
@@ -924,9 +935,13 @@ impl Sample for ConnectorView {
 
 impl Sample for ConnectorList {
     fn samples() -> Vec<Self> {
-        vec![ConnectorList {
-            connectors: ConnectorView::samples(),
-        }]
+        cursors()
+            .into_iter()
+            .map(|next_cursor| ConnectorList {
+                connectors: ConnectorView::samples(),
+                next_cursor,
+            })
+            .collect()
     }
 }
 
@@ -1011,9 +1026,13 @@ impl Sample for TokenView {
 
 impl Sample for TokenList {
     fn samples() -> Vec<Self> {
-        vec![TokenList {
-            tokens: TokenView::samples(),
-        }]
+        cursors()
+            .into_iter()
+            .map(|next_cursor| TokenList {
+                tokens: TokenView::samples(),
+                next_cursor,
+            })
+            .collect()
     }
 }
 
@@ -1047,9 +1066,13 @@ impl Sample for ClientView {
 
 impl Sample for ClientList {
     fn samples() -> Vec<Self> {
-        vec![ClientList {
-            clients: ClientView::samples(),
-        }]
+        cursors()
+            .into_iter()
+            .map(|next_cursor| ClientList {
+                clients: ClientView::samples(),
+                next_cursor,
+            })
+            .collect()
     }
 }
 
@@ -1097,9 +1120,13 @@ impl Sample for KeyMetadata {
 
 impl Sample for KeyList {
     fn samples() -> Vec<Self> {
-        vec![KeyList {
-            keys: KeyMetadata::samples(),
-        }]
+        cursors()
+            .into_iter()
+            .map(|next_cursor| KeyList {
+                keys: KeyMetadata::samples(),
+                next_cursor,
+            })
+            .collect()
     }
 }
 
@@ -1123,6 +1150,60 @@ impl Sample for KeyRolled {
                 metadata,
                 key: Secret::new("kg_live_sample"),
                 rolled_from: "key_old".into(),
+            })
+            .collect()
+    }
+}
+
+impl Sample for AuditView {
+    fn samples() -> Vec<Self> {
+        let by_key = AuditView {
+            id: 7,
+            at: "2025-01-01T00:00:00Z".into(),
+            actor: ActorView {
+                client: "ops".into(),
+                key_id: Some("key_admin".into()),
+            },
+            action: "token.value.set".into(),
+            object: ObjectView {
+                kind: "token".into(),
+                name: "stripe".into(),
+            },
+            version_before: Some(1),
+            version_after: Some(2),
+            fingerprint_before: Some("0a1b2c3d".into()),
+            fingerprint_after: Some("4e5f6a7b".into()),
+            detail: Some("force=true".into()),
+        };
+        let by_system = AuditView {
+            id: 8,
+            at: "2025-01-02T00:00:00Z".into(),
+            actor: ActorView {
+                client: crate::audit::SYSTEM_ACTOR.into(),
+                key_id: None,
+            },
+            action: "key.revoke".into(),
+            object: ObjectView {
+                kind: "key".into(),
+                name: "key_abc".into(),
+            },
+            version_before: None,
+            version_after: None,
+            fingerprint_before: None,
+            fingerprint_after: None,
+            detail: None,
+        };
+        vec![by_key, by_system]
+    }
+}
+
+impl Sample for AuditList {
+    fn samples() -> Vec<Self> {
+        cursors()
+            .into_iter()
+            .map(|next_cursor| AuditList {
+                records: AuditView::samples(),
+                next_cursor,
             })
             .collect()
     }

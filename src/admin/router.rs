@@ -19,7 +19,8 @@ use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
 use super::reply::IntoReply;
-use super::{api, catalog, document, probes};
+use super::{api, audit_log, catalog, document, probes};
+use crate::audit::Actor;
 use crate::body::Body;
 use crate::error::GatewayError;
 use crate::objects::Command;
@@ -35,13 +36,23 @@ pub enum Access {
 }
 
 /// What a handler gets: the state, the path parameters its pattern named,
-/// and the request (for its headers, query and body).
+/// who is calling, and the request (for its headers, query and body).
 pub(crate) struct Ctx {
     pub shared: Arc<Shared>,
     /// Into the one reload loop.
     pub commands: mpsc::Sender<Command>,
     pub params: Params,
+    /// The admin key's client and id; `None` on `Open` routes.
+    pub actor: Option<Actor>,
     pub req: Request<Incoming>,
+}
+
+impl Ctx {
+    /// The actor of an `Admin` route, for the audit log. `Open` routes
+    /// have none, so asking there is a bug in the table: `500`.
+    pub fn actor(&self) -> Result<Actor, GatewayError> {
+        self.actor.clone().ok_or(GatewayError::Internal)
+    }
 }
 
 /// A handler with its answer type erased. Built by `route!` from an
@@ -112,6 +123,7 @@ pub static ROUTES: &[Route] = &[
     route!(DELETE "/api/v1/keys/{id}", Admin, api::revoke_key),
     route!(POST "/api/v1/keys/{id}/roll", Admin, api::roll_key),
     route!(GET "/api/v1/export", Admin, catalog::export),
+    route!(GET "/api/v1/audit", Admin, audit_log::list),
     route!(GET "/api/v1/openapi.yaml", Admin, document::yaml),
     route!(GET "/api/v1/openapi.json", Admin, document::json),
 ];

@@ -8,7 +8,8 @@
 //! - `watch`: notify + poll → a check request into that loop.
 //! - `ports`: dedicated connector listeners, bound before and settled
 //!   after each publish.
-//! - `upkeep`: usage flushes, retention purges, `admin-key --reset` pick-up.
+//! - `upkeep`: usage flushes, retention purges (keys, audit records),
+//!   `admin-key --reset` pick-up.
 
 mod ports;
 pub mod reload;
@@ -25,6 +26,7 @@ use tokio::sync::{mpsc, watch as channel};
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin::Admin;
+use crate::audit;
 use crate::auth::keys;
 use crate::clock::now_rfc3339;
 use crate::config::{self, Config};
@@ -68,6 +70,16 @@ pub enum StartError {
     Bind(#[from] ports::BindError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Deletes audit records past `retention` (at start and from the upkeep);
+/// a failure is logged and retried at the next purge.
+fn purge_audit(shared: &Shared, retention: std::time::Duration) {
+    match audit::purge(shared.store(), retention, SystemTime::now()) {
+        Ok(n) if n > 0 => tracing::info!(purged = n, "audit records past retention deleted"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "audit purge failed"),
+    }
 }
 
 /// Requests queued for the reload loop before a sender waits (the watcher
@@ -167,6 +179,7 @@ impl App {
                 Err(e) => tracing::warn!(error = %e, "key purge failed"),
             }
         }
+        purge_audit(&shared, config.store.audit_retention);
         let store_dir = store_path
             .parent()
             .map(Path::to_path_buf)

@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::ports::Ports;
 use super::watch::watch_dirs;
+use crate::audit::{self, Action, Fingerprint, Record};
 use crate::auth::keys::{self, KeyView};
 use crate::clock::{now_rfc3339, to_ms};
 use crate::config::{self, Config, ConfigError, Section};
@@ -34,7 +35,7 @@ use crate::listen::tls::CertResolver;
 use crate::objects::{self, ApiObjects, Applied, Change, ChangeError, Op, Plan};
 use crate::snapshot::{self, file_digest};
 use crate::state::{ReloadStatus, ReloadTrigger, Shared};
-use crate::tokens::values;
+use crate::tokens::{TokenValue, values};
 
 /// The answer to a load: the generation published, or why nothing was.
 pub type Outcome = Result<u64, Vec<ConfigError>>;
@@ -198,6 +199,7 @@ impl Reloader {
         let (section, name) = (change.section, change.name.clone());
         let deleting = matches!(change.op, Op::Delete);
         let force = change.force;
+        let (action, actor) = (change.action(), change.actor.clone());
         let plan = objects::plan(
             &self.api,
             &running.config,
@@ -212,8 +214,8 @@ impl Reloader {
             mut config,
             write,
             value,
+            version_before,
             version_after,
-            ..
         } = plan;
         self.keep_running(&mut config);
         let shared = Arc::clone(&self.shared);
@@ -260,12 +262,17 @@ impl Reloader {
                 tracing::warn!(token = %name, error = %e, "the deleted token's stored value could not be removed");
             }
         }
+        let store = self.shared.store_handle();
+        audit::record(
+            store.as_ref(),
+            Record::new(&actor, action, &name).versions(version_before, version_after),
+        );
         if let Some(value) = value {
             // The token is published now, so its value can be: sealed,
             // stored and swapped in before the answer goes out.
             let shared = Arc::clone(&self.shared);
             let token = name.clone();
-            tokio::task::spawn_blocking(move || {
+            let swapped = tokio::task::spawn_blocking(move || {
                 values::set(
                     shared.runtime_values(),
                     &shared.snapshot().config.tokens,
@@ -282,6 +289,19 @@ impl Reloader {
                 token: name.clone(),
                 why: e.to_string(),
             })?;
+            let fingerprint = |v: &TokenValue| Fingerprint::parse(&v.fingerprint);
+            audit::record(
+                store.as_ref(),
+                Record::new(&actor, Action::TokenValueSet, &name)
+                    .versions(
+                        swapped.before.as_ref().map(|v| v.version),
+                        Some(swapped.after.version),
+                    )
+                    .fingerprints(
+                        swapped.before.as_deref().and_then(fingerprint),
+                        fingerprint(&swapped.after),
+                    ),
+            );
         }
         Ok(Applied {
             generation,

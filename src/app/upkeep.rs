@@ -1,7 +1,9 @@
-//! Background upkeep: batched usage writes, retention purges, and picking
-//! up an admin key written by `keygate admin-key --reset` (one indexed
-//! read per tick), so an operator locked out of the admin API gets back in
-//! without restarting the gateway. Ticks every `store.flush_interval`,
+//! Background upkeep: batched usage writes, hourly retention purges
+//! (ended keys past `store.retention`, audit records past
+//! `store.audit_retention`), and picking up an admin key written by
+//! `keygate admin-key --reset` (one indexed read per tick), so an operator
+//! locked out of the admin API gets back in without restarting the
+//! gateway. Ticks every `store.flush_interval`,
 //! read from the published config each time so a reload changes it.
 
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use crate::auth::keys;
 use crate::state::Shared;
 
-/// How often ended keys past `store.retention` are purged.
+/// How often ended keys and old audit records are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 pub async fn run(shared: Arc<Shared>) {
@@ -32,6 +34,9 @@ pub async fn run(shared: Arc<Shared>) {
                 && let Err(e) = keys::purge(s.as_ref(), retention, SystemTime::now())
             {
                 tracing::warn!(error = %e, "key purge failed");
+            }
+            if purge {
+                super::purge_audit(&s, s.snapshot().config.store.audit_retention);
             }
             let reset = keys::pick_up_admin_reset(s.as_ref(), seen.as_deref());
             (flushed, reset)

@@ -447,13 +447,13 @@ fn successor_of(shared: &dyn KeyContext, id: &str) -> Option<Arc<KeyRecord>> {
 /// them answers 401. A key that is unknown or already revoked answers 404,
 /// so of concurrent revokes exactly one gets the 204. Refused with
 /// `last_admin_key` when it would end the last live admin key, unless
-/// `force`.
+/// `force`. Returns the ids revoked, `id` first (for the audit log).
 pub fn revoke(
     shared: &dyn KeyContext,
     id: &str,
     force: bool,
     now: SystemTime,
-) -> Result<(), KeyError> {
+) -> Result<Vec<String>, KeyError> {
     let _writes = shared.writes();
     let record = find(shared, id)?;
     if record.source == KeySource::Config {
@@ -479,7 +479,7 @@ pub fn revoke(
     {
         crate::lock::lock(&r.revoked_at).get_or_insert(now);
     }
-    Ok(())
+    Ok(revoked)
 }
 
 /// Issues a successor with the same client, name and roles. The old key

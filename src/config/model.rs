@@ -236,6 +236,9 @@ pub struct Store {
     /// How often key usage is written to the store (and a reset admin key
     /// is looked for): SPEC §4 allows "a few seconds behind".
     pub flush_interval: Duration,
+    /// How long audit records are kept (default 400 days: a year and a
+    /// review cycle), then purged at start and by the upkeep.
+    pub audit_retention: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -84,6 +84,8 @@ pub struct RawStore {
     pub retention: Option<Scalar>,
     /// How often key usage (`last_used_at`) is written to the store.
     pub flush_interval: Option<Scalar>,
+    /// How long audit records are kept before they are purged.
+    pub audit_retention: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]

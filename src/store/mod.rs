@@ -1,5 +1,6 @@
 //! Durable state behind a small trait: API keys (hashes and metadata only),
-//! key usage, run-time token values (ciphertext only) and a few flags.
+//! key usage, run-time token values (ciphertext only), the audit log
+//! (fingerprints only, never values) and a few flags.
 //! SQLite is the embedded default; the trait is shaped so a PostgreSQL
 //! backend can follow for multi-replica deployments (every method is one
 //! short transaction, no SQLite-specific types leak out).
@@ -89,6 +90,37 @@ pub enum ObjectWrite {
         name: String,
         expected: u64,
     },
+}
+
+/// One audit log entry to append: who changed what, and how. It never
+/// holds a value or a key: `fingerprint_*` are the first 8 hex digits of a
+/// value's SHA-256 (see `crate::audit`, which builds these).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub at_ms: u64,
+    pub actor_client: String,
+    /// The acting key's id; `None` when keygate itself made the change.
+    pub actor_key: Option<String>,
+    /// `key.create`, `token.value.set`, `connector.update`, ...
+    pub action: String,
+    /// `key`, `token`, `connector`, `role` or `client`.
+    pub object_kind: String,
+    /// The object's name, or a key's id.
+    pub object_name: String,
+    pub version_before: Option<u64>,
+    pub version_after: Option<u64>,
+    pub fingerprint_before: Option<String>,
+    pub fingerprint_after: Option<String>,
+    /// A short note (a roll's successor, `force`); never a secret.
+    pub detail: Option<String>,
+}
+
+/// An appended [`AuditRecord`] with its id: increasing in append order
+/// and never reused, so it is the audit list's paging cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAudit {
+    pub id: u64,
+    pub record: AuditRecord,
 }
 
 /// A store failure. The text is for the operator's log, never a client:
@@ -220,6 +252,19 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// its writer read: `Ok(false)` means one condition failed (another
     /// writer got there first) and nothing was written.
     fn write_objects(&self, writes: &[ObjectWrite]) -> Result<bool, StoreError>;
+    /// Appends one audit record, durable when it returns; returns its id.
+    fn append_audit(&self, rec: &AuditRecord) -> Result<u64, StoreError>;
+    /// Up to `limit` records, oldest first by id: those at or after
+    /// `since_ms` and with an id above `after_id` (the last id of the
+    /// previous page).
+    fn list_audit(
+        &self,
+        since_ms: Option<u64>,
+        after_id: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredAudit>, StoreError>;
+    /// Deletes audit records older than `before_ms`; returns how many.
+    fn purge_audit_before(&self, before_ms: u64) -> Result<usize, StoreError>;
 }
 
 /// Writes `content` to `path` readable by the owner only, flushed to disk.

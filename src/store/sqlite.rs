@@ -10,13 +10,15 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    ObjectWrite, Store, StoreError, StoredKey, StoredObject, StoredTokenValue, StoredUsage, Usage,
+    AuditRecord, ObjectWrite, Store, StoreError, StoredAudit, StoredKey, StoredObject,
+    StoredTokenValue, StoredUsage, Usage,
 };
 
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_keys.sql"),
     include_str!("migrations/0002_token_values.sql"),
     include_str!("migrations/0003_catalog.sql"),
+    include_str!("migrations/0004_audit.sql"),
 ];
 
 #[derive(Debug)]
@@ -434,6 +436,83 @@ impl Store for SqliteStore {
         tx.commit()?;
         Ok(true)
     }
+
+    fn append_audit(&self, a: &AuditRecord) -> Result<u64, StoreError> {
+        let conn = self.conn()?;
+        conn.execute(
+            "INSERT INTO audit_log (at_ms, actor_client, actor_key, action, object_kind, object_name,
+                 version_before, version_after, fingerprint_before, fingerprint_after, detail)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                int(a.at_ms),
+                a.actor_client,
+                a.actor_key,
+                a.action,
+                a.object_kind,
+                a.object_name,
+                opt_int(a.version_before),
+                opt_int(a.version_after),
+                a.fingerprint_before,
+                a.fingerprint_after,
+                a.detail
+            ],
+        )?;
+        let id = conn.last_insert_rowid();
+        u64::try_from(id)
+            .map_err(|_| StoreError::Sqlite(rusqlite::Error::IntegralValueOutOfRange(0, id)))
+    }
+
+    fn list_audit(
+        &self,
+        since_ms: Option<u64>,
+        after_id: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredAudit>, StoreError> {
+        let conn = self.conn()?;
+        // Both bounds always apply (0 = none: ids start at 1, times are
+        // positive), so SQLite walks the id range in order with no sort.
+        let mut stmt = conn.prepare(
+            "SELECT id, at_ms, actor_client, actor_key, action, object_kind, object_name,
+                    version_before, version_after, fingerprint_before, fingerprint_after, detail
+             FROM audit_log WHERE id > ?1 AND at_ms >= ?2 ORDER BY id LIMIT ?3",
+        )?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(
+            params![
+                int(after_id.unwrap_or(0)),
+                int(since_ms.unwrap_or(0)),
+                limit
+            ],
+            |r| {
+                Ok(StoredAudit {
+                    id: column_u64(r, 0)?,
+                    record: AuditRecord {
+                        at_ms: column_u64(r, 1)?,
+                        actor_client: r.get(2)?,
+                        actor_key: r.get(3)?,
+                        action: r.get(4)?,
+                        object_kind: r.get(5)?,
+                        object_name: r.get(6)?,
+                        version_before: column_opt_u64(r, 7)?,
+                        version_after: column_opt_u64(r, 8)?,
+                        fingerprint_before: r.get(9)?,
+                        fingerprint_after: r.get(10)?,
+                        detail: r.get(11)?,
+                    },
+                })
+            },
+        )?;
+        rows.collect::<Result<_, _>>().map_err(StoreError::from)
+    }
+
+    fn purge_audit_before(&self, before_ms: u64) -> Result<usize, StoreError> {
+        self.conn()?
+            .execute(
+                "DELETE FROM audit_log WHERE at_ms < ?1",
+                params![int(before_ms)],
+            )
+            .map_err(StoreError::from)
+    }
 }
 
 #[cfg(test)]
@@ -569,6 +648,100 @@ mod tests {
         assert_eq!(s.revoke_chain("nope", 5).expect("revoke"), None);
     }
 
+    fn audit(at_ms: u64, action: &str, name: &str) -> AuditRecord {
+        AuditRecord {
+            at_ms,
+            actor_client: "ops".into(),
+            actor_key: Some("key_a".into()),
+            action: action.into(),
+            object_kind: "token".into(),
+            object_name: name.into(),
+            version_before: Some(1),
+            version_after: Some(2),
+            fingerprint_before: Some("0a1b2c3d".into()),
+            fingerprint_after: Some("4e5f6a7b".into()),
+            detail: None,
+        }
+    }
+
+    #[test]
+    fn audit_records_round_trip_survive_reopen_and_page_by_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("k.db");
+        let mut ids = Vec::new();
+        {
+            let s = SqliteStore::open(&path).expect("open");
+            for i in 0..5 {
+                ids.push(
+                    s.append_audit(&audit(100 + i, "token.value.set", &format!("t{i}")))
+                        .expect("append"),
+                );
+            }
+            let system = AuditRecord {
+                actor_key: None,
+                version_before: None,
+                version_after: None,
+                fingerprint_before: None,
+                fingerprint_after: None,
+                detail: Some("retention".into()),
+                ..audit(200, "key.revoke", "key_x")
+            };
+            ids.push(s.append_audit(&system).expect("append"));
+        }
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        let s = SqliteStore::open(&path).expect("reopen");
+        let all = s.list_audit(None, None, 100).expect("list");
+        assert_eq!(all.iter().map(|a| a.id).collect::<Vec<_>>(), ids);
+        assert_eq!(all[0].record, audit(100, "token.value.set", "t0"));
+        assert_eq!(all[5].record.actor_key, None);
+        assert_eq!(all[5].record.detail.as_deref(), Some("retention"));
+        // Pages of two: no gap, no repeat.
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = s.list_audit(None, after, 2).expect("page");
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= 2);
+            after = page.last().map(|a| a.id);
+            seen.extend(page.into_iter().map(|a| a.id));
+        }
+        assert_eq!(seen, ids);
+        // `since` is inclusive and combines with the cursor.
+        let since: Vec<u64> = s
+            .list_audit(Some(103), None, 100)
+            .expect("since")
+            .iter()
+            .map(|a| a.record.at_ms)
+            .collect();
+        assert_eq!(since, [103, 104, 200]);
+        let since_after = s.list_audit(Some(103), Some(ids[3]), 100).expect("both");
+        assert_eq!(since_after.len(), 2);
+    }
+
+    #[test]
+    fn audit_purge_deletes_only_older_records_and_ids_are_not_reused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = SqliteStore::open(&dir.path().join("k.db")).expect("open");
+        let old = s
+            .append_audit(&audit(10, "key.create", "a"))
+            .expect("append");
+        let last = s
+            .append_audit(&audit(50, "key.create", "b"))
+            .expect("append");
+        assert_eq!(s.purge_audit_before(50).expect("purge"), 1);
+        let left = s.list_audit(None, None, 10).expect("list");
+        assert_eq!(left.iter().map(|a| a.id).collect::<Vec<_>>(), [last]);
+        assert!(old < last);
+        assert_eq!(s.purge_audit_before(u64::MAX).expect("purge"), 1);
+        // AUTOINCREMENT: a cursor held by a client never points at a new row.
+        let next = s
+            .append_audit(&audit(60, "key.create", "c"))
+            .expect("append");
+        assert!(next > last, "{next} after {last}");
+    }
+
     #[test]
     fn catalog_writes_are_conditional_and_atomic() {
         let dir = tempfile::tempdir().expect("dir");
@@ -627,10 +800,7 @@ mod tests {
         assert!(
             matches!(
                 e,
-                StoreError::SchemaTooNew {
-                    found: 99,
-                    supported: 3
-                }
+                StoreError::SchemaTooNew { found: 99, supported } if supported == MIGRATIONS.len()
             ),
             "{e:?}"
         );

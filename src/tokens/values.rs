@@ -64,6 +64,15 @@ pub enum TokenValueError {
     Unrestorable { token: String, why: PutRefused },
 }
 
+/// A run-time value write: the value it replaced (if any) and the new
+/// one, read under one lock, so their versions are consecutive (what the
+/// audit log records).
+#[derive(Debug, Clone)]
+pub struct Swapped {
+    pub before: Option<Arc<TokenValue>>,
+    pub after: Arc<TokenValue>,
+}
+
 /// Sets `name` to `value`: 404 unknown token, 409 if its value comes from
 /// the config, 400 for an empty, oversized or header-breaking value.
 pub fn set(
@@ -71,7 +80,7 @@ pub fn set(
     specs: &Specs,
     name: &str,
     value: &str,
-) -> Result<Arc<TokenValue>, TokenValueError> {
+) -> Result<Swapped, TokenValueError> {
     let spec = specs
         .get(name)
         .ok_or_else(|| TokenValueError::UnknownToken(name.to_string()))?;
@@ -86,7 +95,8 @@ pub fn set(
     }
     check_header_safe(value).map_err(TokenValueError::NotHeaderSafe)?;
     let _guard = crate::lock::lock(&WRITE);
-    let version = rt.tokens.load().get(name).map_or(1, |v| v.version + 1);
+    let before = rt.tokens.load().get(name).map(Arc::clone);
+    let version = before.as_ref().map_or(1, |v| v.version + 1);
     let now = SystemTime::now();
     let (nonce, ciphertext) = rt.master.seal(name, value.as_bytes())?;
     rt.store.put_token_value(&StoredTokenValue {
@@ -96,9 +106,11 @@ pub fn set(
         version,
         updated_ms: to_ms(now),
     })?;
-    rt.tokens
+    let after = rt
+        .tokens
         .put(name, Secret::new(value), version, now)
-        .map_err(TokenValueError::Refused)
+        .map_err(TokenValueError::Refused)?;
+    Ok(Swapped { before, after })
 }
 
 /// Stored values for tokens that take them at run time and have none in

@@ -613,3 +613,62 @@ pub fn find_in(v: &serde_json::Value, list: &str, field: &str, value: &str) -> s
         .cloned()
         .unwrap_or_else(|| panic!("no {list} item with {field} = {value}"))
 }
+
+/// Every item of the paged admin list at `path` (its items in `field`),
+/// fetched `limit` at a time by following `next_cursor`, with the number
+/// of pages. Checks the paging contract on the way: every answer is 200
+/// with `next_cursor`, no page is over `limit`, and a page that points to
+/// another is full.
+pub async fn admin_pages(
+    gw: &Gateway,
+    key: &str,
+    path: &str,
+    field: &str,
+    limit: usize,
+) -> (Vec<serde_json::Value>, usize) {
+    let join = if path.contains('?') { '&' } else { '?' };
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("{path}{join}limit={limit}&cursor={c}"),
+            None => format!("{path}{join}limit={limit}"),
+        };
+        let r = admin(gw, key, Method::GET, &url, None).await;
+        assert_eq!(r.status, StatusCode::OK, "{url}: {}", r.text());
+        let v = r.json();
+        let page = v[field]
+            .as_array()
+            .unwrap_or_else(|| panic!("{url}: no `{field}` array in {v}"));
+        pages += 1;
+        assert!(page.len() <= limit, "{url}: {} items", page.len());
+        items.extend(page.iter().cloned());
+        match &v["next_cursor"] {
+            serde_json::Value::String(next) => {
+                assert_eq!(page.len(), limit, "{url}: a page before the last is full");
+                cursor = Some(next.clone());
+            }
+            serde_json::Value::Null => return (items, pages),
+            other => panic!("{url}: next_cursor is {other}"),
+        }
+    }
+}
+
+/// The whole audit log (`query`: "" or "?since=…"), oldest first.
+pub async fn audit_records(gw: &Gateway, key: &str, query: &str) -> Vec<serde_json::Value> {
+    admin_pages(gw, key, &format!("/api/v1/audit{query}"), "records", 1000)
+        .await
+        .0
+}
+
+/// The audit lines keygate wrote on stderr (target `keygate::audit`),
+/// parsed; they are JSON whatever `--log-format` says.
+pub fn audit_log_lines(gw: &Gateway) -> Vec<serde_json::Value> {
+    gw.history
+        .iter()
+        .chain(gw.stderr.lock().expect("lock").iter())
+        .filter(|l| l.contains("keygate::audit"))
+        .map(|l| serde_json::from_str(l).expect("an audit line is JSON"))
+        .collect()
+}

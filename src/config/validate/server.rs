@@ -24,6 +24,8 @@ const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(2);
 const MIN_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 const MAX_FLUSH_INTERVAL: Duration = Duration::from_secs(60);
+/// Audit records: a year and a review cycle, then purged.
+const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(400 * 86_400);
 
 /// A listen address, or `default` when unset; a bad one is reported and
 /// replaced by `127.0.0.1:0` so validation can go on.
@@ -102,6 +104,12 @@ pub(super) fn store(e: &mut Errors<'_>, raw: &RawStore, base: &Path) -> Store {
             )
         }),
         flush_interval: flush_interval(e, &raw.flush_interval),
+        audit_retention: duration(
+            e,
+            &[Key("store"), Key("audit_retention")],
+            &raw.audit_retention,
+            DEFAULT_AUDIT_RETENTION,
+        ),
     }
 }
 
@@ -342,6 +350,30 @@ mod tests {
             assert_eq!(errs.len(), 1, "{bad}: {errs:?}");
             assert_eq!((errs[0].line, errs[0].column), (Some(2), Some(3)), "{bad}");
             assert!(errs[0].message.contains(needle), "{bad}: {errs:?}");
+        }
+    }
+
+    #[test]
+    fn audit_retention_defaults_to_400d_and_is_read_like_retention() {
+        let path = Path::new("/tmp/keygate.yaml");
+        let of = |yaml: &str| crate::config::from_text(yaml, path).map(|c| c.store.audit_retention);
+        assert_eq!(of("").ok(), Some(Duration::from_secs(400 * 86_400)));
+        assert_eq!(
+            of("store:\n  audit_retention: 90d\n").ok(),
+            Some(Duration::from_secs(90 * 86_400))
+        );
+        for bad in ["forever", "-1d"] {
+            let errs = of(&format!(
+                "store:\n  retention: 1d\n  audit_retention: {bad}\n"
+            ))
+            .expect_err(bad)
+            .0;
+            assert_eq!(errs.len(), 1, "{bad}: {errs:?}");
+            assert_eq!((errs[0].line, errs[0].column), (Some(3), Some(3)), "{bad}");
+            assert!(
+                errs[0].message.contains("not a duration"),
+                "{bad}: {errs:?}"
+            );
         }
     }
 
