@@ -367,6 +367,13 @@ pub fn plan(
             (write, before, None)
         }
     };
+    if let Some(o) = next.objects.get(&(section, name.clone())) {
+        let mut found = Vec::new();
+        literals(&o.body, &mut String::new(), &mut found);
+        if !found.is_empty() {
+            return Err(ChangeError::Invalid(found));
+        }
+    }
     let config = config::from_text_with(text, path, &next.overlay())
         .map_err(|errs| ChangeError::Invalid(problems(section, &name, errs.0)))?;
     Ok(Plan {
@@ -472,6 +479,42 @@ fn take_value(body: &mut Map<String, Value>) -> Result<Option<Secret>, ChangeErr
     }
     check_header_safe(&text).map_err(|why| refused(format!("the value is refused: {why}")))?;
     Ok(Some(Secret::new(text)))
+}
+
+/// Every `{literal: …}` left in a definition: a definition is stored as
+/// plain JSON, so a secret in it would sit unencrypted in the store and
+/// come back in `keygate export`. Only a `text` token's own value is
+/// sealed (taken out by `take_value`); anything else must be a reference.
+fn literals(v: &Value, at: &mut String, found: &mut Vec<Problem>) {
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m {
+                let len = at.len();
+                at.push('/');
+                at.push_str(&config::escape_pointer(k));
+                if k == "literal" {
+                    found.push(Problem {
+                        pointer: at.clone(),
+                        at: None,
+                        message: "a literal secret is not stored in a definition made through the API; use `{\"env\": …}` or `{\"file\": …}`, or send a text token's value as a string (it is sealed)".into(),
+                    });
+                } else {
+                    literals(child, at, found);
+                }
+                at.truncate(len);
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                let len = at.len();
+                at.push('/');
+                at.push_str(&i.to_string());
+                literals(child, at, found);
+                at.truncate(len);
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => {}
+    }
 }
 
 /// RFC 7396: `null` removes a member, an object merges, anything else
@@ -664,6 +707,42 @@ mod tests {
         ));
         let p = plan(&objs, &running, FILE, path(), change(1), 2).expect("patched");
         assert_eq!(p.config.roles["r"].description.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn no_literal_is_kept_in_a_definition() {
+        let objs = ApiObjects::default();
+        let err = apply(
+            &objs,
+            Section::Tokens,
+            "oauth",
+            Op::Create(json!({
+                "type": "http_request",
+                "request": {"url": "https://a.example/t", "form": {"client_secret": {"literal": "s3cr3t"}}},
+                "response": {"token": "/access_token"}
+            })),
+        )
+        .expect_err("literal");
+        let ChangeError::Invalid(problems) = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(problems[0].pointer, "/request/form/client_secret/literal");
+        assert!(!problems[0].message.contains("s3cr3t"));
+        // A text token's own literal is taken out and sealed instead.
+        let p = apply(
+            &objs,
+            Section::Tokens,
+            "t",
+            Op::Create(json!({"header": "X-T", "value": {"literal": "s3cr3t"}})),
+        )
+        .expect("sealed");
+        assert!(p.value.is_some());
+        assert!(
+            !p.next.objects[&(Section::Tokens, "t".into())]
+                .body
+                .to_string()
+                .contains("s3cr3t")
+        );
     }
 
     #[test]

@@ -557,3 +557,106 @@ async fn a_catalog_change_cannot_lock_every_operator_out() {
     let r = admin(&env.gw, &ops_key, Method::GET, "/api/v1/roles/ops", None).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn every_update_applies_to_the_next_request() {
+    let env = Env::start().await;
+    for (path, body) in [
+        (
+            "/api/v1/tokens",
+            json!({"name": "t", "header": "Authorization", "prefix": "Bearer", "value": SECRET_A}),
+        ),
+        (
+            "/api/v1/connectors",
+            json!({"name": "c", "upstream": env.up.url(), "tokens": ["t"], "headers": {"X-Static": "one"}}),
+        ),
+        (
+            "/api/v1/roles",
+            json!({"name": "r", "allow": [{"connector": "c"}]}),
+        ),
+        ("/api/v1/clients", json!({"name": "bot", "roles": ["r"]})),
+    ] {
+        let r = env.call(Method::POST, path, Some(body)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{path}: {}", r.text());
+    }
+    let key = env.new_key("bot").await;
+    assert_eq!(env.proxied("c", &key).await.status, StatusCode::OK);
+
+    // Token: a new prefix and header.
+    let r = env
+        .call(
+            Method::PATCH,
+            "/api/v1/tokens/t",
+            Some(json!({"prefix": "Token", "header": "X-Token"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["definition_version"], 2);
+    env.proxied("c", &key).await;
+    let seen = env.up.last();
+    assert_eq!(
+        seen.header("x-token").as_deref(),
+        Some(format!("Token {SECRET_A}").as_str()),
+        "the sealed value stays with the token across a definition change"
+    );
+    assert_eq!(seen.header("authorization"), None);
+
+    // Connector: a static header changes.
+    let r = env
+        .call(
+            Method::PATCH,
+            "/api/v1/connectors/c",
+            Some(json!({"headers": {"X-Static": "two"}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    env.proxied("c", &key).await;
+    assert_eq!(env.up.last().header("x-static").as_deref(), Some("two"));
+
+    // Role: narrowed to POST, so a GET is now forbidden.
+    let r = env
+        .call(
+            Method::PATCH,
+            "/api/v1/roles/r",
+            Some(json!({"allow": [{"connector": "c", "methods": ["POST"]}]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(env.proxied("c", &key).await.status, StatusCode::FORBIDDEN);
+
+    // Client: given no roles, it reaches nothing.
+    let r = env
+        .call(
+            Method::PATCH,
+            "/api/v1/clients/bot",
+            Some(json!({"description": "no longer billing", "roles": []})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["description"], "no longer billing");
+    let r = env
+        .call(
+            Method::PATCH,
+            "/api/v1/roles/r",
+            Some(json!({"allow": [{"connector": "c"}]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(env.proxied("c", &key).await.status, StatusCode::FORBIDDEN);
+
+    // A renamed body is refused; the name is the path's.
+    let r = env
+        .call(
+            Method::PATCH,
+            "/api/v1/roles/r",
+            Some(json!({"name": "other"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.json()["error"]["problems"][0]["pointer"], "/name");
+    // Creating a name that exists is a conflict.
+    let r = env
+        .call(Method::POST, "/api/v1/roles", Some(json!({"name": "r"})))
+        .await;
+    assert_eq!(r.error_code().as_deref(), Some("already_exists"));
+}
