@@ -11,8 +11,12 @@
 //! them. Only proxied requests and the upstream's record are seen outside
 //! the CLI.
 //!
-//! Not here: `keygate audit` end to end. `/api/v1/audit` is not on this
-//! branch (it answers `404`); the CLI's side is unit-tested in `cli.rs`.
+//! `keygate audit` lists those changes with fingerprints, never values.
+//!
+//! Not here: a CLI list spanning several pages. The CLI asks for the
+//! API's largest page (1000), so that would take 1000+ objects; the
+//! cursor-following itself is unit-tested in `cli.rs`, and the API's
+//! paging in `tests/paging.rs`.
 
 #![expect(
     clippy::expect_used,
@@ -576,6 +580,109 @@ async fn problems_print_as_pointers_and_stale_versions_are_refused() {
         )
         .failure();
     assert!(out.stderr.contains("409 config_owned"), "{}", out.stderr);
+
+    env.assert_no_values_anywhere();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_lists_each_cli_change_with_fingerprints_never_values() {
+    let env = Env::start().await;
+    env.cli(
+        &[
+            "tokens",
+            "create",
+            "stripe",
+            "--header",
+            "X-S",
+            "--value-stdin",
+        ],
+        Some(SECRET_A),
+    )
+    .success();
+    env.cli(&["tokens", "set", "stripe"], Some(SECRET_B))
+        .success();
+    let upstream = env.up.url();
+    env.cli(
+        &["connectors", "create", "billing", "--upstream", &upstream],
+        None,
+    )
+    .success();
+    env.cli(&["connectors", "attach", "billing", "stripe"], None)
+        .success();
+
+    let all = env.cli(&["audit", "--json"], None).success().json();
+    let records = all["records"].as_array().expect("records");
+    let actions: Vec<(&str, &str)> = records
+        .iter()
+        .filter_map(|r| Some((r["action"].as_str()?, r["object"]["name"].as_str()?)))
+        .collect();
+    for want in [
+        ("token.create", "stripe"),
+        ("token.value.set", "stripe"),
+        ("connector.create", "billing"),
+        ("connector.tokens", "billing"),
+    ] {
+        assert!(actions.contains(&want), "{want:?} in {actions:?}");
+    }
+    assert_eq!(all["next_cursor"], Value::Null, "every page was followed");
+    // The create sealed the first value (a record of its own); the swap
+    // is the last value change, from one fingerprint to another.
+    let set = records
+        .iter()
+        .rev()
+        .find(|r| r["action"] == "token.value.set")
+        .expect("the value change");
+    assert_eq!(set["actor"]["client"], "keygate-admin");
+    let (before, after) = (&set["fingerprint_before"], &set["fingerprint_after"]);
+    assert!(
+        before.is_string() && after.is_string() && before != after,
+        "{set}"
+    );
+
+    // The table: who, what, how.
+    let table = env.cli(&["audit"], None).success().stdout;
+    let fingerprints = format!(
+        "{}->{}",
+        before.as_str().expect("fp"),
+        after.as_str().expect("fp")
+    );
+    let row = table
+        .lines()
+        .find(|l| l.contains(&fingerprints))
+        .unwrap_or_else(|| panic!("no {fingerprints} in {table}"));
+    assert!(
+        row.contains("keygate-admin")
+            && row.contains("token.value.set")
+            && row.contains("token/stripe"),
+        "{row}"
+    );
+
+    // --limit stops early and says so; --since (with a `+` offset, sent
+    // percent-encoded) filters by time.
+    let out = env.cli(&["audit", "--limit", "2"], None).success();
+    assert_eq!(out.stdout.lines().count(), 3, "header + 2: {}", out.stdout);
+    assert!(out.stderr.contains("More records follow"), "{}", out.stderr);
+    let out = env
+        .cli(
+            &["audit", "--since", "2000-01-01T00:00:00+00:00", "--json"],
+            None,
+        )
+        .success();
+    assert_eq!(
+        out.json()["records"].as_array().map(Vec::len),
+        Some(records.len())
+    );
+    let out = env
+        .cli(&["audit", "--since", "2999-01-01T00:00:00Z"], None)
+        .success();
+    assert_eq!(
+        out.stdout.lines().count(),
+        1,
+        "only the header: {}",
+        out.stdout
+    );
+    let out = env.cli(&["audit", "--since", "yesterday"], None).failure();
+    assert!(out.stderr.contains("400"), "{}", out.stderr);
 
     env.assert_no_values_anywhere();
 }
