@@ -570,8 +570,8 @@ impl IntoReply for Yaml {
 
 /// `GET /api/v1/export`: the config file as it is on disk with every
 /// API-made object added, as YAML that `keygate check` accepts. Literal
-/// values become `env` references (named in the answer's
-/// `Keygate-Export-Env` header and in a comment), so no secret leaves.
+/// values become `env` references (listed in a comment at the top), so no
+/// secret leaves.
 pub async fn export(cx: Ctx) -> Result<Yaml, GatewayError> {
     flags(&cx.req, [])?;
     let config = Arc::clone(&cx.shared.snapshot().config);
