@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
 use crate::audit::{Action, Actor};
+use crate::config::export;
 use crate::config::{self, BUILTIN_ADMIN, Config, ConfigError, Overlay, Section};
 use crate::secret::{Secret, check_header_safe};
 use crate::store::{ObjectWrite, Store, StoreError, StoredObject};
@@ -211,6 +212,10 @@ pub enum ChangeError {
 pub enum Command {
     Reload(oneshot::Sender<Result<u64, Vec<ConfigError>>>),
     Change(Change, oneshot::Sender<Result<Applied, ChangeError>>),
+    /// The effective catalog as YAML (`keygate export`): the file's text
+    /// as last published with the API objects, not the file as it is on
+    /// disk now (it may be edited, or refused).
+    Export(oneshot::Sender<Result<String, config::export::ExportError>>),
 }
 
 /// A published change: the generation that carries it and the object's
@@ -367,9 +372,19 @@ pub fn plan(
             (write, before, None)
         }
     };
+    if let (Some(_), Some(o)) = (&value, next.objects.get(&(section, name.clone())))
+        && o.body.get("type").is_some_and(|t| t != "text")
+    {
+        return Err(ChangeError::Invalid(vec![Problem {
+            pointer: "/value".into(),
+            at: None,
+            message: "only a `text` token takes a value; an `http_request` token fetches its own and a `user` token is sent by each caller".into(),
+        }]));
+    }
     if let Some(o) = next.objects.get(&(section, name.clone())) {
         let mut found = Vec::new();
         literals(&o.body, &mut String::new(), &mut found);
+        plain_secrets(section, &o.body, &mut found);
         if !found.is_empty() {
             return Err(ChangeError::Invalid(found));
         }
@@ -514,6 +529,75 @@ fn literals(v: &Value, at: &mut String, found: &mut Vec<Problem>) {
             }
         }
         Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => {}
+    }
+}
+
+/// Plain strings where a credential may be: a token endpoint's form,
+/// JSON and headers (outside the OAuth parameters known not to be
+/// secrets), and a connector's credential-like static header. Stored as
+/// plain JSON they would be a secret in the clear; they must be
+/// references (or, for a connector, a token).
+fn plain_secrets(section: Section, body: &Value, found: &mut Vec<Problem>) {
+    let problem = |pointer: String, message: &str| Problem {
+        pointer,
+        at: None,
+        message: message.into(),
+    };
+    match section {
+        Section::Tokens => {
+            for part in ["form", "headers", "json"] {
+                if let Some(v) = body.get("request").and_then(|r| r.get(part)) {
+                    let mut at = format!("/request/{part}");
+                    plain_leaves(v, &mut at, None, &mut |pointer| {
+                        found.push(problem(
+                            pointer,
+                            "a plain value here may be a secret, and a definition made through the API is stored in the clear; use `{\"env\": …}`, `{\"file\": …}` or `{\"token\": …}`",
+                        ));
+                    });
+                }
+            }
+        }
+        Section::Connectors => {
+            if let Some(Value::Object(headers)) = body.get("headers") {
+                for name in headers.keys().filter(|h| export::credential_header(h)) {
+                    found.push(problem(
+                        format!("/headers/{}", config::escape_pointer(name)),
+                        "a static header that carries a credential belongs in a token (sealed or referenced), not in a connector's definition",
+                    ));
+                }
+            }
+        }
+        Section::Roles | Section::Clients => {}
+    }
+}
+
+fn plain_leaves(v: &Value, at: &mut String, key: Option<&str>, found: &mut dyn FnMut(String)) {
+    match v {
+        Value::Object(m) => {
+            if m.len() == 1 && ["env", "file", "token"].iter().any(|k| m.contains_key(*k)) {
+                return;
+            }
+            for (k, child) in m {
+                let len = at.len();
+                at.push('/');
+                at.push_str(&config::escape_pointer(k));
+                plain_leaves(child, at, Some(k), found);
+                at.truncate(len);
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                let len = at.len();
+                at.push('/');
+                at.push_str(&i.to_string());
+                plain_leaves(child, at, key, found);
+                at.truncate(len);
+            }
+        }
+        Value::String(_) | Value::Number(_) if !key.is_some_and(export::plain_param) => {
+            found(at.clone());
+        }
+        Value::Null | Value::Bool(_) | Value::String(_) | Value::Number(_) => {}
     }
 }
 
@@ -727,6 +811,33 @@ mod tests {
             panic!("{err:?}")
         };
         assert_eq!(problems[0].pointer, "/request/form/client_secret/literal");
+        // A plain client secret is refused too; a plain grant type is not.
+        let err = apply(
+            &objs,
+            Section::Tokens,
+            "oauth",
+            Op::Create(json!({
+                "type": "http_request",
+                "request": {"url": "https://a.example/t", "form": {"grant_type": "client_credentials", "client_secret": "s3cr3t"}},
+                "response": {"token": "/access_token"}
+            })),
+        )
+        .expect_err("plain secret");
+        let ChangeError::Invalid(problems) = err else {
+            panic!("{err:?}")
+        };
+        let pointers: Vec<_> = problems.iter().map(|p| p.pointer.as_str()).collect();
+        assert_eq!(pointers, ["/request/form/client_secret"]);
+        let err = apply(
+            &objs,
+            Section::Connectors,
+            "c2",
+            Op::Create(
+                json!({"upstream": "http://127.0.0.1:2", "headers": {"Authorization": "Basic x"}}),
+            ),
+        )
+        .expect_err("static credential");
+        assert!(matches!(err, ChangeError::Invalid(_)));
         assert!(!problems[0].message.contains("s3cr3t"));
         // A text token's own literal is taken out and sealed instead.
         let p = apply(

@@ -52,20 +52,41 @@ impl fmt::Display for Secret {
 /// "sk_live_…"`), so a credential in the wrong place would be echoed by a
 /// parse error. Field names use backticks and are kept; every double-quoted
 /// run is replaced by `"…"`.
+///
+/// Inside a quoted run a backslash escapes the next character (serde
+/// writes a value's own `"` as `\"`), so an escaped quote never ends the
+/// run and lets the value's tail through.
 pub fn redact_quoted(msg: &str) -> String {
     let mut out = String::with_capacity(msg.len());
     let mut in_quote = false;
+    let mut escaped = false;
     for ch in msg.chars() {
-        if ch == '"' {
-            if !in_quote {
-                out.push_str("\"…\"");
+        if in_quote {
+            match (escaped, ch) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_quote = false,
+                (false, _) => {}
             }
-            in_quote = !in_quote;
-        } else if !in_quote {
+        } else if ch == '"' {
+            out.push_str("\"…\"");
+            in_quote = true;
+        } else {
             out.push(ch);
         }
     }
     out
+}
+
+#[cfg(test)]
+mod redact_tests {
+    #[test]
+    fn an_escaped_quote_does_not_end_the_redaction() {
+        let msg = r#"invalid type: string "ab\"LEAKEDTAIL", expected u64"#;
+        let out = super::redact_quoted(msg);
+        assert!(!out.contains("LEAKEDTAIL"), "{out}");
+        assert!(out.ends_with("expected u64"), "{out}");
+    }
 }
 
 /// Refuses values that would split or truncate an HTTP header.

@@ -660,3 +660,88 @@ async fn every_update_applies_to_the_next_request() {
         .await;
     assert_eq!(r.error_code().as_deref(), Some("already_exists"));
 }
+
+#[tokio::test]
+async fn no_secret_rests_in_a_definition_and_no_token_inherits_an_old_value() {
+    let mut env = Env::start().await;
+    let refused = [
+        // A value on a token that takes none.
+        json!({"name": "u", "type": "user", "header": "X-U", "value": SECRET_A}),
+        // A plain client secret for a token endpoint.
+        json!({"name": "o", "type": "http_request",
+               "request": {"url": "https://id.example/token",
+                           "form": {"grant_type": "client_credentials", "client_secret": SECRET_B}},
+               "response": {"token": "/access_token"}}),
+    ];
+    for body in refused {
+        let r = env.call(Method::POST, "/api/v1/tokens", Some(body)).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());
+        assert!(!r.text().contains(SECRET_A) && !r.text().contains(SECRET_B));
+    }
+    let r = env
+        .call(
+            Method::POST,
+            "/api/v1/connectors",
+            Some(json!({"name": "s", "upstream": env.up.url(), "headers": {"Authorization": SECRET_C}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());
+    assert_eq!(
+        r.json()["error"]["problems"][0]["pointer"],
+        "/headers/Authorization"
+    );
+
+    // A file token with a run-time value goes away with a reload; a token
+    // made later under its name through the API starts empty.
+    let up = env.up.url();
+    env.gw
+        .write_config(&yaml(&up).replace("\ntokens:\n", "\ntokens:\n  gone: { header: X-Gone }\n"));
+    let r = env.call(Method::POST, "/api/v1/reload", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = env
+        .call(
+            Method::PUT,
+            "/api/v1/tokens/gone/value",
+            Some(json!({"value": SECRET_A})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    env.gw.write_config(&yaml(&up));
+    let r = env.call(Method::POST, "/api/v1/reload", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = env
+        .call(
+            Method::POST,
+            "/api/v1/tokens",
+            Some(json!({"name": "gone", "header": "X-New"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.json()["state"], "unavailable", "{}", r.text());
+    assert_eq!(r.json()["fingerprint"], Value::Null);
+
+    // A stale If-Match on a client delete leaves its keys alone.
+    let r = env
+        .call(
+            Method::POST,
+            "/api/v1/clients",
+            Some(json!({"name": "k", "roles": ["file-role"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let key = env.new_key("k").await;
+    let r = env
+        .call_if(
+            Method::DELETE,
+            "/api/v1/clients/k?confirm=true",
+            "\"7\"",
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED, "{}", r.text());
+    assert_eq!(env.proxied("file-conn", &key).await.status, StatusCode::OK);
+    env.gw
+        .secrets
+        .extend([SECRET_A.into(), SECRET_B.into(), SECRET_C.into()]);
+    env.gw.assert_no_secrets();
+}

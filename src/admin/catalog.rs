@@ -431,6 +431,15 @@ async fn revoke_client_keys(
         // The change itself answers: config-owned or not found.
         return Ok(());
     }
+    // Checked before any key is revoked, not only by the change after:
+    // a stale `If-Match` must leave the keys alone too.
+    let current = version_of(&snap.config, Section::Clients, name);
+    if head.if_match.is_some() && head.if_match != current {
+        return Err(GatewayError::PreconditionFailed(format!(
+            "client `{name}` is at version {}, not the version in If-Match",
+            current.unwrap_or_default()
+        )));
+    }
     let now = SystemTime::now();
     let live: Vec<String> = head
         .shared
@@ -568,23 +577,20 @@ impl IntoReply for Yaml {
     }
 }
 
-/// `GET /api/v1/export`: the config file as it is on disk with every
-/// API-made object added, as YAML that `keygate check` accepts. Literal
-/// values become `env` references (listed in a comment at the top), so no
-/// secret leaves.
+/// `GET /api/v1/export`: the config file as last published with every
+/// API-made object added, as YAML that `keygate check` accepts. Values
+/// that may be secrets become references (listed in a comment at the
+/// top), so no secret leaves.
 pub async fn export(cx: Ctx) -> Result<Yaml, GatewayError> {
     flags(&cx.req, [])?;
-    let config = Arc::clone(&cx.shared.snapshot().config);
-    let text = blocking(move || {
-        let file = std::fs::read_to_string(&config.path).map_err(|e| {
-            tracing::error!(error = %e, path = %config.path.display(), "export: cannot read the config file");
-            GatewayError::Internal
-        })?;
-        crate::config::export::export(&file, &config).map_err(|e| {
-            tracing::error!(error = %e, "export failed");
-            GatewayError::Internal
-        })
-    })
-    .await?;
+    let (tx, rx) = oneshot::channel();
+    cx.commands
+        .send(Command::Export(tx))
+        .await
+        .map_err(|_| GatewayError::Internal)?;
+    let text = rx.await.map_err(|_| GatewayError::Internal)?.map_err(|e| {
+        tracing::error!(error = %e, "export failed");
+        GatewayError::Internal
+    })?;
     Ok(Yaml(text))
 }

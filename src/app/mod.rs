@@ -235,6 +235,7 @@ impl App {
                         reply: Some(reply),
                     },
                     Command::Change(change, reply) => Request::Change { change, reply },
+                    Command::Export(reply) => Request::Export(reply),
                 };
                 if forward.send(request).await.is_err() {
                     return;

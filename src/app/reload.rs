@@ -55,6 +55,8 @@ pub enum Request {
         change: Change,
         reply: oneshot::Sender<Result<Applied, ChangeError>>,
     },
+    /// Export the published catalog (see `objects::Command::Export`).
+    Export(oneshot::Sender<Result<String, config::export::ExportError>>),
 }
 
 /// The state of the loop: what was last *tried* (good or refused), so a
@@ -124,6 +126,10 @@ impl Reloader {
                 Request::Check => self.check().await,
                 Request::Change { change, reply } => {
                     let _ = reply.send(self.change(change).await);
+                }
+                Request::Export(reply) => {
+                    let config = Arc::clone(&self.shared.snapshot().config);
+                    let _ = reply.send(config::export::export(&self.yaml, &config));
                 }
             }
         }
@@ -208,6 +214,7 @@ impl Reloader {
             change,
             to_ms(SystemTime::now()),
         )?;
+        let running_config = Arc::clone(&running.config);
         drop(running);
         let Plan {
             next,
@@ -218,6 +225,9 @@ impl Reloader {
             version_after,
         } = plan;
         self.keep_running(&mut config);
+        if section == Section::Tokens {
+            forget_stale_value(&self.shared, &running_config, &config, &name)?;
+        }
         let shared = Arc::clone(&self.shared);
         let raced = name.clone();
         let commit = move |next: &KeyView| {
@@ -466,6 +476,29 @@ impl Reloader {
             }
         });
     }
+}
+
+/// A run-time value stored under `name` that the token as `next` defines
+/// it must not inherit, forgotten before the snapshot is built (the build
+/// restores stored values): a token created under the name of one long
+/// gone, or one that stops taking a run-time value (its type or source
+/// changed), would otherwise come up with an old credential.
+fn forget_stale_value(
+    shared: &Shared,
+    running: &Config,
+    next: &Config,
+    name: &str,
+) -> Result<(), ChangeError> {
+    let took = running
+        .tokens
+        .get(name)
+        .is_some_and(|t| t.takes_admin_value());
+    let takes = next.tokens.get(name).is_some_and(|t| t.takes_admin_value());
+    let created = !running.tokens.contains_key(name) && next.tokens.contains_key(name);
+    if created || (took && !takes) {
+        shared.store_handle().delete_token_value(name)?;
+    }
+    Ok(())
 }
 
 /// Why a publish did not happen: the config was refused (built or bound),

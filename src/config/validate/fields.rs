@@ -112,7 +112,8 @@ pub(super) fn parse_upstream(text: &str) -> Result<Upstream, String> {
         .cloned()
         .ok_or_else(|| format!("upstream `{text}` has no host"))?;
     if authority.as_str().contains('@') {
-        return Err(format!("upstream `{text}` must not carry user information"));
+        // Never echoed: user information may be a password.
+        return Err("the upstream must not carry user information (`user:password@`); put a credential in a token".into());
     }
     if authority.host().is_empty() {
         return Err(format!("upstream `{text}` has no host"));
