@@ -383,7 +383,7 @@ pub fn plan(
     }
     if let Some(o) = next.objects.get(&(section, name.clone())) {
         let mut found = Vec::new();
-        literals(&o.body, &mut String::new(), &mut found);
+        literals(&o.body, &mut found);
         plain_secrets(section, &o.body, &mut found);
         if !found.is_empty() {
             return Err(ChangeError::Invalid(found));
@@ -496,40 +496,51 @@ fn take_value(body: &mut Map<String, Value>) -> Result<Option<Secret>, ChangeErr
     Ok(Some(Secret::new(text)))
 }
 
+/// Walks `v` depth first, with each node's RFC 6901 pointer and the key it
+/// sits under (an array's items inherit their array's key); `visit`
+/// answers whether to go into the node's children.
+fn walk(
+    v: &Value,
+    at: &mut String,
+    key: Option<&str>,
+    visit: &mut dyn FnMut(&Value, &str, Option<&str>) -> bool,
+) {
+    if !visit(v, at, key) {
+        return;
+    }
+    let mut step = |at: &mut String, seg: &str, child: &Value, key: Option<&str>| {
+        let len = at.len();
+        at.push('/');
+        at.push_str(&config::escape_pointer(seg));
+        walk(child, at, key, visit);
+        at.truncate(len);
+    };
+    match v {
+        Value::Object(m) => m.iter().for_each(|(k, c)| step(at, k, c, Some(k))),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .for_each(|(i, c)| step(at, &i.to_string(), c, key)),
+        Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => {}
+    }
+}
+
 /// Every `{literal: …}` left in a definition: a definition is stored as
 /// plain JSON, so a secret in it would sit unencrypted in the store and
 /// come back in `keygate export`. Only a `text` token's own value is
 /// sealed (taken out by `take_value`); anything else must be a reference.
-fn literals(v: &Value, at: &mut String, found: &mut Vec<Problem>) {
-    match v {
-        Value::Object(m) => {
-            for (k, child) in m {
-                let len = at.len();
-                at.push('/');
-                at.push_str(&config::escape_pointer(k));
-                if k == "literal" {
-                    found.push(Problem {
-                        pointer: at.clone(),
-                        at: None,
-                        message: "a literal secret is not stored in a definition made through the API; use `{\"env\": …}` or `{\"file\": …}`, or send a text token's value as a string (it is sealed)".into(),
-                    });
-                } else {
-                    literals(child, at, found);
-                }
-                at.truncate(len);
-            }
+fn literals(v: &Value, found: &mut Vec<Problem>) {
+    walk(v, &mut String::new(), None, &mut |_, at, key| {
+        if key != Some("literal") {
+            return true;
         }
-        Value::Array(items) => {
-            for (i, child) in items.iter().enumerate() {
-                let len = at.len();
-                at.push('/');
-                at.push_str(&i.to_string());
-                literals(child, at, found);
-                at.truncate(len);
-            }
-        }
-        Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => {}
-    }
+        found.push(Problem {
+            pointer: at.to_string(),
+            at: None,
+            message: "a literal secret is not stored in a definition made through the API; use `{\"env\": …}` or `{\"file\": …}`, or send a text token's value as a string (it is sealed)".into(),
+        });
+        false
+    });
 }
 
 /// Plain strings where a credential may be: a token endpoint's form,
@@ -548,7 +559,7 @@ fn plain_secrets(section: Section, body: &Value, found: &mut Vec<Problem>) {
             for part in ["form", "headers", "json"] {
                 if let Some(v) = body.get("request").and_then(|r| r.get(part)) {
                     let mut at = format!("/request/{part}");
-                    plain_leaves(v, &mut at, None, &mut |pointer| {
+                    plain_leaves(v, &mut at, &mut |pointer| {
                         found.push(problem(
                             pointer,
                             "a plain value here may be a secret, and a definition made through the API is stored in the clear; use `{\"env\": …}`, `{\"file\": …}` or `{\"token\": …}`",
@@ -571,34 +582,22 @@ fn plain_secrets(section: Section, body: &Value, found: &mut Vec<Problem>) {
     }
 }
 
-fn plain_leaves(v: &Value, at: &mut String, key: Option<&str>, found: &mut dyn FnMut(String)) {
-    match v {
+/// Calls `found` with the pointer of each plain leaf of `v` that is not
+/// under a key known to hold no secret; sources (`{env|file|token: …}`)
+/// are references and are skipped.
+fn plain_leaves(v: &Value, at: &mut String, found: &mut dyn FnMut(String)) {
+    walk(v, at, None, &mut |node, at, key| match node {
         Value::Object(m) => {
-            if m.len() == 1 && ["env", "file", "token"].iter().any(|k| m.contains_key(*k)) {
-                return;
-            }
-            for (k, child) in m {
-                let len = at.len();
-                at.push('/');
-                at.push_str(&config::escape_pointer(k));
-                plain_leaves(child, at, Some(k), found);
-                at.truncate(len);
-            }
+            !(m.len() == 1 && ["env", "file", "token"].iter().any(|k| m.contains_key(*k)))
         }
-        Value::Array(items) => {
-            for (i, child) in items.iter().enumerate() {
-                let len = at.len();
-                at.push('/');
-                at.push_str(&i.to_string());
-                plain_leaves(child, at, key, found);
-                at.truncate(len);
+        Value::String(_) | Value::Number(_) => {
+            if !key.is_some_and(export::plain_param) {
+                found(at.to_string());
             }
+            false
         }
-        Value::String(_) | Value::Number(_) if !key.is_some_and(export::plain_param) => {
-            found(at.clone());
-        }
-        Value::Null | Value::Bool(_) | Value::String(_) | Value::Number(_) => {}
-    }
+        Value::Null | Value::Bool(_) | Value::Array(_) => true,
+    });
 }
 
 /// RFC 7396: `null` removes a member, an object merges, anything else
