@@ -32,6 +32,9 @@ pub use crate::config::ApiDef as ApiObject;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ApiObjects {
     pub objects: BTreeMap<(Section, String), ApiObject>,
+    /// The last version of each deleted name: created again, it continues
+    /// from there, so an `ETag` read before the delete never matches.
+    pub retired: BTreeMap<(Section, String), u64>,
 }
 
 /// Why the stored catalog could not be read.
@@ -70,7 +73,13 @@ impl ApiObjects {
                 },
             );
         }
-        Ok(ApiObjects { objects })
+        let mut retired = BTreeMap::new();
+        for (section, name, version) in store.load_retired()? {
+            if let Some(s) = Section::from_key(&section) {
+                retired.insert((s, name), version);
+            }
+        }
+        Ok(ApiObjects { objects, retired })
     }
 
     pub fn get(&self, section: Section, name: &str) -> Option<&ApiObject> {
@@ -299,9 +308,10 @@ pub fn plan(
             if section == Section::Tokens {
                 value = take_value(&mut body)?;
             }
+            let version = current.retired.get(&key).map_or(1, |v| v + 1);
             let object = ApiObject {
                 body: Value::Object(body),
-                version: 1,
+                version,
                 created_ms: now_ms,
                 updated_ms: now_ms,
             };
@@ -310,7 +320,7 @@ pub fn plan(
                 expected: None,
             };
             next.objects.insert(key, object);
-            (write, None, Some(1))
+            (write, None, Some(version))
         }
         Op::Patch(_) | Op::SetTokens(_) => {
             let old = existing.ok_or_else(not_found)?;
@@ -368,6 +378,7 @@ pub fn plan(
                 expected: old.version,
             };
             let before = Some(old.version);
+            next.retired.insert(key.clone(), old.version);
             next.objects.remove(&key);
             (write, before, None)
         }

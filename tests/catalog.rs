@@ -424,6 +424,30 @@ async fn if_match_stops_a_lost_update() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["description"], Value::Null);
     assert_eq!(r.json()["version"], 3);
+
+    // Deleted and made again, the name continues its versions: an ETag
+    // read before the delete never matches the new object.
+    let r = env.call(Method::DELETE, "/api/v1/roles/ops", None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = env
+        .call(Method::POST, "/api/v1/roles", Some(json!({"name": "ops"})))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.json()["version"], 4);
+    let stale = env
+        .call_if(
+            Method::PATCH,
+            "/api/v1/roles/ops",
+            &tag,
+            json!({"description": "C"}),
+        )
+        .await;
+    assert_eq!(
+        stale.status,
+        StatusCode::PRECONDITION_FAILED,
+        "{}",
+        stale.text()
+    );
 }
 
 #[tokio::test]

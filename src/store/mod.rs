@@ -248,6 +248,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// later under the same name starts empty.
     fn delete_token_value(&self, name: &str) -> Result<(), StoreError>;
     fn load_objects(&self) -> Result<Vec<StoredObject>, StoreError>;
+    /// `(section, name, last version)` of every deleted object (a delete
+    /// through [`Store::write_objects`] records it).
+    fn load_retired(&self) -> Result<Vec<(String, String, u64)>, StoreError>;
     /// Applies `writes` in one transaction, each conditional on the version
     /// its writer read: `Ok(false)` means one condition failed (another
     /// writer got there first) and nothing was written.

@@ -384,6 +384,13 @@ impl Store for SqliteStore {
         rows.collect::<Result<_, _>>().map_err(StoreError::from)
     }
 
+    fn load_retired(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare("SELECT section, name, version FROM catalog_retired")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, column_u64(r, 2)?)))?;
+        rows.collect::<Result<_, _>>().map_err(StoreError::from)
+    }
+
     fn write_objects(&self, writes: &[ObjectWrite]) -> Result<bool, StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
@@ -423,10 +430,18 @@ impl Store for SqliteStore {
                     section,
                     name,
                     expected,
-                } => tx.execute(
-                    "DELETE FROM catalog_objects WHERE section = ?1 AND name = ?2 AND version = ?3",
-                    params![section, name, int(*expected)],
-                )?,
+                } => {
+                    let n = tx.execute(
+                        "DELETE FROM catalog_objects WHERE section = ?1 AND name = ?2 AND version = ?3",
+                        params![section, name, int(*expected)],
+                    )?;
+                    tx.execute(
+                        "INSERT INTO catalog_retired (section, name, version) VALUES (?1, ?2, ?3)
+                         ON CONFLICT(section, name) DO UPDATE SET version = excluded.version",
+                        params![section, name, int(*expected)],
+                    )?;
+                    n
+                }
             };
             if changed != 1 {
                 // Dropping the transaction rolls every earlier step back.
@@ -786,6 +801,10 @@ mod tests {
         assert!(!store.write_objects(&[delete(1)]).expect("stale delete"));
         assert!(store.write_objects(&[delete(2)]).expect("delete"));
         assert!(store.load_objects().expect("load").is_empty());
+        assert_eq!(
+            store.load_retired().expect("retired"),
+            vec![("tokens".to_string(), "a".to_string(), 2)]
+        );
     }
 
     #[test]

@@ -11,3 +11,12 @@ CREATE TABLE catalog_objects (
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (section, name)
 );
+
+-- The last version of each deleted object: a name created again continues
+-- from it, so an ETag read before the delete never matches the new object.
+CREATE TABLE catalog_retired (
+    section TEXT NOT NULL,
+    name    TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (section, name)
+);
