@@ -413,6 +413,24 @@ async fn if_match_stops_a_lost_update() {
     assert_eq!(b.status, StatusCode::PRECONDITION_FAILED, "{}", b.text());
     let r = env.call(Method::GET, "/api/v1/roles/ops", None).await;
     assert_eq!(r.json()["description"], "A");
+    // A list of tags matches if any names the current version.
+    let r = env
+        .call_if(
+            Method::PATCH,
+            "/api/v1/roles/ops",
+            "\"1\", \"2\"",
+            json!({"description": "A2"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = env
+        .call(
+            Method::PATCH,
+            "/api/v1/roles/ops",
+            Some(json!({"description": "A"})),
+        )
+        .await;
+    assert_eq!(r.json()["version"], 4);
     // Without If-Match the last write wins, as in most APIs.
     let r = env
         .call(
@@ -423,7 +441,7 @@ async fn if_match_stops_a_lost_update() {
         .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["description"], Value::Null);
-    assert_eq!(r.json()["version"], 3);
+    assert_eq!(r.json()["version"], 5);
 
     // Deleted and made again, the name continues its versions: an ETag
     // read before the delete never matches the new object.
@@ -433,7 +451,7 @@ async fn if_match_stops_a_lost_update() {
         .call(Method::POST, "/api/v1/roles", Some(json!({"name": "ops"})))
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
-    assert_eq!(r.json()["version"], 4);
+    assert_eq!(r.json()["version"], 6);
     let stale = env
         .call_if(
             Method::PATCH,

@@ -200,7 +200,7 @@ pub async fn get_client(cx: Ctx) -> Result<Tagged<Json<ClientView>>, GatewayErro
 struct Head {
     shared: Arc<Shared>,
     commands: mpsc::Sender<Command>,
-    if_match: Option<u64>,
+    if_match: Vec<u64>,
     actor: Actor,
 }
 
@@ -243,28 +243,44 @@ async fn apply(head: &Head, change: Change) -> Result<Applied, GatewayError> {
     Ok(rx.await.map_err(|_| GatewayError::Internal)??)
 }
 
-/// `If-Match: "3"` → `Some(3)`; `*` or no header → `None` (any version).
-/// A tag that is no version of ours can match nothing: `412`.
-fn if_match(req: &Request<Incoming>) -> Result<Option<u64>, GatewayError> {
+/// The versions `If-Match` lists (`"3", "4"`); empty for `*` or no
+/// header (any version). A tag that is no version of ours (a weak one,
+/// RFC 9110 §13.1.1 compares strongly) can match nothing: `412`.
+fn if_match(req: &Request<Incoming>) -> Result<Vec<u64>, GatewayError> {
     let Some(v) = req.headers().get(IF_MATCH) else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
     let text = v.to_str().unwrap_or_default().trim();
     if text == "*" {
-        return Ok(None);
+        return Ok(Vec::new());
     }
     text.split(',')
-        .next()
-        .map(str::trim)
-        .and_then(|t| t.strip_prefix('"'))
-        .and_then(|t| t.strip_suffix('"'))
-        .and_then(|t| t.parse::<u64>().ok())
-        .map(Some)
+        .map(|t| {
+            t.trim()
+                .strip_prefix('"')
+                .and_then(|t| t.strip_suffix('"'))
+                .and_then(|t| t.parse::<u64>().ok())
+        })
+        .collect::<Option<Vec<u64>>>()
+        .filter(|tags| !tags.is_empty())
         .ok_or_else(|| {
             GatewayError::PreconditionFailed(
                 "If-Match names no version of this object (send the ETag of a GET)".into(),
             )
         })
+}
+
+impl Head {
+    /// The version the change must apply to: the object's own if any
+    /// listed tag names it, else the first tag (which the change refuses
+    /// with `412`); `None` when any version will do.
+    fn version_for(&self, section: Section, name: &str) -> Option<u64> {
+        let current = version_of(&self.shared.snapshot().config, section, name);
+        match current {
+            Some(v) if self.if_match.contains(&v) => Some(v),
+            _ => self.if_match.first().copied(),
+        }
+    }
 }
 
 /// `?confirm=true&force=false`: each allowed flag is `true` or `false`;
@@ -358,7 +374,7 @@ async fn change(cx: Ctx, section: Section, op: OpKind) -> Result<(Head, String),
             (name, Op::SetTokens(body.tokens))
         }
     };
-    let if_match = head.if_match;
+    let if_match = head.version_for(section, &name);
     apply(
         &head,
         Change {
@@ -400,7 +416,7 @@ async fn delete(cx: Ctx, section: Section) -> Result<NoContent, GatewayError> {
     if section == Section::Clients {
         revoke_client_keys(&head, &name, confirm, force).await?;
     }
-    let if_match = head.if_match;
+    let if_match = head.version_for(section, &name);
     apply(
         &head,
         Change {
@@ -434,7 +450,7 @@ async fn revoke_client_keys(
     // Checked before any key is revoked, not only by the change after:
     // a stale `If-Match` must leave the keys alone too.
     let current = version_of(&snap.config, Section::Clients, name);
-    if head.if_match.is_some() && head.if_match != current {
+    if !head.if_match.is_empty() && head.version_for(Section::Clients, name) != current {
         return Err(GatewayError::PreconditionFailed(format!(
             "client `{name}` is at version {}, not the version in If-Match",
             current.unwrap_or_default()
