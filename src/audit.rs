@@ -281,6 +281,19 @@ impl Record {
 pub fn record(store: &dyn Store, rec: Record) -> Option<u64> {
     let row = rec.to_stored();
     let result = store.append_audit(&row);
+    emit(&rec, &row, result)
+}
+
+/// Logs the line of a record the store already kept (a catalog change
+/// stores its record in the change's own transaction), with its id.
+pub fn announce(rec: &Record, id: u64) {
+    let row = rec.to_stored();
+    emit(rec, &row, Ok(id));
+}
+
+/// The JSON line of `rec`: at `info` with its id once stored, at `error`
+/// with the store's error when it was not.
+fn emit(rec: &Record, row: &AuditRecord, result: Result<u64, StoreError>) -> Option<u64> {
     let at = rfc3339(rec.at);
     macro_rules! emit {
         ($level:ident, $id:expr, $error:expr, $message:literal) => {

@@ -230,6 +230,8 @@ impl Reloader {
         }
         let shared = Arc::clone(&self.shared);
         let raced = name.clone();
+        let rec = Record::new(&actor, action, &name).versions(version_before, version_after);
+        let row = rec.to_stored();
         let commit = move |next: &KeyView| {
             // The last-admin-key rule holds for the catalog too: taking
             // `admin: true` from a role, or the role from a client, must
@@ -241,12 +243,13 @@ impl Reloader {
             {
                 return Err(ChangeError::LastAdminKey);
             }
+            // The change and its audit record: one transaction.
             match shared
                 .store_handle()
-                .write_objects(std::slice::from_ref(&write))
+                .write_objects(std::slice::from_ref(&write), &row)
             {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(ChangeError::Raced {
+                Ok(Some(id)) => Ok(id),
+                Ok(None) => Err(ChangeError::Raced {
                     section,
                     name: raced,
                 }),
@@ -254,7 +257,7 @@ impl Reloader {
             }
         };
         let config = Arc::new(config);
-        let generation = self
+        let (generation, audit_id) = self
             .publish_with(Arc::clone(&config), commit)
             .await
             .map_err(|e| match e {
@@ -272,11 +275,8 @@ impl Reloader {
                 tracing::warn!(token = %name, error = %e, "the deleted token's stored value could not be removed");
             }
         }
+        audit::announce(&rec, audit_id);
         let store = self.shared.store_handle();
-        audit::record(
-            store.as_ref(),
-            Record::new(&actor, action, &name).versions(version_before, version_after),
-        );
         if let Some(value) = value {
             // The token is published now, so its value can be: sealed,
             // stored and swapped in before the answer goes out.
@@ -324,6 +324,7 @@ impl Reloader {
     pub async fn publish(&mut self, config: Arc<Config>) -> Outcome {
         self.publish_with(config, |_| Ok::<(), Infallible>(()))
             .await
+            .map(|(generation, ())| generation)
             .map_err(|e| match e {
                 Refused::Config(errs) => errs,
                 Refused::Commit(never) => match never {},
@@ -334,11 +335,11 @@ impl Reloader {
     /// refuse the config and before the swap: a catalog change is written
     /// to the store only once its snapshot is built and its ports bound,
     /// and published only once written.
-    async fn publish_with<E>(
+    async fn publish_with<T, E>(
         &mut self,
         config: Arc<Config>,
-        commit: impl FnOnce(&KeyView) -> Result<(), E>,
-    ) -> Result<u64, Refused<E>> {
+        commit: impl FnOnce(&KeyView) -> Result<T, E>,
+    ) -> Result<(u64, T), Refused<E>> {
         let old = self.shared.snapshot();
         let generation = old.generation + 1;
         let next = snapshot::build(
@@ -372,10 +373,10 @@ impl Reloader {
                 config: Arc::clone(&next.catalog.config),
                 declared: Arc::clone(&next.catalog.declared_keys),
             };
-            commit(&view).map(|()| self.shared.published().publish(&next))
+            commit(&view).map(|kept| (kept, self.shared.published().publish(&next)))
         };
-        let (published, replaced) = match swapped {
-            Ok(pair) => pair,
+        let (kept, (published, replaced)) = match swapped {
+            Ok(done) => done,
             Err(e) => {
                 // Not written: nothing it built starts, its fresh ports
                 // close as they drop.
@@ -410,7 +411,7 @@ impl Reloader {
         self.dirs
             .send_replace(watch_dirs(&config, &self.config_path));
         self.check_tls(&config);
-        Ok(generation)
+        Ok((generation, kept))
     }
 
     /// The watcher's check: reloads the config if its content (or a

@@ -251,10 +251,16 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// `(section, name, last version)` of every deleted object (a delete
     /// through [`Store::write_objects`] records it).
     fn load_retired(&self) -> Result<Vec<(String, String, u64)>, StoreError>;
-    /// Applies `writes` in one transaction, each conditional on the version
-    /// its writer read: `Ok(false)` means one condition failed (another
-    /// writer got there first) and nothing was written.
-    fn write_objects(&self, writes: &[ObjectWrite]) -> Result<bool, StoreError>;
+    /// Applies `writes` and appends `audit` in one transaction, each write
+    /// conditional on the version its writer read: `Ok(None)` means one
+    /// condition failed (another writer got there first) and nothing was
+    /// written; `Ok(Some(id))` is the audit record's id. A change and its
+    /// record are kept together or not at all.
+    fn write_objects(
+        &self,
+        writes: &[ObjectWrite],
+        audit: &AuditRecord,
+    ) -> Result<Option<u64>, StoreError>;
     /// Appends one audit record, durable when it returns; returns its id.
     fn append_audit(&self, rec: &AuditRecord) -> Result<u64, StoreError>;
     /// Up to `limit` records, oldest first by id: those at or after

@@ -153,6 +153,32 @@ fn insert(conn: &Connection, k: &StoredKey) -> Result<(), StoreError> {
 
 /// Unrevoked keys rolled from `id`, following the chain through revoked
 /// links too (`UNION` also stops a cycle, should one ever be written).
+/// Appends one audit row (on a connection or inside a transaction, which
+/// derefs to one) and returns its id.
+fn insert_audit(conn: &Connection, a: &AuditRecord) -> Result<u64, StoreError> {
+    conn.execute(
+        "INSERT INTO audit_log (at_ms, actor_client, actor_key, action, object_kind, object_name,
+             version_before, version_after, fingerprint_before, fingerprint_after, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        params![
+            int(a.at_ms),
+            a.actor_client,
+            a.actor_key,
+            a.action,
+            a.object_kind,
+            a.object_name,
+            opt_int(a.version_before),
+            opt_int(a.version_after),
+            a.fingerprint_before,
+            a.fingerprint_after,
+            a.detail
+        ],
+    )?;
+    let id = conn.last_insert_rowid();
+    u64::try_from(id)
+        .map_err(|_| StoreError::Sqlite(rusqlite::Error::IntegralValueOutOfRange(0, id)))
+}
+
 fn successors_of(conn: &Connection, id: &str) -> Result<Vec<String>, StoreError> {
     let mut stmt = conn.prepare(
         "WITH RECURSIVE chain(id) AS (
@@ -391,7 +417,11 @@ impl Store for SqliteStore {
         rows.collect::<Result<_, _>>().map_err(StoreError::from)
     }
 
-    fn write_objects(&self, writes: &[ObjectWrite]) -> Result<bool, StoreError> {
+    fn write_objects(
+        &self,
+        writes: &[ObjectWrite],
+        audit: &AuditRecord,
+    ) -> Result<Option<u64>, StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
         for w in writes {
@@ -445,36 +475,16 @@ impl Store for SqliteStore {
             };
             if changed != 1 {
                 // Dropping the transaction rolls every earlier step back.
-                return Ok(false);
+                return Ok(None);
             }
         }
+        let id = insert_audit(&tx, audit)?;
         tx.commit()?;
-        Ok(true)
+        Ok(Some(id))
     }
 
     fn append_audit(&self, a: &AuditRecord) -> Result<u64, StoreError> {
-        let conn = self.conn()?;
-        conn.execute(
-            "INSERT INTO audit_log (at_ms, actor_client, actor_key, action, object_kind, object_name,
-                 version_before, version_after, fingerprint_before, fingerprint_after, detail)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            params![
-                int(a.at_ms),
-                a.actor_client,
-                a.actor_key,
-                a.action,
-                a.object_kind,
-                a.object_name,
-                opt_int(a.version_before),
-                opt_int(a.version_after),
-                a.fingerprint_before,
-                a.fingerprint_after,
-                a.detail
-            ],
-        )?;
-        let id = conn.last_insert_rowid();
-        u64::try_from(id)
-            .map_err(|_| StoreError::Sqlite(rusqlite::Error::IntegralValueOutOfRange(0, id)))
+        insert_audit(&*self.conn()?, a)
     }
 
     fn list_audit(
@@ -774,21 +784,32 @@ mod tests {
             object: obj(name, version),
             expected,
         };
-        assert!(store.write_objects(&[put("a", 1, None)]).expect("create"));
+        let audit = AuditRecord {
+            at_ms: 5,
+            actor_client: "ops".into(),
+            actor_key: Some("key_1".into()),
+            action: "token.create".into(),
+            object_kind: "token".into(),
+            object_name: "a".into(),
+            version_before: None,
+            version_after: Some(1),
+            fingerprint_before: None,
+            fingerprint_after: None,
+            detail: None,
+        };
+        let write = |w: &[ObjectWrite]| store.write_objects(w, &audit).expect("write");
+        assert!(write(&[put("a", 1, None)]).is_some());
         // A second create of the same name, or an update from a stale
-        // version, writes nothing.
-        assert!(!store.write_objects(&[put("a", 1, None)]).expect("dup"));
-        assert!(!store.write_objects(&[put("a", 3, Some(2))]).expect("stale"));
+        // version, writes nothing, its audit record included.
+        assert!(write(&[put("a", 1, None)]).is_none());
+        assert!(write(&[put("a", 3, Some(2))]).is_none());
         // One failing step rolls back the steps before it.
-        assert!(
-            !store
-                .write_objects(&[put("b", 1, None), put("a", 3, Some(2))])
-                .expect("rolled back")
-        );
-        assert!(
-            store
-                .write_objects(&[put("a", 2, Some(1))])
-                .expect("update")
+        assert!(write(&[put("b", 1, None), put("a", 3, Some(2))]).is_none());
+        assert!(write(&[put("a", 2, Some(1))]).is_some());
+        assert_eq!(
+            store.list_audit(None, None, 10).expect("audit").len(),
+            2,
+            "one record per change written, none for the refused ones"
         );
         drop(store);
         let store = SqliteStore::open(&path).expect("reopen");
@@ -798,8 +819,18 @@ mod tests {
             name: "a".into(),
             expected,
         };
-        assert!(!store.write_objects(&[delete(1)]).expect("stale delete"));
-        assert!(store.write_objects(&[delete(2)]).expect("delete"));
+        assert!(
+            store
+                .write_objects(&[delete(1)], &audit)
+                .expect("stale")
+                .is_none()
+        );
+        assert!(
+            store
+                .write_objects(&[delete(2)], &audit)
+                .expect("delete")
+                .is_some()
+        );
         assert!(store.load_objects().expect("load").is_empty());
         assert_eq!(
             store.load_retired().expect("retired"),
