@@ -107,18 +107,6 @@ pub enum Op {
     SetTokens(Vec<String>),
 }
 
-impl Op {
-    /// The audit action's verb.
-    pub fn verb(&self) -> &'static str {
-        match self {
-            Op::Create(_) => "create",
-            Op::Patch(_) => "update",
-            Op::Delete => "delete",
-            Op::SetTokens(_) => "tokens",
-        }
-    }
-}
-
 /// One change to one object.
 #[derive(Debug)]
 pub struct Change {

@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use super::page::{PageQuery, page};
 use super::reply::{Created, Json, NoContent};
 use super::router::Ctx;
-use crate::audit::{self, Action, Fingerprint, Record};
+use crate::audit::{self, Action, Record};
 use crate::auth::keys::{self, KeyMetadata, NewKey};
 use crate::clock::{rfc3339, to_ms};
 use crate::config::units::format_duration;
@@ -408,15 +408,7 @@ pub async fn set_token_value(cx: Ctx) -> Result<Json<TokenView>, GatewayError> {
             &n,
             &body.value,
         )?;
-        let (before, after) = (swapped.before.as_deref(), &swapped.after);
-        let rec = Record::new(&actor, Action::TokenValueSet, n)
-            .at(after.updated_at)
-            .versions(before.map(|v| v.version), Some(after.version))
-            .fingerprints(
-                before.map(|v| Fingerprint::of(&v.secret)),
-                Some(Fingerprint::of(&after.secret)),
-            );
-        audit::record(s.store(), rec);
+        audit::record(s.store(), swapped.record(&actor, &n));
         Ok::<_, values::TokenValueError>(())
     })
     .await?;

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::ports::Ports;
 use super::watch::watch_dirs;
-use crate::audit::{self, Action, Fingerprint, Record};
+use crate::audit::{self, Record};
 use crate::auth::keys::{self, KeyView};
 use crate::clock::{now_rfc3339, to_ms};
 use crate::config::{self, Config, ConfigError, Section};
@@ -35,7 +35,7 @@ use crate::listen::tls::CertResolver;
 use crate::objects::{self, ApiObjects, Applied, Change, ChangeError, Op, Plan};
 use crate::snapshot::{self, file_digest};
 use crate::state::{ReloadStatus, ReloadTrigger, Shared};
-use crate::tokens::{TokenValue, values};
+use crate::tokens::values;
 
 /// The answer to a load: the generation published, or why nothing was.
 pub type Outcome = Result<u64, Vec<ConfigError>>;
@@ -299,19 +299,7 @@ impl Reloader {
                 token: name.clone(),
                 why: e.to_string(),
             })?;
-            let fingerprint = |v: &TokenValue| Fingerprint::parse(&v.fingerprint);
-            audit::record(
-                store.as_ref(),
-                Record::new(&actor, Action::TokenValueSet, &name)
-                    .versions(
-                        swapped.before.as_ref().map(|v| v.version),
-                        Some(swapped.after.version),
-                    )
-                    .fingerprints(
-                        swapped.before.as_deref().and_then(fingerprint),
-                        fingerprint(&swapped.after),
-                    ),
-            );
+            audit::record(store.as_ref(), swapped.record(&actor, &name));
         }
         Ok(Applied {
             generation,
@@ -483,20 +471,20 @@ impl Reloader {
 /// it must not inherit, forgotten before the snapshot is built (the build
 /// restores stored values): a token created under the name of one long
 /// gone, or one that stops taking a run-time value (its type or source
-/// changed), would otherwise come up with an old credential.
+/// changed), would otherwise come up with an old credential. A deleted
+/// token's value is forgotten after the publish instead, in `change`, so
+/// a delete that is refused keeps it.
 fn forget_stale_value(
     shared: &Shared,
     running: &Config,
     next: &Config,
     name: &str,
 ) -> Result<(), ChangeError> {
-    let took = running
-        .tokens
-        .get(name)
-        .is_some_and(|t| t.takes_admin_value());
-    let takes = next.tokens.get(name).is_some_and(|t| t.takes_admin_value());
-    let created = !running.tokens.contains_key(name) && next.tokens.contains_key(name);
-    if created || (took && !takes) {
+    let Some(token) = next.tokens.get(name) else {
+        return Ok(());
+    };
+    let took = running.tokens.get(name).map(|t| t.takes_admin_value());
+    if took.is_none() || (took == Some(true) && !token.takes_admin_value()) {
         shared.store_handle().delete_token_value(name)?;
     }
     Ok(())

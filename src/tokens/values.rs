@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::audit::{Action, Actor, Fingerprint, Record};
 use crate::clock::to_ms;
 use crate::secret::{Secret, check_header_safe};
 use crate::store::sealed::{MasterKey, OpenError, SealError};
@@ -71,6 +72,21 @@ pub enum TokenValueError {
 pub struct Swapped {
     pub before: Option<Arc<TokenValue>>,
     pub after: Arc<TokenValue>,
+}
+
+impl Swapped {
+    /// The audit record of this swap of `name` by `actor`: versions and
+    /// fingerprints before and after, never the value.
+    pub fn record(&self, actor: &Actor, name: &str) -> Record {
+        let (before, after) = (self.before.as_deref(), &self.after);
+        Record::new(actor, Action::TokenValueSet, name)
+            .at(after.updated_at)
+            .versions(before.map(|v| v.version), Some(after.version))
+            .fingerprints(
+                before.map(|v| Fingerprint::of(&v.secret)),
+                Some(Fingerprint::of(&after.secret)),
+            )
+    }
 }
 
 /// Sets `name` to `value`: 404 unknown token, 409 if its value comes from
