@@ -553,12 +553,14 @@ pub fn flush_usage(shared: &dyn KeyContext) -> Result<usize, StoreError> {
     if moved.is_empty() {
         return Ok(0);
     }
+    // Deltas: the store adds them up, so replicas flushing one key (and a
+    // flush racing a restart) never overwrite each other's counts.
     let batch: Vec<Usage<'_>> = moved
         .iter()
         .map(|(r, uses)| Usage {
             id: &r.id,
             last_used_ms: r.last_used_ms.load(Ordering::Relaxed),
-            uses: *uses,
+            uses: uses.saturating_sub(r.persisted_uses.load(Ordering::Relaxed)),
         })
         .collect();
     shared.store().record_usage(&batch)?;

@@ -1,13 +1,15 @@
 //! Durable state behind a small trait: API keys (hashes and metadata only),
 //! key usage, run-time token values (ciphertext only), the audit log
 //! (fingerprints only, never values) and a few flags.
-//! SQLite is the embedded default; the trait is shaped so a PostgreSQL
-//! backend can follow for multi-replica deployments (every method is one
-//! short transaction, no SQLite-specific types leak out).
+//! SQLite is the embedded default for one box; PostgreSQL (`postgres`)
+//! serves any number of replicas, and adds [`Replication`]: every write
+//! appends to a change sequence the other replicas follow (SPEC §8).
+//! Every method is one short transaction; no backend's types leak out.
 //!
 //! The request path never calls the store: keys are served from the
 //! in-memory index, usage is written in batches.
 
+pub mod postgres;
 pub mod sealed;
 pub mod sqlite;
 
@@ -29,10 +31,14 @@ pub struct StoredKey {
     pub rolled_from: Option<String>,
 }
 
+/// Usage of one key since its last flush: merged into the stored row with
+/// `max(last_used)` and `uses + uses`, so replicas flushing the same key
+/// add up instead of overwriting each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Usage<'a> {
     pub id: &'a str,
     pub last_used_ms: u64,
+    /// Requests since the last flush (a delta, not a total).
     pub uses: u64,
 }
 
@@ -211,6 +217,69 @@ pub enum WriteError {
     },
 }
 
+/// What one entry of the change sequence says changed. It names the
+/// object, never its content: a replica re-reads the current row, so
+/// applying an entry twice, or an old entry late, is harmless.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changed {
+    /// An API key by id: created (also by `admin-key --reset`), revoked,
+    /// rolled (its expiry shortened, or it is the successor).
+    Key(String),
+    /// A token's run-time value by token name: set, or forgotten.
+    TokenValue(String),
+    /// A catalog object: created, changed or deleted.
+    Object { section: String, name: String },
+}
+
+/// One entry of the change sequence. `seq` increases in commit order
+/// (writers take one lock to append), so "everything up to `seq`" is a
+/// consistent point to catch up to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredChange {
+    pub seq: u64,
+    pub changed: Changed,
+    /// The replica that made the change (it applied it already).
+    pub origin: String,
+}
+
+/// A replica as the others see it, for a revocation waiting on acks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaRow {
+    pub name: String,
+    pub applied: u64,
+    /// Milliseconds since its last heartbeat, by the database's clock.
+    pub silent_ms: u64,
+}
+
+/// The multi-replica side of a store (PostgreSQL): the change sequence,
+/// single-row re-reads for applying one entry, and the replica table
+/// (applied sequence + heartbeat) that makes revocation synchronous.
+/// Blocking like [`Store`]: call it from the blocking pool.
+pub trait Replication: Send + Sync + fmt::Debug {
+    /// This replica's name, as other replicas and a `202` name it.
+    fn replica(&self) -> &str;
+    /// Entries with `seq > after`, oldest first, at most `limit`.
+    fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<StoredChange>, StoreError>;
+    /// The highest sequence number written so far (0 when none).
+    fn latest_seq(&self) -> Result<u64, StoreError>;
+    fn load_key(&self, id: &str) -> Result<Option<StoredKey>, StoreError>;
+    fn load_token_value(&self, name: &str) -> Result<Option<StoredTokenValue>, StoreError>;
+    /// The object, or `None` with the version it was deleted at (if any).
+    fn load_object(
+        &self,
+        section: &str,
+        name: &str,
+    ) -> Result<Result<StoredObject, Option<u64>>, StoreError>;
+    /// Records `applied` and the heartbeat (database time) for this
+    /// replica, and wakes waiting revokers; returns the latest sequence.
+    fn heartbeat(&self, applied: u64) -> Result<u64, StoreError>;
+    /// Live replicas other than this one (heartbeat within `lease`) that
+    /// have not applied `seq` yet.
+    fn behind(&self, seq: u64, lease_ms: u64) -> Result<Vec<ReplicaRow>, StoreError>;
+    /// Removes this replica's row (clean shutdown), so nobody waits on it.
+    fn leave(&self) -> Result<(), StoreError>;
+}
+
 pub trait Store: Send + Sync + fmt::Debug {
     fn load_keys(&self) -> Result<Vec<StoredKey>, StoreError>;
     /// Durable when it returns: the caller sends the key only afterwards.
@@ -242,6 +311,10 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn purge_ended_before(&self, before_ms: u64) -> Result<usize, StoreError>;
     fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError>;
     fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError>;
+    /// Sets `key` only if it is unset, atomically; returns the value now
+    /// stored (`value`, or what another writer stored first), so two
+    /// replicas starting at once agree on one master-key check.
+    fn init_meta(&self, key: &str, value: &str) -> Result<String, StoreError>;
     fn put_token_value(&self, value: &StoredTokenValue) -> Result<(), StoreError>;
     fn load_token_values(&self) -> Result<Vec<StoredTokenValue>, StoreError>;
     /// Forgets a run-time value (its token was deleted), so a token made

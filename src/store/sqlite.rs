@@ -298,7 +298,7 @@ impl Store for SqliteStore {
             let mut stmt = tx
                 .prepare(
                     "INSERT INTO key_usage (id, last_used_at, uses) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(id) DO UPDATE SET last_used_at = excluded.last_used_at, uses = excluded.uses",
+                     ON CONFLICT(id) DO UPDATE SET last_used_at = max(last_used_at, excluded.last_used_at), uses = uses + excluded.uses",
                 )?;
             for u in batch {
                 stmt.execute(params![u.id, int(u.last_used_ms), int(u.uses)])?;
@@ -355,6 +355,18 @@ impl Store for SqliteStore {
             )
             .map(|_| ())
             .map_err(StoreError::from)
+    }
+
+    fn init_meta(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        let conn = self.conn()?;
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO NOTHING",
+            params![key, value],
+        )?;
+        conn.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+            r.get(0)
+        })
+        .map_err(StoreError::from)
     }
 
     fn put_token_value(&self, v: &StoredTokenValue) -> Result<(), StoreError> {

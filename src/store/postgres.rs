@@ -1,0 +1,1 @@
+//! PostgreSQL: the store several replicas share (SPEC §8).
