@@ -383,7 +383,16 @@ impl From<StoreError> for GatewayError {
             | StoreError::Sqlite(_)
             | StoreError::MalformedDigest { .. }
             | StoreError::MalformedRoles { .. }
-            | StoreError::Poisoned => internal("store failure", &e),
+            | StoreError::Poisoned
+            | StoreError::PgUrl(_)
+            | StoreError::PgTls(_)
+            | StoreError::PgConnect { .. }
+            | StoreError::PgMigration { .. }
+            | StoreError::Postgres(_)
+            | StoreError::PoolTimeout { .. }
+            | StoreError::Timeout(_)
+            | StoreError::Runtime(_)
+            | StoreError::Damaged(_) => internal("store failure", &e),
         }
     }
 }

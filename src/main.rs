@@ -784,36 +784,51 @@ fn admin_key_reset(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let db = &cfg.store.sqlite;
-    // Refuse rather than create an empty store: a wrong -c must not leave a
-    // stray database holding an admin key nothing will ever read.
-    if !db.exists() {
-        eprintln!(
-            "keygate: no store at {}: start the gateway once (its first start creates an admin key), or check -c",
-            db.display()
-        );
-        return ExitCode::FAILURE;
-    }
+    let what = match &cfg.store.backend {
+        config::Backend::Sqlite(db) => db.display().to_string(),
+        config::Backend::Postgres(_) => "(PostgreSQL)".to_string(),
+    };
     let locked = |busy: bool, e: &dyn std::fmt::Display| {
         if busy {
             format!(
-                "the store {} is locked by another writer; try again, or stop the gateway first",
-                db.display()
+                "the store {what} is locked by another writer; try again, or stop the gateway first"
             )
         } else {
-            format!("cannot use the store {}: {e}", db.display())
+            format!("cannot use the store {what}: {e}")
         }
     };
-    let store = match keygate::store::sqlite::SqliteStore::open(db) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("keygate: {}", locked(e.is_busy(), &e));
-            return ExitCode::FAILURE;
+    let store: Box<dyn keygate::store::Store> = match &cfg.store.backend {
+        config::Backend::Sqlite(db) => {
+            // Refuse rather than create an empty store: a wrong -c must not
+            // leave a stray database holding an admin key nothing will ever read.
+            if !db.exists() {
+                eprintln!(
+                    "keygate: no store at {}: start the gateway once (its first start creates an admin key), or check -c",
+                    db.display()
+                );
+                return ExitCode::FAILURE;
+            }
+            match keygate::store::sqlite::SqliteStore::open(db) {
+                Ok(s) => Box::new(s),
+                Err(e) => {
+                    eprintln!("keygate: {}", locked(e.is_busy(), &e));
+                    return ExitCode::FAILURE;
+                }
+            }
         }
+        // A database server, not a file a typo could create: opening it
+        // applies the schema (as the first replica's start would).
+        config::Backend::Postgres(pg) => match keygate::store::postgres::PgStore::open(pg) {
+            Ok(s) => Box::new(s),
+            Err(e) => {
+                eprintln!("keygate: {}", locked(e.is_busy(), &e));
+                return ExitCode::FAILURE;
+            }
+        },
     };
-    let dir = db.parent().map(PathBuf::from).unwrap_or_default();
+    let dir = cfg.store.data_dir.clone();
     match keygate::auth::keys::reset_admin_key(
-        &store,
+        store.as_ref(),
         &cfg.keys.prefix,
         cfg.keys.max_ttl,
         &dir,

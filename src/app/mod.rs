@@ -18,7 +18,7 @@ pub mod watch;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -37,6 +37,8 @@ use crate::objects::{ApiObjects, Command};
 use crate::proxy::{Listener, Proxy};
 use crate::snapshot::Published;
 use crate::state::{ReloadTrigger, Shared};
+use crate::store::Store;
+use crate::store::postgres::PgStore;
 use crate::store::sealed;
 use crate::store::sqlite::SqliteStore;
 use ports::Ports;
@@ -108,12 +110,23 @@ impl App {
     /// holds the objects made through the admin API, and the config
     /// published is the file read again with those laid over it.
     pub async fn start(config_path: PathBuf, config: Config) -> Result<Arc<App>, StartError> {
-        let store_path = config.store.sqlite.clone();
-        let store = SqliteStore::open(&store_path).map_err(|source| StartError::Store {
-            path: store_path.clone(),
-            source,
-        })?;
-        let api = ApiObjects::load(&store)?;
+        let (store, store_path): (Arc<dyn Store>, PathBuf) = match &config.store.backend {
+            config::Backend::Sqlite(path) => (
+                Arc::new(SqliteStore::open(path).map_err(|source| StartError::Store {
+                    path: path.clone(),
+                    source,
+                })?),
+                path.clone(),
+            ),
+            config::Backend::Postgres(pg) => (
+                Arc::new(PgStore::open(pg).map_err(|source| StartError::Store {
+                    path: PathBuf::from("(PostgreSQL)"),
+                    source,
+                })?),
+                PathBuf::from("(PostgreSQL)"),
+            ),
+        };
+        let api = ApiObjects::load(store.as_ref())?;
         let yaml = std::fs::read_to_string(&config_path)?;
         let config = Arc::new(
             config::from_text_with(&yaml, &config_path, &api.overlay())
@@ -125,10 +138,10 @@ impl App {
                 "catalog objects made through the admin API loaded"
             );
         }
-        let master = sealed::load_or_create(&config.store.master_key, &store)?;
+        let master = sealed::load_or_create(&config.store.master_key, store.as_ref())?;
         let shared = Arc::new(Shared::new(
             Published::empty(Arc::clone(&config)),
-            Arc::new(store),
+            store,
             master,
         ));
         let stored = keys::load(shared.as_ref()).map_err(StartError::Keys)?;
@@ -180,10 +193,7 @@ impl App {
             }
         }
         purge_audit(&shared, config.store.audit_retention);
-        let store_dir = store_path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        let store_dir = config.store.data_dir.clone();
         if let Some(path) = keys::bootstrap(shared.as_ref(), &store_dir, SystemTime::now())? {
             tracing::warn!(
                 path = %path.display(),

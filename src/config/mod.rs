@@ -29,11 +29,11 @@ pub use locate::escape_pointer;
 pub use overlay::{Overlay, from_text_with};
 
 pub use model::{
-    Admin, ApiDef, AuthMode, BUILTIN_ADMIN, Client, ClientKey, Config, Connector,
+    Admin, ApiDef, AuthMode, BUILTIN_ADMIN, Backend, Client, ClientKey, Config, Connector,
     DEFAULT_ADMIN_LISTEN, DEFAULT_KEY_PREFIX, DEFAULT_LISTEN, DeclaredKey, Expiry, FetchBody,
     Grant, HeaderPlan, HttpRequestSpec, JsonTemplate, JwtKey, JwtSpec, Keys, Limits,
-    MAX_H2_KEEP_ALIVE, MAX_HEADER_READ_TIMEOUT, MAX_IDLE_TIMEOUT, Param, Role, Section, Server,
-    Store, TlsFiles, TokenKind, TokenSpec, Upstream, UserSpec, ValueSource, listen_matches,
+    MAX_H2_KEEP_ALIVE, MAX_HEADER_READ_TIMEOUT, MAX_IDLE_TIMEOUT, Param, Postgres, Role, Section,
+    Server, Store, TlsFiles, TokenKind, TokenSpec, Upstream, UserSpec, ValueSource, listen_matches,
 };
 
 /// One problem in a config file, with its 1-based position where known.

@@ -229,7 +229,7 @@ pub fn listen_matches(bound: SocketAddr, configured: SocketAddr) -> bool {
 
 #[derive(Debug, Clone)]
 pub struct Store {
-    pub sqlite: PathBuf,
+    pub backend: Backend,
     pub master_key: ValueSource,
     /// How long revoked or expired keys stay listed; `None` keeps them.
     pub retention: Option<Duration>,
@@ -239,6 +239,39 @@ pub struct Store {
     /// How long audit records are kept (default 400 days: a year and a
     /// review cycle), then purged at start and by the upkeep.
     pub audit_retention: Duration,
+    /// Folder for `initial-admin.key` and other local files: the SQLite
+    /// file's folder, or `data/` beside the config for PostgreSQL.
+    pub data_dir: PathBuf,
+}
+
+/// Where the store lives: one file for one box, or a database that any
+/// number of replicas share (SPEC §8).
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite(PathBuf),
+    Postgres(Postgres),
+}
+
+/// `store.postgres`. The URL holds a password, so it stays a
+/// [`ValueSource`] (read when the store opens) and is never printed.
+#[derive(Debug, Clone)]
+pub struct Postgres {
+    /// A libpq-style URL; `sslmode`/`sslrootcert` as `store::postgres` says.
+    pub url: ValueSource,
+    /// Connections this replica holds at most (1 to 64, default 8).
+    pub pool_size: usize,
+    /// How long a revocation waits for the other replicas' acks before
+    /// answering `202` with the laggards (default 2s).
+    pub ack_timeout: Duration,
+    /// How long a replica cut off from the database keeps serving from
+    /// memory, and how long a silent replica still counts as live
+    /// (default 30s).
+    pub lease: Duration,
+    /// How often this replica records its applied sequence (default 1s;
+    /// under half the lease, so one lost beat does not end a lease).
+    pub heartbeat: Duration,
+    /// This replica's name; `None`: the host name and process id.
+    pub replica: Option<String>,
 }
 
 #[derive(Debug, Clone)]

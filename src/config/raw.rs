@@ -79,6 +79,8 @@ pub struct RawAdmin {
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
     pub sqlite: Option<String>,
+    /// The shared store for several replicas; excludes `sqlite`.
+    pub postgres: Option<RawPostgres>,
     pub master_key: Option<RawValueSource>,
     /// Days to keep revoked or expired keys listed before they are purged.
     pub retention: Option<Scalar>,
@@ -86,6 +88,18 @@ pub struct RawStore {
     pub flush_interval: Option<Scalar>,
     /// How long audit records are kept before they are purged.
     pub audit_retention: Option<Scalar>,
+}
+
+/// `store.postgres`: the database URL and the replica protocol's timings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPostgres {
+    pub url: Option<RawValueSource>,
+    pub pool_size: Option<u64>,
+    pub ack_timeout: Option<Scalar>,
+    pub lease: Option<Scalar>,
+    pub heartbeat: Option<Scalar>,
+    pub replica: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -130,7 +130,8 @@ pub struct StoredAudit {
 }
 
 /// A store failure. The text is for the operator's log, never a client:
-/// it names paths, key ids and SQLite's own message, never a value.
+/// it names paths, key ids, a database's host and name and the database's
+/// own message, never a value or a URL's password.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database file or its directory could not be created.
@@ -173,21 +174,73 @@ pub enum StoreError {
     /// A thread panicked while holding the connection.
     #[error("store: connection lock poisoned")]
     Poisoned,
+    /// The PostgreSQL URL is missing, malformed or asks for something
+    /// keygate refuses (an `sslmode` that does not check the server). The
+    /// reason never quotes the URL: it holds a password.
+    #[error("store: PostgreSQL url: {0}")]
+    PgUrl(String),
+    /// TLS for PostgreSQL could not be set up (an unreadable `sslrootcert`).
+    #[error("store: PostgreSQL TLS: {0}")]
+    PgTls(String),
+    /// No connection to the server (refused, TLS handshake or
+    /// authentication failed, or no answer within the connect timeout).
+    /// `target` is `host:port/database`, never the user or password.
+    #[error("store: cannot connect to PostgreSQL at {target}: {source}")]
+    PgConnect {
+        target: String,
+        source: postgres::PgError,
+    },
+    /// Migration `version` (as in `pg_migrations/`) failed; nothing of it
+    /// was committed.
+    #[error("store: PostgreSQL migration {version} failed: {source}")]
+    PgMigration {
+        version: usize,
+        source: postgres::PgError,
+    },
+    /// A statement failed, or the connection broke under it.
+    #[error("store: PostgreSQL: {0}")]
+    Postgres(#[from] postgres::PgError),
+    /// Every pooled connection stayed busy for `waited`.
+    #[error("store: no PostgreSQL connection to {target} free within {}ms", waited.as_millis())]
+    PoolTimeout {
+        target: String,
+        waited: std::time::Duration,
+    },
+    /// A call did not finish in time (its connection is dropped, not reused).
+    #[error("store: PostgreSQL did not answer within {}s", .0.as_secs())]
+    Timeout(std::time::Duration),
+    /// The store's own runtime could not start, or has stopped.
+    #[error("store: the PostgreSQL client runtime: {0}")]
+    Runtime(String),
+    /// A row keygate never writes (a negative time, an unknown change kind).
+    #[error("store: damaged row: {0}")]
+    Damaged(String),
 }
 
 impl StoreError {
     /// Another writer holds the database (SQLite `BUSY`/`LOCKED` past the
-    /// busy timeout): worth "try again" rather than "it is broken".
+    /// busy timeout; PostgreSQL serialization failure, deadlock, lock
+    /// timeout, or every pooled connection busy): worth "try again" rather
+    /// than "it is broken".
     pub fn is_busy(&self) -> bool {
         let e = match self {
             StoreError::Open { source, .. }
             | StoreError::Migration { source, .. }
             | StoreError::Sqlite(source) => source,
+            StoreError::Postgres(e) | StoreError::PgMigration { source: e, .. } => {
+                return e.is_busy();
+            }
+            StoreError::PoolTimeout { .. } | StoreError::Timeout(_) => return true,
             StoreError::Create { .. }
             | StoreError::SchemaTooNew { .. }
             | StoreError::MalformedDigest { .. }
             | StoreError::MalformedRoles { .. }
-            | StoreError::Poisoned => return false,
+            | StoreError::Poisoned
+            | StoreError::PgUrl(_)
+            | StoreError::PgTls(_)
+            | StoreError::PgConnect { .. }
+            | StoreError::Runtime(_)
+            | StoreError::Damaged(_) => return false,
         };
         matches!(
             e.sqlite_error_code(),

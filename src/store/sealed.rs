@@ -154,25 +154,28 @@ pub fn load_or_create(
         other => parse_hex(source::read(other)?.expose()).ok_or(MasterKeyError::Malformed)?,
     };
     let key = MasterKey::from_bytes(&bytes);
-    match check {
-        Some(stored) => {
-            let (n, c) = stored
-                .split_once(':')
-                .and_then(|(n, c)| Some((hex::decode(n).ok()?, hex::decode(c).ok()?)))
-                .ok_or(MasterKeyError::CheckMalformed)?;
-            match key.open(CHECK_AAD, &n, &c) {
-                Ok(p) if p == CHECK_PLAINTEXT => {}
-                Ok(_) | Err(OpenError::Decrypt) => return Err(MasterKeyError::Mismatch),
-                Err(OpenError::NonceSize) => return Err(MasterKeyError::CheckMalformed),
-            }
-        }
+    // A fresh store takes this key's check value only if no other replica
+    // stored one first (`init_meta` is atomic); either way the key is then
+    // checked against what the store holds, so two replicas starting at
+    // once with different keys cannot both win.
+    let stored = match check {
+        Some(stored) => stored,
         None => {
             let (n, c) = key.seal(CHECK_AAD, CHECK_PLAINTEXT)?;
-            store.set_meta(
+            store.init_meta(
                 CHECK_META,
                 &format!("{}:{}", hex::encode(n), hex::encode(c)),
-            )?;
+            )?
         }
+    };
+    let (n, c) = stored
+        .split_once(':')
+        .and_then(|(n, c)| Some((hex::decode(n).ok()?, hex::decode(c).ok()?)))
+        .ok_or(MasterKeyError::CheckMalformed)?;
+    match key.open(CHECK_AAD, &n, &c) {
+        Ok(p) if p == CHECK_PLAINTEXT => {}
+        Ok(_) | Err(OpenError::Decrypt) => return Err(MasterKeyError::Mismatch),
+        Err(OpenError::NonceSize) => return Err(MasterKeyError::CheckMalformed),
     }
     Ok(key)
 }

@@ -12,11 +12,11 @@ use super::Errors;
 use super::fields::{duration, parse_listen, resolve, valid_key_prefix, value_source};
 use crate::config::locate::Seg;
 use crate::config::model::{
-    Admin, DEFAULT_ADMIN_LISTEN, DEFAULT_KEY_PREFIX, DEFAULT_LISTEN, Keys, Limits, MAX_CONNECTIONS,
-    MAX_H2_KEEP_ALIVE, MAX_HEADER_READ_TIMEOUT, MAX_IDLE_TIMEOUT, MIN_HEADER_SIZE, Server, Store,
-    TlsFiles, ValueSource,
+    Admin, Backend, DEFAULT_ADMIN_LISTEN, DEFAULT_KEY_PREFIX, DEFAULT_LISTEN, Keys, Limits,
+    MAX_CONNECTIONS, MAX_H2_KEEP_ALIVE, MAX_HEADER_READ_TIMEOUT, MAX_IDLE_TIMEOUT, MIN_HEADER_SIZE,
+    Postgres, Server, Store, TlsFiles, ValueSource,
 };
-use crate::config::raw::{RawAdmin, RawKeys, RawServer, RawStore, Scalar};
+use crate::config::raw::{RawAdmin, RawKeys, RawPostgres, RawServer, RawStore, Scalar};
 use crate::config::units::{MAX_KEY_DURATION, MAX_KEY_DURATION_TEXT, format_duration, parse_size};
 
 const DEFAULT_GRACE: Duration = Duration::from_secs(30);
@@ -24,6 +24,14 @@ const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(2);
 const MIN_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 const MAX_FLUSH_INTERVAL: Duration = Duration::from_secs(60);
+/// PostgreSQL connections per replica: enough for the flush, the upkeep
+/// and a few admin writes at once; 64 keeps many replicas under a
+/// server's default `max_connections` of 100 only if the operator sizes it.
+const DEFAULT_PG_POOL: u64 = 8;
+const MAX_PG_POOL: u64 = 64;
+const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(2);
+const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
 /// Audit records: a year and a review cycle, then purged.
 const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(400 * 86_400);
 
@@ -92,8 +100,27 @@ pub(super) fn store(e: &mut Errors<'_>, raw: &RawStore, base: &Path) -> Store {
             .unwrap_or(ValueSource::File(base.join("data/master.key"))),
         None => ValueSource::File(base.join("data/master.key")),
     };
+    let backend = match (&raw.sqlite, &raw.postgres) {
+        (Some(_), Some(_)) => {
+            e.at(
+                &[Key("store"), Key("postgres")],
+                "store.sqlite and store.postgres exclude each other: keep the one this gateway uses",
+            );
+            Backend::Sqlite(resolve(base, "data/keygate.db"))
+        }
+        (_, Some(pg)) => Backend::Postgres(postgres(e, pg, base)),
+        (sqlite, None) => Backend::Sqlite(resolve(
+            base,
+            sqlite.as_deref().unwrap_or("data/keygate.db"),
+        )),
+    };
+    let data_dir = match &backend {
+        Backend::Sqlite(path) => path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        Backend::Postgres(_) => base.join("data"),
+    };
     Store {
-        sqlite: resolve(base, raw.sqlite.as_deref().unwrap_or("data/keygate.db")),
+        backend,
+        data_dir,
         master_key,
         retention: raw.retention.as_ref().map(|_| {
             duration(
@@ -111,6 +138,81 @@ pub(super) fn store(e: &mut Errors<'_>, raw: &RawStore, base: &Path) -> Store {
             DEFAULT_AUDIT_RETENTION,
         ),
     }
+}
+
+/// `store.postgres`. The URL itself is read (and checked) when the store
+/// opens: it may come from a file or variable that is set only at run time.
+fn postgres(e: &mut Errors<'_>, raw: &RawPostgres, base: &Path) -> Postgres {
+    use Seg::Key;
+    let at = |field: &'static str| [Key("store"), Key("postgres"), Key(field)];
+    let url = match &raw.url {
+        Some(src) => value_source(e, &at("url"), src, base),
+        None => {
+            e.at(
+                &[Key("store"), Key("postgres")],
+                "store.postgres needs a `url`, e.g. `url: { env: KEYGATE_DATABASE_URL }`",
+            );
+            None
+        }
+    }
+    .unwrap_or_else(|| ValueSource::Env("KEYGATE_DATABASE_URL".into()));
+    let pool = raw.pool_size.unwrap_or(DEFAULT_PG_POOL);
+    if !(1..=MAX_PG_POOL).contains(&pool) {
+        e.at(
+            &at("pool_size"),
+            "store.postgres.pool_size must be between 1 and 64",
+        );
+    }
+    let pool_size = usize::try_from(pool.clamp(1, MAX_PG_POOL)).unwrap_or(8);
+    let mut nonzero = |field: &'static str, raw: &Option<Scalar>, default: Duration| {
+        let d = duration(e, &at(field), raw, default);
+        if d.is_zero() {
+            e.at(
+                &at(field),
+                format!("store.postgres.{field} must be longer than 0s"),
+            );
+            return default;
+        }
+        d
+    };
+    let ack_timeout = nonzero("ack_timeout", &raw.ack_timeout, DEFAULT_ACK_TIMEOUT);
+    let lease = nonzero("lease", &raw.lease, DEFAULT_LEASE);
+    let heartbeat = nonzero("heartbeat", &raw.heartbeat, DEFAULT_HEARTBEAT);
+    if heartbeat.saturating_mul(2) >= lease {
+        e.at(
+            &at("heartbeat"),
+            format!(
+                "store.postgres.heartbeat ({}) must be under half the lease ({}), so one late beat does not end a live replica's lease",
+                format_duration(heartbeat),
+                format_duration(lease)
+            ),
+        );
+    }
+    if let Some(name) = &raw.replica
+        && !valid_replica_name(name)
+    {
+        e.at(
+            &at("replica"),
+            "store.postgres.replica must be 1 to 63 letters, digits, `.`, `_` or `-`",
+        );
+    }
+    Postgres {
+        url,
+        pool_size,
+        ack_timeout,
+        lease,
+        heartbeat,
+        replica: raw.replica.clone(),
+    }
+}
+
+/// A replica name travels in `202` answers, logs and the `replicas`
+/// table: kept to a host-name-like alphabet.
+fn valid_replica_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// `keys:`.
@@ -397,5 +499,73 @@ mod tests {
         .expect("the bounds themselves are valid");
         assert_eq!(l.header_read_timeout, MAX_HEADER_READ_TIMEOUT);
         assert_eq!(l.idle_timeout, MAX_IDLE_TIMEOUT);
+    }
+
+    #[test]
+    fn store_backend_is_sqlite_by_default_or_postgres_with_defaults() {
+        let path = Path::new("/tmp/keygate.yaml");
+        let c = crate::config::from_text("", path).expect("valid");
+        assert!(
+            matches!(&c.store.backend, Backend::Sqlite(p) if p == Path::new("/tmp/data/keygate.db"))
+        );
+        assert_eq!(c.store.data_dir, Path::new("/tmp/data"));
+        let c = crate::config::from_text(
+            "store:\n  postgres:\n    url: { env: KEYGATE_DATABASE_URL }\n",
+            path,
+        )
+        .expect("valid");
+        let Backend::Postgres(pg) = &c.store.backend else {
+            panic!("{:?}", c.store.backend)
+        };
+        assert!(matches!(&pg.url, ValueSource::Env(n) if n == "KEYGATE_DATABASE_URL"));
+        assert_eq!(pg.pool_size, 8);
+        assert_eq!(pg.ack_timeout, Duration::from_secs(2));
+        assert_eq!(pg.lease, Duration::from_secs(30));
+        assert_eq!(pg.heartbeat, Duration::from_secs(1));
+        assert_eq!(pg.replica, None);
+        assert_eq!(c.store.data_dir, Path::new("/tmp/data"));
+        let c = crate::config::from_text(
+            "store:\n  postgres:\n    url: { file: db.url }\n    pool_size: 2\n    ack_timeout: 500ms\n    lease: 10s\n    heartbeat: 2s\n    replica: gw-1\n",
+            path,
+        )
+        .expect("valid");
+        let Backend::Postgres(pg) = &c.store.backend else {
+            panic!("{:?}", c.store.backend)
+        };
+        assert!(matches!(&pg.url, ValueSource::File(p) if p == Path::new("/tmp/db.url")));
+        assert_eq!(
+            (pg.pool_size, pg.ack_timeout, pg.lease, pg.heartbeat),
+            (
+                2,
+                Duration::from_millis(500),
+                Duration::from_secs(10),
+                Duration::from_secs(2)
+            )
+        );
+        assert_eq!(pg.replica.as_deref(), Some("gw-1"));
+    }
+
+    #[test]
+    fn postgres_store_errors_point_at_the_field() {
+        let path = Path::new("/tmp/keygate.yaml");
+        let errs = |yaml: &str| crate::config::from_text(yaml, path).expect_err(yaml).0;
+        let e = errs("store:\n  sqlite: k.db\n  postgres:\n    url: { env: DB }\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].line, Some(3));
+        assert!(e[0].message.contains("exclude each other"), "{e:?}");
+        let e = errs("store:\n  postgres:\n    pool_size: 4\n");
+        assert!(message_on(&e, 2).contains("needs a `url`"), "{e:?}");
+        let e = errs(
+            "store:\n  postgres:\n    url: { literal: \"postgres://u:hunter2@db/k\" }\n    pool_size: 0\n    lease: 2s\n    heartbeat: 1s\n    replica: \"a b\"\n    ack_timeout: 0s\n",
+        );
+        assert!(message_on(&e, 4).contains("between 1 and 64"), "{e:?}");
+        assert!(message_on(&e, 6).contains("under half the lease"), "{e:?}");
+        assert!(message_on(&e, 7).contains("replica must be"), "{e:?}");
+        assert!(message_on(&e, 8).contains("longer than 0s"), "{e:?}");
+        assert_eq!(e.len(), 4, "{e:?}");
+        assert!(
+            e.iter().all(|e| !e.message.contains("hunter2")),
+            "never the URL's password: {e:?}"
+        );
     }
 }
