@@ -13,6 +13,7 @@
 )]
 
 pub mod jwt;
+pub mod pg;
 pub mod upstream;
 
 use std::collections::HashMap;

@@ -98,7 +98,9 @@ impl PgServer {
                      CI must run the PostgreSQL tests: install Debian's postgresql (.ci/run does)"
                 );
             }
-            eprintln!("skipping: PostgreSQL server binaries not found (install Debian's postgresql)");
+            eprintln!(
+                "skipping: PostgreSQL server binaries not found (install Debian's postgresql)"
+            );
             return None;
         };
         let dir = tempfile::tempdir().expect("tempdir");
@@ -171,7 +173,7 @@ impl PgServer {
             format!("host all {PASSWORD_USER} 127.0.0.1/32 scram-sha-256\n{trusted}"),
         )
         .expect("pg_hba.conf");
-        server.start();
+        server.start_again();
         server.psql(
             "postgres",
             &format!("CREATE ROLE {PASSWORD_USER} LOGIN SUPERUSER PASSWORD '{PASSWORD}'"),
@@ -196,7 +198,7 @@ impl PgServer {
 
     /// Starts (again) on the same port and data dir; returns once it
     /// accepts connections.
-    pub fn start(&mut self) {
+    pub fn start_again(&mut self) {
         assert!(self.pid.is_none(), "already running");
         let out = self
             .cmd("pg_ctl")
@@ -236,6 +238,10 @@ impl PgServer {
 
     /// Sends `sig` to `pid` (this server's postmaster) and waits, bounded,
     /// until it is gone.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "synchronous harness polling another process; no tokio worker is blocked (tests call it from their own thread)"
+    )]
     fn signal_and_wait(pid: u32, sig: &str) {
         let _ = Command::new("kill")
             .arg(format!("-{sig}"))
@@ -253,7 +259,10 @@ impl PgServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .arg(pid.to_string())
+            .status();
     }
 
     pub fn pid(&self) -> Option<u32> {
