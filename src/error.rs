@@ -75,6 +75,9 @@ pub enum GatewayError {
     BodyTooLarge,
     UpstreamUnavailable,
     CredentialUnavailable(String),
+    /// A replica cut off from the store past its lease (SPEC §8): it can
+    /// no longer vouch that an API key was not revoked elsewhere.
+    StoreUnavailable,
     UpstreamTimeout,
     /// A bug or an I/O failure inside keygate; details go to the log only.
     Internal,
@@ -107,6 +110,7 @@ pub enum ErrorCode {
     BodyTooLarge,
     UpstreamUnavailable,
     CredentialUnavailable,
+    StoreUnavailable,
     UpstreamTimeout,
     Internal,
 }
@@ -137,6 +141,7 @@ impl ErrorCode {
             ErrorCode::BodyTooLarge => "body_too_large",
             ErrorCode::UpstreamUnavailable => "upstream_unavailable",
             ErrorCode::CredentialUnavailable => "credential_unavailable",
+            ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::UpstreamTimeout => "upstream_timeout",
             ErrorCode::Internal => "internal",
         }
@@ -169,6 +174,7 @@ impl ErrorCode {
             | ErrorCode::BodyTooLarge
             | ErrorCode::UpstreamUnavailable
             | ErrorCode::CredentialUnavailable
+            | ErrorCode::StoreUnavailable
             | ErrorCode::UpstreamTimeout
             | ErrorCode::Internal => None,
         }
@@ -287,6 +293,11 @@ impl GatewayError {
                 ErrorCode::CredentialUnavailable,
                 format!("token `{t}` has no usable value"),
             ),
+            StoreUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::StoreUnavailable,
+                "this replica cannot vouch for API keys: it has lost its key store; try another replica".into(),
+            ),
             UpstreamTimeout => (
                 StatusCode::GATEWAY_TIMEOUT,
                 ErrorCode::UpstreamTimeout,
@@ -361,6 +372,7 @@ impl From<crate::auth::caller::Refused> for GatewayError {
             Refused::Invalid => GatewayError::InvalidApiKey,
             Refused::Expired => GatewayError::ApiKeyExpired,
             Refused::Ambiguous(why) => GatewayError::BadRequest(why.to_string()),
+            Refused::Unvouched => GatewayError::StoreUnavailable,
         }
     }
 }

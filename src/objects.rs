@@ -54,24 +54,8 @@ impl ApiObjects {
     pub fn load(store: &dyn Store) -> Result<Self, LoadError> {
         let mut objects = BTreeMap::new();
         for o in store.load_objects()? {
-            let damaged = |why: String| LoadError::Damaged {
-                section: o.section.clone(),
-                name: o.name.clone(),
-                why,
-            };
-            let section =
-                Section::from_key(&o.section).ok_or_else(|| damaged("unknown section".into()))?;
-            let body: Value =
-                serde_json::from_str(&o.body).map_err(|e| damaged(format!("not JSON: {e}")))?;
-            objects.insert(
-                (section, o.name.clone()),
-                ApiObject {
-                    body,
-                    version: o.version,
-                    created_ms: o.created_ms,
-                    updated_ms: o.updated_ms,
-                },
-            );
+            let (section, object) = from_stored(&o)?;
+            objects.insert((section, o.name.clone()), object);
         }
         let mut retired = BTreeMap::new();
         for (section, name, version) in store.load_retired()? {
@@ -80,6 +64,31 @@ impl ApiObjects {
             }
         }
         Ok(ApiObjects { objects, retired })
+    }
+
+    /// Takes one object's row as another replica left it (SPEC §8): the
+    /// object, or `Err` with the version it was deleted at.
+    pub fn apply_stored(
+        &mut self,
+        section: Section,
+        name: &str,
+        row: &Result<StoredObject, Option<u64>>,
+    ) -> Result<(), LoadError> {
+        let key = (section, name.to_string());
+        match row {
+            Ok(o) => {
+                let (_, object) = from_stored(o)?;
+                self.retired.remove(&key);
+                self.objects.insert(key, object);
+            }
+            Err(retired) => {
+                self.objects.remove(&key);
+                if let Some(v) = retired {
+                    self.retired.insert(key, *v);
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn get(&self, section: Section, name: &str) -> Option<&ApiObject> {
@@ -92,6 +101,27 @@ impl ApiObjects {
             objects: self.objects.clone(),
         }
     }
+}
+
+/// A stored row as an object, refusing a damaged one.
+fn from_stored(o: &StoredObject) -> Result<(Section, ApiObject), LoadError> {
+    let damaged = |why: String| LoadError::Damaged {
+        section: o.section.clone(),
+        name: o.name.clone(),
+        why,
+    };
+    let section = Section::from_key(&o.section).ok_or_else(|| damaged("unknown section".into()))?;
+    let body: Value =
+        serde_json::from_str(&o.body).map_err(|e| damaged(format!("not JSON: {e}")))?;
+    Ok((
+        section,
+        ApiObject {
+            body,
+            version: o.version,
+            created_ms: o.created_ms,
+            updated_ms: o.updated_ms,
+        },
+    ))
 }
 
 /// What an operator asks for.

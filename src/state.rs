@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::auth::KeyIndex;
 use crate::auth::keys::{KeyContext, KeyView};
@@ -15,8 +15,8 @@ use crate::config::ConfigError;
 use crate::lock::lock;
 use crate::metrics::Metrics;
 use crate::snapshot::{BuildContext, Published, Snapshot};
-use crate::store::Store;
 use crate::store::sealed::MasterKey;
+use crate::store::{Replication, Store, StoreError};
 use crate::tokens::TokenStore;
 use crate::tokens::values::Runtime;
 
@@ -66,6 +66,91 @@ pub struct ReloadStatus {
     pub errors: Vec<ConfigError>,
 }
 
+/// This replica among several on one PostgreSQL store (SPEC §8): the
+/// change sequence and replica table, the timings, and what the follower
+/// last found (for `/readyz` and `/api/v1/status`).
+#[derive(Debug)]
+pub struct Cluster {
+    pub replication: Arc<dyn Replication>,
+    /// How long a revocation waits for every live replica to apply it.
+    pub ack_timeout: Duration,
+    /// How long a replica serves from memory without the store.
+    pub lease: Duration,
+    status: Mutex<ReplicaStatus>,
+}
+
+/// What the follower last found, as `/api/v1/status` shows it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReplicaStatus {
+    pub name: String,
+    /// The highest change sequence number applied here.
+    pub applied: u64,
+    /// The highest one known to exist.
+    pub latest: u64,
+    pub store_reachable: bool,
+    /// Why this replica is not ready (empty when it is).
+    pub not_ready: Vec<String>,
+}
+
+impl Cluster {
+    pub fn new(replication: Arc<dyn Replication>, ack_timeout: Duration, lease: Duration) -> Self {
+        let status = ReplicaStatus {
+            name: replication.replica().to_string(),
+            store_reachable: true,
+            ..ReplicaStatus::default()
+        };
+        Cluster {
+            replication,
+            ack_timeout,
+            lease,
+            status: Mutex::new(status),
+        }
+    }
+
+    pub fn status(&self) -> ReplicaStatus {
+        lock(&self.status).clone()
+    }
+
+    pub fn set_status(&self, status: ReplicaStatus) {
+        *lock(&self.status) = status;
+    }
+
+    /// Waits until every other live replica has applied the change
+    /// sequence as it stands now, for at most `ack_timeout`; returns those
+    /// that had not, by name (empty: all did). Called right after a
+    /// revocation is stored and applied here. An error is the store's, as
+    /// text for the log.
+    pub async fn wait_applied(&self) -> Result<Vec<String>, String> {
+        let r = Arc::clone(&self.replication);
+        let target = blocking(move || r.latest_seq()).await?;
+        let lease_ms = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX);
+        let deadline = tokio::time::Instant::now() + self.ack_timeout;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let r = Arc::clone(&self.replication);
+            let behind = blocking(move || r.behind(target, lease_ms)).await?;
+            if behind.is_empty() {
+                return Ok(Vec::new());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(behind.into_iter().map(|r| r.name).collect());
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(25));
+        }
+    }
+}
+
+/// Store work on the blocking pool; an error as text.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, String> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("store task failed: {e}")),
+    }
+}
+
 #[derive(Debug)]
 pub struct Shared {
     published: Arc<Published>,
@@ -86,6 +171,8 @@ pub struct Shared {
     /// `None` when the proxy listener is plain HTTP.
     tls: Mutex<Option<TlsStatus>>,
     metrics: Metrics,
+    /// `Some` with a PostgreSQL store.
+    cluster: Option<Cluster>,
     next_request: AtomicU64,
     request_seed: u64,
 }
@@ -117,9 +204,21 @@ impl Shared {
             }),
             tls: Mutex::new(None),
             metrics: Metrics::new(),
+            cluster: None,
             next_request: AtomicU64::new(1),
             request_seed: seed,
         }
+    }
+
+    /// Joins this gateway to a cluster of replicas (before it is shared).
+    pub fn with_cluster(mut self, cluster: Cluster) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// The replicas this one runs with; `None` with a SQLite store.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
     }
 
     /// The store, owned: for work that outlives a borrow of `self` (the

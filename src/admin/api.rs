@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
 use super::page::{PageQuery, page};
-use super::reply::{Created, Json, NoContent};
+use super::reply::{Created, IntoReply, Json, NoContent, json};
 use super::router::Ctx;
 use crate::audit::{self, Action, Record};
 use crate::auth::keys::{self, KeyMetadata, NewKey};
@@ -43,6 +43,9 @@ pub struct Status {
     pub last_reload: ReloadStatus,
     /// `None` when the proxy listener is plain HTTP.
     pub tls: Option<TlsStatus>,
+    /// This replica among several (PostgreSQL store); absent with SQLite.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica: Option<crate::state::ReplicaStatus>,
 }
 
 pub async fn status(cx: Ctx) -> Result<Json<Status>, GatewayError> {
@@ -56,6 +59,7 @@ pub async fn status(cx: Ctx) -> Result<Json<Status>, GatewayError> {
         config_path: snap.config.path.display().to_string(),
         last_reload: last,
         tls,
+        replica: shared.cluster().map(crate::state::Cluster::status),
     }))
 }
 
@@ -581,11 +585,11 @@ pub async fn create_key(cx: Ctx) -> Result<Created<KeyCreated>, GatewayError> {
 
 /// `DELETE /api/v1/keys/{id}`; one audit record per key revoked (the key,
 /// then each live successor it took with it).
-pub async fn revoke_key(cx: Ctx) -> Result<NoContent, GatewayError> {
+pub async fn revoke_key(cx: Ctx) -> Result<Revoked, GatewayError> {
     let actor = cx.actor()?;
     let force = force(&cx.req)?;
     let (shared, id) = (Arc::clone(&cx.shared), cx.params.get("id")?.to_string());
-    blocking(move || {
+    let revoked = blocking(move || {
         let now = SystemTime::now();
         let revoked = keys::revoke(shared.as_ref(), &id, force, now)?;
         for rid in &revoked {
@@ -599,10 +603,58 @@ pub async fn revoke_key(cx: Ctx) -> Result<NoContent, GatewayError> {
             };
             audit::record(shared.store(), rec);
         }
-        Ok::<_, keys::KeyError>(())
+        Ok::<_, keys::KeyError>(revoked)
     })
     .await?;
-    Ok(NoContent)
+    let pending = match cx.shared.cluster() {
+        Some(cluster) => cluster.wait_applied().await,
+        None => Ok(Vec::new()),
+    };
+    Ok(match pending {
+        Ok(names) if names.is_empty() => Revoked::Everywhere,
+        Ok(names) => {
+            tracing::warn!(replicas = ?names, "revocation not yet applied by every live replica; they turn not-ready until they catch up");
+            Revoked::Pending(RevokePending {
+                revoked,
+                pending_replicas: names,
+            })
+        }
+        Err(e) => {
+            // Revoked and stored; only the wait for the others failed.
+            tracing::warn!(error = %e, "revoked, but the replicas' acknowledgements could not be read");
+            Revoked::Pending(RevokePending {
+                revoked,
+                pending_replicas: Vec::new(),
+            })
+        }
+    })
+}
+
+/// The answer to a revocation: `204` once every live replica applied it,
+/// `202` naming those that had not within `store.postgres.ack_timeout`
+/// (SPEC §8).
+#[derive(Debug)]
+pub enum Revoked {
+    Everywhere,
+    Pending(RevokePending),
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct RevokePending {
+    /// The key ids revoked (the key first, then its live successors).
+    pub revoked: Vec<String>,
+    /// Live replicas that had not applied it yet (empty when their state
+    /// could not be read).
+    pub pending_replicas: Vec<String>,
+}
+
+impl IntoReply for Revoked {
+    fn into_reply(self) -> Result<http::Response<crate::body::Body>, GatewayError> {
+        match self {
+            Revoked::Everywhere => NoContent.into_reply(),
+            Revoked::Pending(p) => json(http::StatusCode::ACCEPTED, &p),
+        }
+    }
 }
 
 #[derive(serde::Deserialize)]

@@ -177,11 +177,16 @@ pub(crate) fn key_check_refusals() -> Vec<GatewayError> {
         Refused::Invalid,
         Refused::Expired,
         Refused::Ambiguous("two different keys"),
+        Refused::Unvouched,
     ];
     // A new way to refuse a key fails to compile here until it is listed.
     for r in &refused {
         match r {
-            Refused::Missing | Refused::Invalid | Refused::Expired | Refused::Ambiguous(_) => {}
+            Refused::Missing
+            | Refused::Invalid
+            | Refused::Expired
+            | Refused::Ambiguous(_)
+            | Refused::Unvouched => {}
         }
     }
     let mut all: Vec<GatewayError> = refused.into_iter().map(GatewayError::from).collect();

@@ -37,7 +37,7 @@ use super::api::{
     ClientList, ClientView, ConnectorList, ConnectorToken, ConnectorView, KeyCreated, KeyList,
     KeyRolled, Reloaded, RoleRef, Status, Timeouts, TokenList, TokenSource, TokenState, TokenView,
 };
-use super::api::{ObjectSource, Ownership};
+use super::api::{ObjectSource, Ownership, RevokePending, Revoked};
 use super::audit_log::{ActorView, AuditList, AuditView, ObjectView};
 use super::catalog::{GrantView, RoleList, RoleView, Tagged, Yaml};
 use super::probes::{Health, Readiness};
@@ -756,6 +756,25 @@ impl Sample for NoContent {
     }
 }
 
+impl Sample for Revoked {
+    fn samples() -> Vec<Self> {
+        let all = vec![
+            Revoked::Everywhere,
+            Revoked::Pending(RevokePending {
+                revoked: vec!["key_a".into(), "key_b".into()],
+                pending_replicas: vec!["keygate-2".into()],
+            }),
+        ];
+        // A new variant fails to compile here until it has a sample.
+        for r in &all {
+            match r {
+                Revoked::Everywhere | Revoked::Pending(_) => {}
+            }
+        }
+        all
+    }
+}
+
 impl Sample for OpenApiYaml {
     fn samples() -> Vec<Self> {
         vec![OpenApiYaml(super::OPENAPI.into())]
@@ -786,6 +805,11 @@ impl Sample for Readiness {
             Readiness::Ready,
             Readiness::NotReady {
                 tokens_without_value: vec!["github".into()],
+                reasons: Vec::new(),
+            },
+            Readiness::NotReady {
+                tokens_without_value: Vec::new(),
+                reasons: vec!["behind the change sequence: applied 4 of 9".into()],
             },
         ];
         // A new variant fails to compile here until it has a sample.
@@ -869,11 +893,21 @@ impl Sample for Status {
             config_path: "/etc/keygate/keygate.yaml".into(),
             last_reload,
             tls,
+            replica: None,
         };
         let mut out: Vec<Self> = ReloadStatus::samples()
             .into_iter()
             .map(|r| status(r, None))
             .collect();
+        let mut replicated = status(ReloadStatus::default(), None);
+        replicated.replica = Some(crate::state::ReplicaStatus {
+            name: "keygate-1".into(),
+            applied: 41,
+            latest: 42,
+            store_reachable: false,
+            not_ready: vec!["store unreachable for longer than the lease (30s)".into()],
+        });
+        out.push(replicated);
         out.extend(
             TlsStatus::samples()
                 .into_iter()

@@ -16,12 +16,18 @@ pub struct Health {
 }
 
 /// `GET /readyz`: ready (200) once every token attached to a connector has
-/// a value, else not ready (503) naming the tokens without one.
+/// a value and, with several replicas, this one holds the store's lease and
+/// is not behind the change sequence (SPEC §8); else not ready (503)
+/// naming the tokens without a value and the other reasons.
 #[derive(Debug, Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Readiness {
     Ready,
-    NotReady { tokens_without_value: Vec<String> },
+    NotReady {
+        tokens_without_value: Vec<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        reasons: Vec<String>,
+    },
 }
 
 impl IntoReply for Readiness {
@@ -43,11 +49,17 @@ pub async fn readyz(cx: Ctx) -> Result<Readiness, GatewayError> {
         .shared
         .snapshot()
         .missing_tokens(std::time::SystemTime::now());
-    Ok(if missing.is_empty() {
+    let reasons = cx
+        .shared
+        .cluster()
+        .map(|c| c.status().not_ready)
+        .unwrap_or_default();
+    Ok(if missing.is_empty() && reasons.is_empty() {
         Readiness::Ready
     } else {
         Readiness::NotReady {
             tokens_without_value: missing,
+            reasons,
         }
     })
 }

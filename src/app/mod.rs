@@ -13,14 +13,16 @@
 
 mod ports;
 pub mod reload;
+pub mod replica;
 mod upkeep;
+mod waiting;
 pub mod watch;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, watch as channel};
 use tokio_rustls::TlsAcceptor;
@@ -29,18 +31,18 @@ use crate::admin::Admin;
 use crate::audit;
 use crate::auth::keys;
 use crate::clock::now_rfc3339;
-use crate::config::{self, Config};
+use crate::config::{self, Backend, Config, Postgres};
 use crate::listen::tls::{self, CertResolver};
 use crate::listen::{self, DrainControl};
 use crate::lock::lock;
 use crate::objects::{ApiObjects, Command};
 use crate::proxy::{Listener, Proxy};
 use crate::snapshot::Published;
-use crate::state::{ReloadTrigger, Shared};
-use crate::store::Store;
+use crate::state::{Cluster, ReloadTrigger, Shared};
 use crate::store::postgres::PgStore;
 use crate::store::sealed;
 use crate::store::sqlite::SqliteStore;
+use crate::store::{Replication, Store};
 use ports::Ports;
 use reload::{Reloader, Request, render, warn_if_no_admin_key};
 
@@ -84,6 +86,59 @@ fn purge_audit(shared: &Shared, retention: std::time::Duration) {
     }
 }
 
+/// The store as opened: the trait every part uses and, with PostgreSQL,
+/// what the follower needs.
+struct Opened {
+    store: Arc<dyn Store>,
+    cluster: Option<(Arc<dyn Replication>, replica::Listen, Postgres)>,
+}
+
+/// Opens the PostgreSQL store, retrying with backoff while it is out of
+/// reach. Meanwhile the admin listener answers `/healthz` (alive) and
+/// `/readyz` 503 with the reason (not ready); it is returned still bound.
+async fn open_postgres(
+    pg: &Postgres,
+    admin: SocketAddr,
+) -> Result<(Opened, tokio::net::TcpListener), StartError> {
+    let listener = ports::bind(admin, "admin").await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(listener = "admin", %addr, ready = false, "listening");
+    let waiting = waiting::Waiting::start(listener, "store: connecting".into());
+    let mut delay = Duration::from_millis(250);
+    let store = loop {
+        let settings = pg.clone();
+        match tokio::task::spawn_blocking(move || PgStore::open(&settings)).await {
+            Ok(Ok(store)) => break store,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, retry_in_s = delay.as_secs_f64(), "cannot open the PostgreSQL store; not ready, retrying");
+                waiting.set_reason(format!("store unreachable: {e}"));
+            }
+            Err(e) => return Err(StartError::Io(std::io::Error::other(e))),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(MAX_OPEN_BACKOFF);
+    };
+    let listener = waiting.finish().await?;
+    let store = Arc::new(store);
+    tracing::info!(replica = %store.replica(), "PostgreSQL store opened; migrations current");
+    let listening = Arc::clone(&store);
+    let listen: replica::Listen = Box::new(move || {
+        let s = Arc::clone(&listening);
+        Box::pin(async move { s.listen().await })
+    });
+    let replication: Arc<dyn Replication> = store.clone();
+    Ok((
+        Opened {
+            store,
+            cluster: Some((replication, listen, pg.clone())),
+        },
+        listener,
+    ))
+}
+
+/// Longest wait between attempts to open the store at start.
+const MAX_OPEN_BACKOFF: Duration = Duration::from_secs(30);
+
 /// Requests queued for the reload loop before a sender waits (the watcher
 /// drops a check when the queue is full: a queued check covers it).
 const QUEUE: usize = 16;
@@ -110,21 +165,33 @@ impl App {
     /// holds the objects made through the admin API, and the config
     /// published is the file read again with those laid over it.
     pub async fn start(config_path: PathBuf, config: Config) -> Result<Arc<App>, StartError> {
-        let (store, store_path): (Arc<dyn Store>, PathBuf) = match &config.store.backend {
-            config::Backend::Sqlite(path) => (
-                Arc::new(SqliteStore::open(path).map_err(|source| StartError::Store {
+        let mut admin_listener = None;
+        let opened = match &config.store.backend {
+            Backend::Sqlite(path) => Opened {
+                store: Arc::new(SqliteStore::open(path).map_err(|source| StartError::Store {
                     path: path.clone(),
                     source,
                 })?),
-                path.clone(),
-            ),
-            config::Backend::Postgres(pg) => (
-                Arc::new(PgStore::open(pg).map_err(|source| StartError::Store {
-                    path: PathBuf::from("(PostgreSQL)"),
-                    source,
-                })?),
-                PathBuf::from("(PostgreSQL)"),
-            ),
+                cluster: None,
+            },
+            Backend::Postgres(pg) => {
+                let (opened, listener) = open_postgres(pg, config.admin.listen).await?;
+                admin_listener = Some(listener);
+                opened
+            }
+        };
+        let store = opened.store;
+        // Read before anything is loaded: entries after it may be in the
+        // state loaded below already, and applying them again is harmless.
+        let seq0 = match &opened.cluster {
+            Some((replication, ..)) => {
+                let r = Arc::clone(replication);
+                tokio::task::spawn_blocking(move || r.latest_seq())
+                    .await
+                    .map_err(std::io::Error::other)?
+                    .map_err(StartError::Keys)?
+            }
+            None => 0,
         };
         let api = ApiObjects::load(store.as_ref())?;
         let yaml = std::fs::read_to_string(&config_path)?;
@@ -139,13 +206,33 @@ impl App {
             );
         }
         let master = sealed::load_or_create(&config.store.master_key, store.as_ref())?;
-        let shared = Arc::new(Shared::new(
+        let mut shared = Shared::new(
             Published::empty(Arc::clone(&config)),
-            store,
+            Arc::clone(&store),
             master,
-        ));
+        );
+        let mut follow = None;
+        if let Some((replication, listen, pg)) = opened.cluster {
+            shared = shared.with_cluster(Cluster::new(
+                Arc::clone(&replication),
+                pg.ack_timeout,
+                pg.lease,
+            ));
+            follow = Some((replication, listen, pg.heartbeat));
+        }
+        let shared = Arc::new(shared);
+        if let Some(cluster) = shared.cluster() {
+            shared.keys().vouch_until(SystemTime::now() + cluster.lease);
+        }
         let stored = keys::load(shared.as_ref()).map_err(StartError::Keys)?;
-        tracing::info!(path = %store_path.display(), keys = stored, "store opened");
+        match &config.store.backend {
+            Backend::Sqlite(path) => {
+                tracing::info!(path = %path.display(), keys = stored, "store opened");
+            }
+            Backend::Postgres(_) => {
+                tracing::info!(store = "postgres", keys = stored, "store opened")
+            }
+        }
 
         let tls = match &config.server.tls {
             Some(files) => Some(Arc::new(CertResolver::new(files)?)),
@@ -193,8 +280,9 @@ impl App {
             }
         }
         purge_audit(&shared, config.store.audit_retention);
-        let store_dir = config.store.data_dir.clone();
-        if let Some(path) = keys::bootstrap(shared.as_ref(), &store_dir, SystemTime::now())? {
+        if let Some(path) =
+            keys::bootstrap(shared.as_ref(), &config.store.data_dir, SystemTime::now())?
+        {
             tracing::warn!(
                 path = %path.display(),
                 "no admin key existed: created one for client keygate-admin; read it from this file (mode 0600), then delete the file"
@@ -205,7 +293,10 @@ impl App {
         let mut stops = Vec::new();
         let proxy_listener = ports::bind(config.server.listen, "proxy").await?;
         let proxy_addr = proxy_listener.local_addr()?;
-        let admin_listener = ports::bind(config.admin.listen, "admin").await?;
+        let admin_listener = match admin_listener {
+            Some(l) => l,
+            None => ports::bind(config.admin.listen, "admin").await?,
+        };
         let admin_addr = admin_listener.local_addr()?;
 
         let (tx, rx) = channel::channel(false);
@@ -235,6 +326,17 @@ impl App {
         tracing::info!(listener = "admin", addr = %admin_addr, "listening");
 
         tokio::spawn(reloader.run(queue));
+        if let Some((replication, listen, heartbeat)) = follow {
+            let follower = replica::Follower::new(
+                Arc::clone(&shared),
+                replication,
+                listen,
+                requests.clone(),
+                heartbeat,
+                seq0,
+            );
+            tokio::spawn(follower.run());
+        }
         // `POST /api/v1/reload` and catalog changes join the same queue.
         let forward = requests.clone();
         tokio::spawn(async move {
@@ -281,6 +383,13 @@ impl App {
                     grace_s = grace.as_secs_f64(),
                     "shutdown grace elapsed with requests still in flight"
                 );
+            }
+        }
+        if let Some(cluster) = self.shared.cluster() {
+            // Nobody waits on a replica that is gone.
+            let r = Arc::clone(&cluster.replication);
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || r.leave()).await {
+                tracing::warn!(error = %e, "could not leave the replica table; others wait on this replica until its lease ends");
             }
         }
         let shared = Arc::clone(&self.shared);

@@ -35,6 +35,7 @@ use crate::listen::tls::CertResolver;
 use crate::objects::{self, ApiObjects, Applied, Change, ChangeError, Op, Plan};
 use crate::snapshot::{self, file_digest};
 use crate::state::{ReloadStatus, ReloadTrigger, Shared};
+use crate::store::StoredObject;
 use crate::tokens::values;
 
 /// The answer to a load: the generation published, or why nothing was.
@@ -57,7 +58,17 @@ pub enum Request {
     },
     /// Export the published catalog (see `objects::Command::Export`).
     Export(oneshot::Sender<Result<String, config::export::ExportError>>),
+    /// Publish catalog objects as another replica stored them (SPEC §8);
+    /// answered once published (or refused, and logged).
+    Remote {
+        rows: Vec<RemoteRow>,
+        reply: oneshot::Sender<()>,
+    },
 }
+
+/// One catalog object's row as another replica left it: the object, or
+/// the version it was deleted at.
+pub type RemoteRow = (Section, String, Result<StoredObject, Option<u64>>);
 
 /// The state of the loop: what was last *tried* (good or refused), so a
 /// check reloads on a content change, not on every touch, and retries a
@@ -130,6 +141,10 @@ impl Reloader {
                 Request::Export(reply) => {
                     let config = Arc::clone(&self.shared.snapshot().config);
                     let _ = reply.send(config::export::export(&self.yaml, &config));
+                }
+                Request::Remote { rows, reply } => {
+                    self.remote(rows).await;
+                    let _ = reply.send(());
                 }
             }
         }
@@ -305,6 +320,50 @@ impl Reloader {
             generation,
             version: version_after,
         })
+    }
+
+    /// Catalog changes another replica made and stored: laid over the
+    /// file as last published and published in one swap, like a local
+    /// change but with nothing to write. A refusal (this replica's file
+    /// differs from the writer's, a port taken here) keeps the running
+    /// catalog and is logged; the next change or reload tries again.
+    async fn remote(&mut self, rows: Vec<RemoteRow>) {
+        let mut next = self.api.clone();
+        for (section, name, row) in &rows {
+            if let Err(e) = next.apply_stored(*section, name, row) {
+                tracing::error!(error = %e, "a catalog object written by another replica is damaged; skipped");
+            }
+        }
+        if next == self.api {
+            return;
+        }
+        let mut config = match config::from_text_with(
+            &self.yaml,
+            &self.config_path,
+            &next.overlay(),
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(errors = %render(&self.config_path, &e.0), "a catalog change made on another replica is refused here; the running catalog keeps serving");
+                return;
+            }
+        };
+        self.keep_running(&mut config);
+        let config = Arc::new(config);
+        match self.publish(Arc::clone(&config)).await {
+            Ok(generation) => {
+                self.api = next;
+                self.trust = TrustFiles::of(&config);
+                tracing::info!(
+                    generation,
+                    objects = rows.len(),
+                    "catalog change from another replica published"
+                );
+            }
+            Err(errs) => {
+                tracing::error!(errors = %render(&self.config_path, &errs), "a catalog change made on another replica is refused here; the running catalog keeps serving");
+            }
+        }
     }
 
     /// Builds `config`'s snapshot aside, binds its new ports, publishes it

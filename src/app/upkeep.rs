@@ -29,6 +29,15 @@ pub async fn run(shared: Arc<Shared>) {
         let seen = reset_seen.clone();
         let result = tokio::task::spawn_blocking(move || {
             let flushed = keys::flush_usage(s.as_ref());
+            if flushed.is_ok() && s.cluster().is_some() {
+                // What the other replicas flushed, so `last_used_at` is a
+                // few seconds behind on every replica, not only the one
+                // that served the key.
+                match s.store().load_usage() {
+                    Ok(stored) => keys::merge_usage(s.as_ref(), &stored),
+                    Err(e) => tracing::debug!(error = %e, "reading merged key usage failed"),
+                }
+            }
             if purge
                 && let Some(retention) = s.snapshot().config.store.retention
                 && let Err(e) = keys::purge(s.as_ref(), retention, SystemTime::now())

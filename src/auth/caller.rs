@@ -9,7 +9,7 @@ use http::HeaderMap;
 use http::header::{AUTHORIZATION, HeaderName};
 
 use super::declared::ConfigKeys;
-use super::{KeyIndex, KeyRecord, KeyRejection};
+use super::{KeyIndex, KeyRecord, KeyRejection, KeySource};
 use crate::config::Config;
 
 pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
@@ -27,6 +27,10 @@ pub enum Refused {
     Expired,
     /// Presented ambiguously (400): two headers, or two different keys.
     Ambiguous(&'static str),
+    /// An API-made key this replica can no longer vouch for: cut off from
+    /// the store past its lease (503 `store_unavailable`, never 401: the
+    /// key may well be valid).
+    Unvouched,
 }
 
 /// Where keys are looked up: the API key index and the keys the
@@ -76,22 +80,24 @@ pub fn authenticate(keys: Keyring<'_>, headers: &HeaderMap) -> Result<Arc<KeyRec
     if key.is_empty() {
         return Err(Refused::Missing);
     }
+    let now = SystemTime::now();
     let record = keys
         .index
-        .verify(
-            keys.declared,
-            key,
-            &keys.config.keys.prefix,
-            SystemTime::now(),
-        )
+        .verify(keys.declared, key, &keys.config.keys.prefix, now)
         .map_err(|r| match r {
             KeyRejection::Expired => Refused::Expired,
+            // Possibly made on another replica while this one lost the
+            // store: not known to be invalid (SPEC §8).
+            KeyRejection::Unknown if !keys.index.in_sync() => Refused::Unvouched,
             KeyRejection::Malformed(_) | KeyRejection::Unknown | KeyRejection::Revoked => {
                 Refused::Invalid
             }
         })?;
     if !keys.config.clients.contains_key(&record.client) {
         return Err(Refused::Invalid);
+    }
+    if record.source == KeySource::Api && !keys.index.vouches(now) {
+        return Err(Refused::Unvouched);
     }
     Ok(record)
 }

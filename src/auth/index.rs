@@ -7,7 +7,7 @@
 //! what SHA-256 preimage resistance already hides; the matched entry's
 //! digest is still confirmed with a constant-time compare.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -96,14 +96,54 @@ pub enum KeyRejection {
     Expired,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct KeyIndex {
     by_digest: DashMap<[u8; 32], Arc<KeyRecord>>,
+    /// Until when (ms since the epoch) API-made keys here can be trusted
+    /// to be current: a replica's last contact with the store plus its
+    /// lease (SPEC §8); past it, a revocation made elsewhere may be
+    /// missing. `u64::MAX` with one store and one process. Compared with
+    /// the request's own clock reading: one relaxed load per request.
+    vouched_until_ms: AtomicU64,
+    /// False while the store is unreachable: a key unknown here may have
+    /// been made on another replica meanwhile, so it is not called
+    /// invalid (read on the rejection path only).
+    in_sync: AtomicBool,
+}
+
+impl Default for KeyIndex {
+    fn default() -> Self {
+        KeyIndex {
+            by_digest: DashMap::new(),
+            vouched_until_ms: AtomicU64::new(u64::MAX),
+            in_sync: AtomicBool::new(true),
+        }
+    }
 }
 
 impl KeyIndex {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Whether API-made keys in this index can be trusted at `now`.
+    pub fn vouches(&self, now: SystemTime) -> bool {
+        to_ms(now) < self.vouched_until_ms.load(Ordering::Relaxed)
+    }
+
+    /// Whether the index is following the store right now.
+    pub fn in_sync(&self) -> bool {
+        self.in_sync.load(Ordering::Relaxed)
+    }
+
+    /// Marks the store (un)reachable; returns the previous state.
+    pub fn set_in_sync(&self, in_sync: bool) -> bool {
+        self.in_sync.swap(in_sync, Ordering::Relaxed)
+    }
+
+    /// Extends (or, with a past time, ends) the trust in API-made keys.
+    pub fn vouch_until(&self, until: SystemTime) {
+        self.vouched_until_ms.store(to_ms(until), Ordering::Relaxed);
     }
 
     pub fn insert(&self, record: Arc<KeyRecord>) {

@@ -31,7 +31,7 @@ use crate::config::BUILTIN_ADMIN;
 use crate::config::Config;
 use crate::config::units::format_duration;
 use crate::secret::Secret;
-use crate::store::{Store, StoreError, StoredKey, Usage, WriteError, write_private};
+use crate::store::{Store, StoreError, StoredKey, StoredUsage, Usage, WriteError, write_private};
 
 const META_BOOTSTRAPPED: &str = "bootstrapped";
 /// Set by `keygate admin-key --reset` to the id of the key it wrote; a
@@ -689,6 +689,54 @@ pub fn reset_admin_key(
         .set_meta(META_ADMIN_RESET, &stored.id)
         .map_err(KeyError::ResetNotAnnounced)?;
     Ok((path, stored.id))
+}
+
+/// Applies a key change another replica made (SPEC §8): `stored` is the
+/// key's row as now stored, `None` when it is gone (purged). A new key is
+/// added; a held one takes the stored revocation and expiry (a roll
+/// shortens it). Revocation is never undone here: a row read before a
+/// revoke cannot bring a revoked key back.
+pub fn apply_stored(shared: &dyn KeyContext, id: &str, stored: Option<&StoredKey>) {
+    let _writes = shared.writes();
+    let held = shared
+        .index()
+        .all()
+        .into_iter()
+        .find(|r| r.id == id && r.source == KeySource::Api);
+    match (held, stored) {
+        (None, Some(k)) => shared.index().insert(record_from(k)),
+        (Some(r), Some(k)) => {
+            if let Some(at) = k.revoked_ms {
+                crate::lock::lock(&r.revoked_at).get_or_insert(from_ms(at));
+            }
+            r.expires_ms
+                .store(k.expires_ms.unwrap_or(0), Ordering::Relaxed);
+        }
+        (Some(r), None) => shared.index().remove(&r.digest),
+        (None, None) => {}
+    }
+}
+
+/// Takes in usage other replicas flushed (SPEC §8: `last_used_at` a few
+/// seconds behind everywhere): counts become the stored total plus what
+/// this replica has not flushed yet.
+pub fn merge_usage(shared: &dyn KeyContext, stored: &[StoredUsage]) {
+    let by_id: HashMap<&str, &StoredUsage> = stored.iter().map(|u| (u.id.as_str(), u)).collect();
+    for r in shared.index().all() {
+        let Some(u) = by_id.get(r.id.as_str()) else {
+            continue;
+        };
+        r.last_used_ms.fetch_max(u.last_used_ms, Ordering::Relaxed);
+        let was = r.persisted_uses.swap(u.uses, Ordering::Relaxed);
+        if u.uses >= was {
+            r.uses.fetch_add(u.uses - was, Ordering::Relaxed);
+        } else {
+            r.uses.fetch_sub(
+                (was - u.uses).min(r.uses.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            );
+        }
+    }
 }
 
 /// Polled by the running gateway: when `keygate admin-key --reset` marked

@@ -129,6 +129,47 @@ pub fn set(
     Ok(Swapped { before, after })
 }
 
+/// Publishes a value another replica stored (SPEC §8), without writing
+/// it back: `Ok(false)` when this replica has no such token taking run-time
+/// values (a catalog change that adds it restores the value with it) or
+/// already holds this version.
+pub fn apply_stored(
+    rt: Runtime<'_>,
+    specs: &Specs,
+    stored: &StoredTokenValue,
+) -> Result<bool, TokenValueError> {
+    if !specs
+        .get(&stored.name)
+        .is_some_and(|s| s.takes_admin_value())
+    {
+        return Ok(false);
+    }
+    let _guard = crate::lock::lock(&WRITE);
+    let held = rt.tokens.load().get(&stored.name).map(Arc::clone);
+    if held.is_some_and(|v| v.origin == crate::tokens::Origin::Admin && v.version == stored.version)
+    {
+        return Ok(false);
+    }
+    let text = open_stored(rt.master, stored)?;
+    let at = UNIX_EPOCH + Duration::from_millis(stored.updated_ms);
+    rt.tokens
+        .put(&stored.name, Secret::new(text), stored.version, at)
+        .map_err(TokenValueError::Refused)?;
+    Ok(true)
+}
+
+/// A stored value, opened with the master key.
+fn open_stored(master: &MasterKey, stored: &StoredTokenValue) -> Result<String, TokenValueError> {
+    let token = || stored.name.clone();
+    let plain = master
+        .open(&stored.name, &stored.nonce, &stored.ciphertext)
+        .map_err(|source| TokenValueError::Open {
+            token: token(),
+            source,
+        })?;
+    String::from_utf8(plain).map_err(|_| TokenValueError::NotUtf8 { token: token() })
+}
+
 /// Stored values for tokens that take them at run time and have none in
 /// `current` (at start, and when a reload adds such a token): the reload
 /// publishes them with the snapshot that adds the token.
@@ -156,14 +197,7 @@ pub fn restore(
             continue;
         };
         let token = || stored.name.clone();
-        let plain = master
-            .open(&stored.name, &stored.nonce, &stored.ciphertext)
-            .map_err(|source| TokenValueError::Open {
-                token: token(),
-                source,
-            })?;
-        let text =
-            String::from_utf8(plain).map_err(|_| TokenValueError::NotUtf8 { token: token() })?;
+        let text = open_stored(master, &stored)?;
         let at = UNIX_EPOCH + Duration::from_millis(stored.updated_ms);
         let value = admin_value(spec, Secret::new(text), stored.version, at).map_err(|why| {
             TokenValueError::Unrestorable {

@@ -124,6 +124,67 @@ impl Gateway {
         gw
     }
 
+    /// Starts keygate without waiting for its listeners (a replica whose
+    /// database is down binds only its admin listener until it opens).
+    pub fn spawn_waiting(
+        dir: tempfile::TempDir,
+        config_path: PathBuf,
+        env: &[(&str, &str)],
+    ) -> Gateway {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, stderr, stdout) = Self::launch(&config_path, &env);
+        Gateway {
+            child,
+            dir,
+            config_path,
+            proxy: SocketAddr::from(([0, 0, 0, 0], 0)),
+            admin: SocketAddr::from(([0, 0, 0, 0], 0)),
+            connectors: HashMap::new(),
+            stderr,
+            stdout,
+            secrets: Vec::new(),
+            history: Vec::new(),
+            env,
+        }
+    }
+
+    /// The admin listener's address once logged (it may be logged before
+    /// the proxy's); panics after `secs`.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "synchronous harness polling a child process's log"
+    )]
+    pub fn wait_admin(&mut self, secs: u64) -> SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let found = self.stderr.lock().expect("lock").iter().find_map(|line| {
+                let v = serde_json::from_str::<serde_json::Value>(line).ok()?;
+                let f = &v["fields"];
+                (f["message"] == "listening" && f["listener"] == "admin")
+                    .then(|| f["addr"].as_str()?.parse().ok())
+                    .flatten()
+            });
+            if let Some(addr) = found {
+                self.admin = addr;
+                return addr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no admin listener: {}",
+                self.stderr_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until both listeners are up (after [`Gateway::spawn_waiting`]).
+    pub fn wait_started(&mut self) {
+        self.wait_listening();
+    }
+
     /// Stops the process (SIGKILL when `kill`, else SIGTERM and wait) and
     /// starts it again on the same folder, config and store.
     #[expect(
