@@ -16,9 +16,11 @@
 //!    run-time catalog (API-made objects and what a change does)
 //! 7. `tokens`: token values, refresh, per-user tokens
 //! 8. `audit`: the audit log (records changes to the store and stderr)
-//! 9. `store`, `metrics`, `upstream`: persistence, counters, the client
-//! 10. `config`: YAML → validated model
-//! 11. `body`, `secret`, `lock`, `clock`: leaves
+//! 9. `store`: persistence (SQLite, or PostgreSQL for replicas)
+//! 10. `metrics`, `upstream`: counters, the client (and its CA loading,
+//!     which the PostgreSQL store's TLS shares)
+//! 11. `config`: YAML → validated model
+//! 12. `body`, `secret`, `lock`, `clock`: leaves
 //!
 //! The binary (`main.rs`, `cli.rs`) sits above them all.
 

@@ -308,7 +308,7 @@ async fn keys_values_and_catalog_changes_reach_every_replica() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_replica_is_named_in_a_202_then_catches_up() {
-    let Some(c) = Cluster::start(3, "ack_timeout: 500ms").await else {
+    let Some(c) = Cluster::start(3, "ack_timeout: 1500ms").await else {
         return;
     };
     let (key, id) = c.new_key(0).await;
@@ -328,7 +328,7 @@ async fn a_paused_replica_is_named_in_a_202_then_catches_up() {
     assert_eq!(r.json()["pending_replicas"], json!(["r3"]), "{}", r.text());
     assert_eq!(r.json()["revoked"], json!([id]));
     assert!(
-        waited >= Duration::from_millis(450),
+        waited >= Duration::from_millis(1450),
         "answered before the ack timeout: {waited:?}"
     );
     // The replicas that were up applied it before the answer.
@@ -648,4 +648,45 @@ async fn with_the_database_down_at_start_a_replica_waits_not_ready() {
         "not ready after the database came up: {}",
         gw.stderr_text()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_together_on_an_empty_database_mint_one_admin_key() {
+    let Some(pg) = PgServer::start() else {
+        return;
+    };
+    let url = pg.create_database("keygate");
+    let up = Upstream::start().await;
+    let mut all: Vec<Gateway> = (1..=3)
+        .map(|n| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("keygate.yaml");
+            std::fs::write(&path, yaml(&up.url(), &format!("r{n}"), "")).expect("write");
+            Gateway::spawn_waiting(
+                dir,
+                path,
+                &[
+                    ("KEYGATE_DATABASE_URL", &url),
+                    ("KEYGATE_MASTER_KEY", MASTER),
+                ],
+            )
+        })
+        .collect();
+    for gw in &mut all {
+        gw.wait_started();
+    }
+    let minted: Vec<&Gateway> = all
+        .iter()
+        .filter(|gw| gw.dir.path().join("data/initial-admin.key").exists())
+        .collect();
+    assert_eq!(
+        minted.len(),
+        1,
+        "one initial admin key, not one per replica"
+    );
+    let key = initial_admin_key(minted[0]);
+    for gw in &all {
+        let r = admin(gw, &key, Method::GET, "/api/v1/status", None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
 }

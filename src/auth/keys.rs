@@ -654,6 +654,14 @@ pub fn bootstrap(
             .set_meta(META_BOOTSTRAPPED, "existing-admin-key")?;
         return Ok(None);
     }
+    // Replicas starting together on one empty database: one claims the
+    // bootstrap, the others see its claim and mint nothing. (Were the
+    // claimant to die before minting, `keygate admin-key --reset` is the
+    // way in, as for any lost admin key.)
+    let claim = format!("claimed:{}", new_id()?);
+    if shared.store().init_meta(META_BOOTSTRAPPED, &claim)? != claim {
+        return Ok(None);
+    }
     let (prefix, max_ttl) = {
         let snap = shared.view();
         (snap.config.keys.prefix.clone(), snap.config.keys.max_ttl)
