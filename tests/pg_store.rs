@@ -2,7 +2,9 @@
 //! server per test (`common::pg`): the `Store` round trips the SQLite unit
 //! tests pin, the change sequence (entries per write, gap-free and in
 //! commit order under concurrent writers, NOTIFY to another replica's
-//! `listen`), heartbeats and `behind`, migrations racing on a fresh
+//! `listen`), audit ids in commit order under concurrent writers,
+//! heartbeats and `behind`, pruning (silent replicas, applied entries, a
+//! prefix only, the newest kept, a cut-off replica's gap seen), migrations racing on a fresh
 //! database, a newer schema refused, TLS (`verify-full` with the right and
 //! a wrong CA, `require` refused), a restarted database, and a URL's
 //! password never in an error.
@@ -22,8 +24,8 @@ use keygate::config::{Postgres, ValueSource};
 use keygate::secret::Secret;
 use keygate::store::postgres::PgStore;
 use keygate::store::{
-    AuditRecord, Changed, ObjectWrite, Replication, Store, StoreError, StoredKey, StoredObject,
-    StoredTokenValue, Usage,
+    AuditRecord, Changed, ObjectWrite, Pruned, Replication, Store, StoreError, StoredKey,
+    StoredObject, StoredTokenValue, Usage,
 };
 
 // The harness re-exports its upstream server for the other test crates;
@@ -474,6 +476,138 @@ fn concurrent_writers_get_gap_free_seqs_visible_in_order() {
         (1..=56).collect::<Vec<_>>()
     );
     assert_eq!(stores[0].load_keys().expect("keys").len(), 40);
+}
+
+#[test]
+fn concurrent_audit_appends_commit_in_id_order() {
+    let Some(srv) = PgServer::start() else { return };
+    let url = srv.create_database("auditorder");
+    let stores = [Arc::new(open(&url, "a")), Arc::new(open(&url, "b"))];
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let s = Arc::clone(&stores[0]);
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            // Pages as `GET /api/v1/audit?cursor=` does, from the last id
+            // seen: an id that commits after a higher one was read is
+            // never seen.
+            let mut seen = Vec::new();
+            let mut after = None;
+            loop {
+                // Read before the page: once every writer is done, one
+                // more page that comes back empty means nothing is left.
+                let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+                let page = s.list_audit(None, after, 3).expect("page");
+                match page.last() {
+                    Some(last) => after = Some(last.id),
+                    None if finished => return seen,
+                    None => continue,
+                }
+                seen.extend(page.iter().map(|a| a.id));
+            }
+        })
+    };
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let s = Arc::clone(&stores[w % 2]);
+            std::thread::spawn(move || {
+                for i in 0..15u64 {
+                    let name = format!("w{w}-{i}");
+                    s.append_audit(&audit(i, "token.value.set", &name))
+                        .expect("append");
+                    // The audit row of a catalog write is taken before its
+                    // change entries, in the same transaction.
+                    let put = ObjectWrite::Put {
+                        object: StoredObject {
+                            section: "roles".into(),
+                            name: name.clone(),
+                            body: "{}".into(),
+                            version: 1,
+                            created_ms: i,
+                            updated_ms: i,
+                        },
+                        expected: None,
+                    };
+                    let rec = audit(i, "role.create", &name);
+                    assert!(s.write_objects(&[put], &rec).expect("write").is_some());
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().expect("writer");
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = reader.join().expect("reader");
+    let all: Vec<u64> = stores[1]
+        .list_audit(None, None, 1000)
+        .expect("all")
+        .iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(all.len(), 4 * 15 * 2);
+    assert_eq!(seen, all, "the paging reader skipped an id");
+}
+
+#[test]
+fn prune_forgets_silent_replicas_and_applied_old_entries_but_never_the_newest() {
+    let Some(srv) = PgServer::start() else { return };
+    let db = "prune";
+    let url = srv.create_database(db);
+    let (a, b) = (open(&url, "a"), open(&url, "b"));
+    let day = Duration::from_secs(24 * 3600);
+    let prune = |replicas, changes| {
+        assert_eq!(a.prune(day).expect("prune"), Pruned { replicas, changes });
+    };
+    let seqs = |s: &PgStore| changes(s).into_iter().map(|c| c.0).collect::<Vec<_>>();
+    let age = |sql: &str| srv.psql(db, sql);
+    prune(0, 0);
+    for i in 0..6u8 {
+        a.insert_key(&key(&format!("k{i}"), i)).expect("insert");
+    }
+    a.heartbeat(6).expect("beat");
+    b.heartbeat(2).expect("beat");
+    prune(0, 0);
+    assert_eq!(seqs(&a), (1..=6).collect::<Vec<_>>(), "nothing is old yet");
+    age("UPDATE changes SET at = now() - interval '2 days' WHERE seq <= 5");
+    prune(0, 1);
+    assert_eq!(
+        seqs(&a),
+        (2..=6).collect::<Vec<_>>(),
+        "b has applied only 2: what it still needs is kept"
+    );
+    // b is killed: past `keep` its row goes, and with it what held the
+    // prune back; the newest entry stays, so `latest_seq` is still right.
+    age("UPDATE replicas SET heartbeat_at = now() - interval '2 days' WHERE name = 'b'");
+    prune(1, 4);
+    assert_eq!(seqs(&a), [6]);
+    assert_eq!(a.latest_seq().expect("latest"), 6);
+    assert_eq!(
+        srv.psql(db, "SELECT string_agg(name, ',') FROM replicas"),
+        "a"
+    );
+    // b comes back: the first entry after what it applied is not the
+    // next one, so it knows it cannot catch up entry by entry.
+    let next = b.changes_after(2, 10).expect("changes");
+    assert!(next[0].seq > 2 + 1, "{next:?}");
+    assert!(a.changes_after(6, 10).expect("changes").is_empty());
+    // Only a prefix goes: an old entry after a recent one (its writer's
+    // transaction began earlier) stays, so no hole opens mid-sequence.
+    for i in 6..9u8 {
+        a.insert_key(&key(&format!("k{i}"), i)).expect("insert");
+    }
+    a.heartbeat(9).expect("beat");
+    age("UPDATE changes SET at = now() - interval '2 days' WHERE seq IN (6, 8)");
+    prune(0, 1);
+    assert_eq!(seqs(&a), [7, 8, 9]);
+    // With no replica left, age alone decides, and the newest stays.
+    a.leave().expect("leave");
+    age("UPDATE changes SET at = now() - interval '2 days'");
+    prune(0, 2);
+    assert_eq!(seqs(&a), [9]);
+    prune(0, 0);
+    a.insert_key(&key("k9", 9)).expect("insert");
+    assert_eq!(seqs(&a), [9, 10], "the sequence goes on from the newest");
 }
 
 #[test]

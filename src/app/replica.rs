@@ -14,7 +14,9 @@
 //! reach the store keeps serving from memory until then (never a 401 for a
 //! valid key because the database is down), then answers 503 to API keys
 //! and turns not-ready, because it can no longer vouch that a key was not
-//! revoked elsewhere.
+//! revoked elsewhere. One cut off for longer than the store keeps entries
+//! (`Replication::prune`) finds some it missed gone: it answers 503 to API
+//! keys and stays not-ready until restarted.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -38,6 +40,9 @@ pub type Listen =
 const PAGE: usize = 256;
 /// Longest wait between attempts to listen again.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Why a replica whose missed entries were pruned is not ready.
+const STRANDED: &str =
+    "missed changes pruned while cut off; restart this replica to reload the store";
 
 pub struct Follower {
     shared: Arc<Shared>,
@@ -54,6 +59,11 @@ pub struct Follower {
     behind_since: Option<Instant>,
     /// The last store error, logged once per outage.
     outage: Option<String>,
+    /// Entries after `applied` were pruned before this replica read them
+    /// (it was cut off for longer than the store keeps them): what they
+    /// changed, a revocation say, can no longer be learned entry by entry.
+    /// For good: only a restart, which loads the whole store, ends it.
+    stranded: bool,
 }
 
 impl Follower {
@@ -78,6 +88,7 @@ impl Follower {
             latest: applied,
             behind_since: None,
             outage: None,
+            stranded: false,
         }
     }
 
@@ -140,14 +151,32 @@ impl Follower {
 
     /// Applies every entry after `applied`, in order, then acknowledges.
     /// Stops at the first entry that cannot be applied (the store went
-    /// away): `applied` stays before it, and the next tick retries.
+    /// away): `applied` stays before it, and the next tick retries. When
+    /// the next entry was pruned instead, this replica is stranded: serving
+    /// on from memory, as in an outage, could honour a key revoked in what
+    /// it missed, so API keys answer 503 (no more vouching) until restarted.
     async fn catch_up(&mut self) {
+        if self.stranded {
+            return;
+        }
         loop {
             let (r, after) = (Arc::clone(&self.replication), self.applied);
             let page = match blocking(move || r.changes_after(after, PAGE)).await {
                 Ok(page) => page,
                 Err(e) => return self.lost(&e),
             };
+            // Seqs have no holes but a pruned prefix (`changes_after`).
+            if let Some(first) = page.first()
+                && first.seq > after.saturating_add(1)
+            {
+                tracing::error!(applied = after, oldest = first.seq, "{STRANDED}");
+                self.stranded = true;
+                self.latest = self.latest.max(first.seq);
+                self.shared.keys().vouch_until(SystemTime::UNIX_EPOCH);
+                // A key unknown here may have been made meanwhile: 503, not 401.
+                self.shared.keys().set_in_sync(false);
+                return;
+            }
             let full = page.len() == PAGE;
             for change in page {
                 if let Err(e) = self.apply(&change).await {
@@ -222,6 +251,11 @@ impl Follower {
         let Some(lease) = self.shared.cluster().map(|c| c.lease) else {
             return;
         };
+        if self.stranded {
+            // Vouching again would undo `catch_up`'s 503; and without a
+            // heartbeat no revocation elsewhere waits on this replica.
+            return;
+        }
         let sent = SystemTime::now();
         let (r, applied) = (Arc::clone(&self.replication), self.applied);
         match blocking(move || r.heartbeat(applied)).await {
@@ -257,7 +291,9 @@ impl Follower {
             return;
         };
         let mut not_ready = Vec::new();
-        if !self.shared.keys().vouches(SystemTime::now()) {
+        if self.stranded {
+            not_ready.push(STRANDED.to_string());
+        } else if !self.shared.keys().vouches(SystemTime::now()) {
             not_ready.push(format!(
                 "store unreachable for longer than the lease ({}s): API keys answer 503 until it is back",
                 cluster.lease.as_secs_f64()

@@ -286,7 +286,8 @@ pub enum Changed {
 
 /// One entry of the change sequence. `seq` increases in commit order
 /// (writers take one lock to append), so "everything up to `seq`" is a
-/// consistent point to catch up to.
+/// consistent point to catch up to. Seqs have no holes; only
+/// [`Replication::prune`] removes entries, and only the oldest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredChange {
     pub seq: u64,
@@ -311,9 +312,13 @@ pub struct ReplicaRow {
 pub trait Replication: Send + Sync + fmt::Debug {
     /// This replica's name, as other replicas and a `202` name it.
     fn replica(&self) -> &str;
-    /// Entries with `seq > after`, oldest first, at most `limit`.
+    /// Entries with `seq > after`, oldest first, at most `limit`. The
+    /// first is `after + 1` unless that one was pruned: a first entry
+    /// above it means changes after `after` can no longer be read one by
+    /// one (the reader was cut off for longer than `prune` keeps them).
     fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<StoredChange>, StoreError>;
-    /// The highest sequence number written so far (0 when none).
+    /// The highest sequence number written so far (0 when none); pruning
+    /// keeps the newest entry, so this holds after a prune too.
     fn latest_seq(&self) -> Result<u64, StoreError>;
     fn load_key(&self, id: &str) -> Result<Option<StoredKey>, StoreError>;
     fn load_token_value(&self, name: &str) -> Result<Option<StoredTokenValue>, StoreError>;
@@ -331,6 +336,23 @@ pub trait Replication: Send + Sync + fmt::Debug {
     fn behind(&self, seq: u64, lease_ms: u64) -> Result<Vec<ReplicaRow>, StoreError>;
     /// Removes this replica's row (clean shutdown), so nobody waits on it.
     fn leave(&self) -> Result<(), StoreError>;
+    /// Forgets what nobody needs any more, so neither table grows forever:
+    /// rows of replicas silent for `keep` (killed without `leave`), then
+    /// change entries older than `keep` that every remaining replica has
+    /// applied. Removes only a prefix of the sequence and never its newest
+    /// entry, so seqs stay gap-free after the oldest and `latest_seq`
+    /// stays right. A replica silent for longer than `keep` may come back
+    /// to find entries it missed gone (see [`Replication::changes_after`]).
+    fn prune(&self, keep: std::time::Duration) -> Result<Pruned, StoreError>;
+}
+
+/// What one [`Replication::prune`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Rows of replicas silent for longer than `keep`.
+    pub replicas: usize,
+    /// Change entries.
+    pub changes: usize,
 }
 
 pub trait Store: Send + Sync + fmt::Debug {

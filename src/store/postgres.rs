@@ -44,7 +44,14 @@
 //! advisory lock taken after its other writes (so seq order is commit
 //! order), and announces each seq with `NOTIFY keygate_changes` (delivered
 //! at commit). Usage, audit, purges and meta do not append: replicas do
-//! not serve them from memory.
+//! not serve them from memory. Audit ids are taken under the same lock, so
+//! they too commit in order (the audit list pages by id).
+//!
+//! Seqs have no holes: a writer takes `max + 1` under the lock, and a
+//! rolled-back writer's seq is taken again by the next one. Only
+//! [`Replication::prune`] removes entries, and only a prefix, never the
+//! newest; so an entry after `n` other than `n + 1` means `n + 1` was
+//! pruned.
 
 use std::fmt;
 use std::future::Future;
@@ -61,8 +68,8 @@ use tokio_postgres::{AsyncMessage, Client, Row, Transaction};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
-    AuditRecord, Changed, ObjectWrite, ReplicaRow, Replication, Store, StoreError, StoredAudit,
-    StoredChange, StoredKey, StoredObject, StoredTokenValue, StoredUsage, Usage,
+    AuditRecord, Changed, ObjectWrite, Pruned, ReplicaRow, Replication, Store, StoreError,
+    StoredAudit, StoredChange, StoredKey, StoredObject, StoredTokenValue, StoredUsage, Usage,
 };
 use crate::config::source;
 
@@ -71,8 +78,10 @@ const MIGRATIONS: &[&str] = &[include_str!("pg_migrations/0001_schema.sql")];
 /// Advisory lock held while migrating: two replicas starting on a fresh
 /// database take turns (the keys spell `kg` and a purpose).
 const MIGRATION_LOCK: i64 = 0x6b67_0001;
-/// Advisory lock held from allocating change seqs to commit, so seq order
-/// is commit order and "everything up to seq" is a consistent point.
+/// Advisory lock held from allocating change seqs or audit ids to commit,
+/// so seq and id order is commit order: "everything up to seq" is a
+/// consistent point, and an audit reader paging by id never passes an id
+/// that has yet to commit.
 const CHANGES_LOCK: i64 = 0x6b67_0002;
 
 /// The channel every change seq is announced on (payload: the seq).
@@ -736,7 +745,16 @@ async fn insert_key(tx: &Transaction<'_>, k: &StoredKey) -> Result<(), StoreErro
     Ok(())
 }
 
+/// Appends `a` inside `tx`; returns its id. The id comes from the
+/// table's sequence only once [`CHANGES_LOCK`] is held (until commit): a
+/// sequence hands numbers out at call time, not commit time, so without
+/// the lock a replica could commit id 7 after another's id 8 was read,
+/// and `GET /api/v1/audit?cursor=8` would never show 7. Call it after the
+/// transaction's other writes, as [`append_changes`]. An id taken by a
+/// transaction that rolls back is a hole, which a cursor steps over.
 async fn insert_audit(tx: &Transaction<'_>, a: &AuditRecord) -> Result<u64, StoreError> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CHANGES_LOCK])
+        .await?;
     let row = tx
         .query_one(
             "INSERT INTO audit_log (at_ms, actor_client, actor_key, action, object_kind, object_name,
@@ -1467,6 +1485,45 @@ impl Replication for PgStore {
                 c.execute("DELETE FROM replicas WHERE name = $1", &[&origin])
                     .await?;
                 Ok(())
+            })
+        })
+    }
+
+    fn prune(&self, keep: Duration) -> Result<Pruned, StoreError> {
+        let keep_ms = int(u64::try_from(keep.as_millis()).unwrap_or(u64::MAX));
+        self.run(move |c, _| {
+            Box::pin(async move {
+                let tx = c.transaction().await?;
+                let replicas = tx
+                    .execute(
+                        "DELETE FROM replicas
+                         WHERE heartbeat_at < now() - $1::bigint * interval '1 millisecond'",
+                        &[&keep_ms],
+                    )
+                    .await?;
+                // Everything below one bound goes, so only a prefix: the
+                // least of what every remaining replica applied, the newest
+                // entry, and the first entry written within `keep`. That
+                // last is found by seq rather than deleting by time: `at`
+                // is when a writer's transaction began, not when it took
+                // its seq, so times are not quite in seq order and a
+                // delete by time could leave a hole. LEAST skips NULLs:
+                // with no replica left, age and the newest entry decide.
+                let changes = tx
+                    .execute(
+                        "DELETE FROM changes WHERE seq < (SELECT LEAST(
+                             (SELECT min(applied) FROM replicas),
+                             (SELECT max(seq) FROM changes),
+                             (SELECT min(seq) FROM changes
+                              WHERE at >= now() - $1::bigint * interval '1 millisecond')))",
+                        &[&keep_ms],
+                    )
+                    .await?;
+                tx.commit().await?;
+                Ok(Pruned {
+                    replicas: usize::try_from(replicas).unwrap_or(usize::MAX),
+                    changes: usize::try_from(changes).unwrap_or(usize::MAX),
+                })
             })
         })
     }
