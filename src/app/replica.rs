@@ -138,12 +138,10 @@ impl Follower {
                         self.lost("the listening connection closed");
                     }
                 },
-                _ = tick.tick() => {
-                    self.beat().await;
-                    if self.latest > self.applied {
-                        self.catch_up().await;
-                    }
-                }
+                // Read before the heartbeat that renews the lease: a
+                // replica back from a long cut-off finds a pruned gap
+                // before it trusts its keys again (`catch_up` beats last).
+                _ = tick.tick() => self.catch_up().await,
             }
             self.assess();
         }
