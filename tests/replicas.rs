@@ -179,14 +179,14 @@ async fn keys_values_and_catalog_changes_reach_every_replica() {
     let Some(c) = Cluster::start(3, "").await else {
         return;
     };
-    // A key made on r1 works on r2 and r3 well within a second.
+    // A key made on r1 works on r2 and r3 (benches/replicas.rs measures how fast).
     let (key, id) = c.new_key(0).await;
     for i in 1..3 {
-        let ok = eventually(1, || async {
+        let ok = eventually(3, || async {
             c.proxied(i, &key).await.status == StatusCode::OK
         })
         .await;
-        assert!(ok, "key made on r1 not accepted by r{} within 1 s", i + 1);
+        assert!(ok, "key made on r1 not accepted by r{}", i + 1);
     }
     assert_eq!(c.up.last().header("x-runtime").as_deref(), Some(VALUE_A));
 
@@ -201,7 +201,7 @@ async fn keys_values_and_catalog_changes_reach_every_replica() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     for i in [0, 2] {
-        let ok = eventually(1, || async {
+        let ok = eventually(3, || async {
             c.proxied(i, &key).await.status == StatusCode::OK
                 && c.up.last().header("x-runtime").as_deref() == Some(VALUE_B)
         })
@@ -229,7 +229,7 @@ async fn keys_values_and_catalog_changes_reach_every_replica() {
         .await;
     // `caller` is the file's: read-only through the API on every replica.
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
-    let ok = eventually(1, || async {
+    let ok = eventually(3, || async {
         c.admin(0, Method::GET, "/api/v1/connectors/svc2", None)
             .await
             .status
@@ -249,7 +249,7 @@ async fn keys_values_and_catalog_changes_reach_every_replica() {
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     let successor = r.json()["key"].as_str().expect("key").to_string();
-    let ok = eventually(1, || async {
+    let ok = eventually(3, || async {
         c.proxied(2, &successor).await.status == StatusCode::OK
     })
     .await;
@@ -279,7 +279,7 @@ async fn keys_values_and_catalog_changes_reach_every_replica() {
 
     // Usage is merged: r1 sees last_used_at of a key used only on r3.
     let (key2, id2) = c.new_key(0).await;
-    let ok = eventually(1, || async {
+    let ok = eventually(3, || async {
         c.proxied(2, &key2).await.status == StatusCode::OK
     })
     .await;
@@ -312,7 +312,7 @@ async fn a_paused_replica_is_named_in_a_202_then_catches_up() {
         return;
     };
     let (key, id) = c.new_key(0).await;
-    let ok = eventually(1, || async {
+    let ok = eventually(3, || async {
         c.proxied(2, &key).await.status == StatusCode::OK
     })
     .await;
@@ -358,7 +358,7 @@ async fn without_the_database_replicas_serve_for_the_lease_then_turn_not_ready()
         return;
     };
     let (key, _) = c.new_key(0).await;
-    let ok = eventually(1, || async {
+    let ok = eventually(3, || async {
         c.proxied(1, &key).await.status == StatusCode::OK
     })
     .await;
@@ -410,7 +410,7 @@ async fn a_database_restart_under_load_fails_no_proxied_request() {
         return;
     };
     let (key, _) = c.new_key(0).await;
-    let ok = eventually(1, || async {
+    let ok = eventually(3, || async {
         c.proxied(1, &key).await.status == StatusCode::OK
     })
     .await;
@@ -488,7 +488,7 @@ async fn a_key_made_right_before_its_replica_is_killed_works_on_the_others() {
     let (key, _) = c.new_key(0).await;
     c.replicas[0].signal("KILL");
     for i in 1..3 {
-        let ok = eventually(1, || async {
+        let ok = eventually(3, || async {
             c.proxied(i, &key).await.status == StatusCode::OK
         })
         .await;
@@ -528,7 +528,7 @@ async fn two_admins_on_two_replicas_editing_one_object_one_gets_412() {
     };
     let mut tags = Vec::new();
     for i in 1..3 {
-        let ok = eventually(1, || async {
+        let ok = eventually(3, || async {
             c.admin(i, Method::GET, "/api/v1/connectors/shared", None)
                 .await
                 .status
@@ -688,5 +688,72 @@ async fn replicas_starting_together_on_an_empty_database_mint_one_admin_key() {
     for gw in &all {
         let r = admin(gw, &key, Method::GET, "/api/v1/status", None).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_writes_on_two_replicas_converge() {
+    let Some(c) = Cluster::start(3, "").await else {
+        return;
+    };
+    // A key revoked on r2 the moment r1 made it: revoked, not 404.
+    for _ in 0..5 {
+        let (key, id) = c.new_key(0).await;
+        let r = c
+            .admin(1, Method::DELETE, &format!("/api/v1/keys/{id}"), None)
+            .await;
+        assert!(
+            r.status == StatusCode::NO_CONTENT || r.status == StatusCode::ACCEPTED,
+            "{} {}",
+            r.status,
+            r.text()
+        );
+        for i in 0..3 {
+            let ok = eventually(3, || async {
+                c.proxied(i, &key).await.status == StatusCode::UNAUTHORIZED
+            })
+            .await;
+            assert!(ok, "r{} accepts a revoked key", i + 1);
+        }
+    }
+    // Two admins set the value on two replicas at once: every replica
+    // ends up injecting the one value the store kept.
+    let (key, _) = c.new_key(0).await;
+    for round in 0..5 {
+        let (a, b) = (format!("sk_race_a_{round}"), format!("sk_race_b_{round}"));
+        let put = |i: usize, v: String| {
+            let (url, admin_key) = (
+                c.replicas[i].admin_url("/api/v1/tokens/runtime/value"),
+                c.key.clone(),
+            );
+            async move {
+                send(
+                    Method::PUT,
+                    &url,
+                    &[
+                        ("authorization", &bearer(&admin_key)),
+                        ("content-type", "application/json"),
+                    ],
+                    json!({ "value": v }).to_string(),
+                )
+                .await
+            }
+        };
+        let (ra, rb) = tokio::join!(put(0, a.clone()), put(1, b.clone()));
+        assert_eq!(ra.status, StatusCode::OK, "{}", ra.text());
+        assert_eq!(rb.status, StatusCode::OK, "{}", rb.text());
+        let ok = eventually(3, || async {
+            let mut seen = Vec::new();
+            for i in 0..3 {
+                if c.proxied(i, &key).await.status != StatusCode::OK {
+                    return false;
+                }
+                seen.push(c.up.last().header("x-runtime"));
+            }
+            seen.iter().all(|v| *v == seen[0])
+                && (seen[0].as_deref() == Some(&a) || seen[0].as_deref() == Some(&b))
+        })
+        .await;
+        assert!(ok, "round {round}: the replicas inject different values");
     }
 }

@@ -589,9 +589,18 @@ pub async fn revoke_key(cx: Ctx) -> Result<Revoked, GatewayError> {
     let actor = cx.actor()?;
     let force = force(&cx.req)?;
     let (shared, id) = (Arc::clone(&cx.shared), cx.params.get("id")?.to_string());
+    let replication = cx.shared.cluster().map(|c| Arc::clone(&c.replication));
     let revoked = blocking(move || {
         let now = SystemTime::now();
-        let revoked = keys::revoke(shared.as_ref(), &id, force, now)?;
+        let revoked = match (keys::revoke(shared.as_ref(), &id, force, now), replication) {
+            // Made on another replica a moment ago and not applied here
+            // yet: take it from the store, then revoke it.
+            (Err(keys::KeyError::NotFound(_)), Some(r)) => {
+                keys::apply_stored(shared.as_ref(), &id, || r.load_key(&id))?;
+                keys::revoke(shared.as_ref(), &id, force, now)?
+            }
+            (result, _) => result?,
+        };
         for rid in &revoked {
             let rec = Record::new(&actor, Action::KeyRevoke, rid).at(now);
             let rec = if *rid != id {

@@ -49,11 +49,16 @@ pub async fn readyz(cx: Ctx) -> Result<Readiness, GatewayError> {
         .shared
         .snapshot()
         .missing_tokens(std::time::SystemTime::now());
-    let reasons = cx
+    let mut reasons = cx
         .shared
         .cluster()
         .map(|c| c.status().not_ready)
         .unwrap_or_default();
+    // Read here too, not only from the follower's last look: a follower
+    // stuck in a store call must not leave a lapsed lease reported ready.
+    if reasons.is_empty() && !cx.shared.keys().vouches(std::time::SystemTime::now()) {
+        reasons.push("store unreachable for longer than the lease: API keys answer 503".into());
+    }
     Ok(if missing.is_empty() && reasons.is_empty() {
         Readiness::Ready
     } else {

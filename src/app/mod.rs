@@ -42,7 +42,7 @@ use crate::state::{Cluster, ReloadTrigger, Shared};
 use crate::store::postgres::PgStore;
 use crate::store::sealed;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Replication, Store};
+use crate::store::{Replication, Store, StoreError};
 use ports::Ports;
 use reload::{Reloader, Request, render, warn_if_no_admin_key};
 
@@ -103,15 +103,33 @@ async fn open_postgres(
     let listener = ports::bind(admin, "admin").await?;
     let addr = listener.local_addr()?;
     tracing::info!(listener = "admin", %addr, ready = false, "listening");
-    let waiting = waiting::Waiting::start(listener, "store: connecting".into());
+    // The reason in full is in the log; `/readyz` needs no key, so it
+    // says only what an orchestrator needs.
+    let waiting = waiting::Waiting::start(
+        listener,
+        "store unreachable: the PostgreSQL store cannot be opened yet (the log says why); retrying"
+            .into(),
+    );
     let mut delay = Duration::from_millis(250);
     let store = loop {
         let settings = pg.clone();
         match tokio::task::spawn_blocking(move || PgStore::open(&settings)).await {
             Ok(Ok(store)) => break store,
+            // A setting no retry can mend (a refused URL or TLS setup, a
+            // schema from a newer keygate, a failing migration) stops here.
+            Ok(Err(
+                e @ (StoreError::PgUrl(_)
+                | StoreError::PgTls(_)
+                | StoreError::SchemaTooNew { .. }
+                | StoreError::PgMigration { .. }),
+            )) => {
+                return Err(StartError::Store {
+                    path: PathBuf::from("(PostgreSQL)"),
+                    source: e,
+                });
+            }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, retry_in_s = delay.as_secs_f64(), "cannot open the PostgreSQL store; not ready, retrying");
-                waiting.set_reason(format!("store unreachable: {e}"));
             }
             Err(e) => return Err(StartError::Io(std::io::Error::other(e))),
         }
@@ -156,6 +174,9 @@ pub struct App {
     requests: mpsc::Sender<Request>,
     /// What the watcher watches; taken when it starts.
     watch_dirs: std::sync::Mutex<Option<channel::Receiver<BTreeSet<PathBuf>>>>,
+    /// The change follower (several replicas): stopped before this replica
+    /// leaves the replica table, so no heartbeat brings its row back.
+    follower: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl App {
@@ -181,12 +202,14 @@ impl App {
             }
         };
         let store = opened.store;
-        // Read before anything is loaded: entries after it may be in the
-        // state loaded below already, and applying them again is harmless.
+        // Joined (as having applied nothing, so revokers wait for this
+        // replica from here on) and read before anything is loaded:
+        // entries after it may be in the state loaded below already, and
+        // applying them again is harmless.
         let seq0 = match &opened.cluster {
             Some((replication, ..)) => {
                 let r = Arc::clone(replication);
-                tokio::task::spawn_blocking(move || r.latest_seq())
+                tokio::task::spawn_blocking(move || r.register())
                     .await
                     .map_err(std::io::Error::other)?
                     .map_err(StartError::Keys)?
@@ -326,7 +349,7 @@ impl App {
         tracing::info!(listener = "admin", addr = %admin_addr, "listening");
 
         tokio::spawn(reloader.run(queue));
-        if let Some((replication, listen, heartbeat)) = follow {
+        let follower = follow.map(|(replication, listen, heartbeat)| {
             let follower = replica::Follower::new(
                 Arc::clone(&shared),
                 replication,
@@ -335,8 +358,8 @@ impl App {
                 heartbeat,
                 seq0,
             );
-            tokio::spawn(follower.run());
-        }
+            tokio::spawn(follower.run())
+        });
         // `POST /api/v1/reload` and catalog changes join the same queue.
         let forward = requests.clone();
         tokio::spawn(async move {
@@ -364,6 +387,7 @@ impl App {
             ports,
             requests,
             watch_dirs: std::sync::Mutex::new(Some(watch_dirs)),
+            follower: std::sync::Mutex::new(follower),
         }))
     }
 
@@ -384,6 +408,11 @@ impl App {
                     "shutdown grace elapsed with requests still in flight"
                 );
             }
+        }
+        let follower = lock(&self.follower).take();
+        if let Some(follower) = follower {
+            follower.abort();
+            let _ = follower.await;
         }
         if let Some(cluster) = self.shared.cluster() {
             // Nobody waits on a replica that is gone.

@@ -35,7 +35,6 @@ use crate::listen::tls::CertResolver;
 use crate::objects::{self, ApiObjects, Applied, Change, ChangeError, Op, Plan};
 use crate::snapshot::{self, file_digest};
 use crate::state::{ReloadStatus, ReloadTrigger, Shared};
-use crate::store::StoredObject;
 use crate::tokens::values;
 
 /// The answer to a load: the generation published, or why nothing was.
@@ -58,17 +57,16 @@ pub enum Request {
     },
     /// Export the published catalog (see `objects::Command::Export`).
     Export(oneshot::Sender<Result<String, config::export::ExportError>>),
-    /// Publish catalog objects as another replica stored them (SPEC §8);
-    /// answered once published (or refused, and logged).
+    /// Publish catalog objects as stored (SPEC §8: changed by another
+    /// replica, or by this one); read here, in the loop every local
+    /// change goes through, so the row is never older than a local write.
+    /// Answered once published or refused (logged); an error is a store
+    /// read that failed (the follower retries the entry).
     Remote {
-        rows: Vec<RemoteRow>,
-        reply: oneshot::Sender<()>,
+        objects: Vec<(Section, String)>,
+        reply: oneshot::Sender<Result<(), String>>,
     },
 }
-
-/// One catalog object's row as another replica left it: the object, or
-/// the version it was deleted at.
-pub type RemoteRow = (Section, String, Result<StoredObject, Option<u64>>);
 
 /// The state of the loop: what was last *tried* (good or refused), so a
 /// check reloads on a content change, not on every touch, and retries a
@@ -142,9 +140,8 @@ impl Reloader {
                     let config = Arc::clone(&self.shared.snapshot().config);
                     let _ = reply.send(config::export::export(&self.yaml, &config));
                 }
-                Request::Remote { rows, reply } => {
-                    self.remote(rows).await;
-                    let _ = reply.send(());
+                Request::Remote { objects, reply } => {
+                    let _ = reply.send(self.remote(objects).await);
                 }
             }
         }
@@ -322,48 +319,63 @@ impl Reloader {
         })
     }
 
-    /// Catalog changes another replica made and stored: laid over the
-    /// file as last published and published in one swap, like a local
-    /// change but with nothing to write. A refusal (this replica's file
-    /// differs from the writer's, a port taken here) keeps the running
-    /// catalog and is logged; the next change or reload tries again.
-    async fn remote(&mut self, rows: Vec<RemoteRow>) {
+    /// Catalog objects as stored (changed by another replica, or a later
+    /// state of this one's change): laid over the file as last published
+    /// and published in one swap, like a local change but with nothing to
+    /// write. A refusal here (this replica's file differs from the
+    /// writer's, a port taken here) keeps the running catalog and is
+    /// logged, but the objects are kept as stored, so the next reload or
+    /// change publishes them once it can.
+    async fn remote(&mut self, objects: Vec<(Section, String)>) -> Result<(), String> {
+        let Some(replication) = self.shared.cluster().map(|c| Arc::clone(&c.replication)) else {
+            return Ok(());
+        };
+        let wanted = objects.clone();
+        let rows = tokio::task::spawn_blocking(move || {
+            wanted
+                .iter()
+                .map(|(s, n)| replication.load_object(s.key(), n))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| format!("store task failed: {e}"))?
+        .map_err(|e| e.to_string())?;
         let mut next = self.api.clone();
-        for (section, name, row) in &rows {
+        for ((section, name), row) in objects.iter().zip(&rows) {
             if let Err(e) = next.apply_stored(*section, name, row) {
-                tracing::error!(error = %e, "a catalog object written by another replica is damaged; skipped");
+                tracing::error!(error = %e, "a stored catalog object is damaged; skipped");
             }
         }
         if next == self.api {
-            return;
+            return Ok(());
         }
-        let mut config = match config::from_text_with(
-            &self.yaml,
-            &self.config_path,
-            &next.overlay(),
-        ) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(errors = %render(&self.config_path, &e.0), "a catalog change made on another replica is refused here; the running catalog keeps serving");
-                return;
-            }
+        let refused = |errs: &[ConfigError], path: &Path| {
+            tracing::error!(errors = %render(path, errs), "a catalog change made on another replica is refused here; the running catalog keeps serving, and the next reload retries it");
         };
+        let mut config =
+            match config::from_text_with(&self.yaml, &self.config_path, &next.overlay()) {
+                Ok(c) => c,
+                Err(e) => {
+                    refused(&e.0, &self.config_path);
+                    self.api = next;
+                    return Ok(());
+                }
+            };
         self.keep_running(&mut config);
         let config = Arc::new(config);
         match self.publish(Arc::clone(&config)).await {
             Ok(generation) => {
-                self.api = next;
                 self.trust = TrustFiles::of(&config);
                 tracing::info!(
                     generation,
-                    objects = rows.len(),
-                    "catalog change from another replica published"
+                    objects = objects.len(),
+                    "stored catalog change published"
                 );
             }
-            Err(errs) => {
-                tracing::error!(errors = %render(&self.config_path, &errs), "a catalog change made on another replica is refused here; the running catalog keeps serving");
-            }
+            Err(errs) => refused(&errs, &self.config_path),
         }
+        self.api = next;
+        Ok(())
     }
 
     /// Builds `config`'s snapshot aside, binds its new ports, publishes it

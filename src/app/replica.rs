@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
-use super::reload::{RemoteRow, Request};
+use super::reload::Request;
 use crate::auth::keys;
 use crate::config::Section;
 use crate::state::{ReplicaStatus, Shared};
@@ -59,6 +59,10 @@ pub struct Follower {
     behind_since: Option<Instant>,
     /// The last store error, logged once per outage.
     outage: Option<String>,
+    /// Whether a heartbeat has found nothing left to apply since start:
+    /// not ready before (the state loaded at start may miss a revocation
+    /// committed while it loaded).
+    caught_up: bool,
     /// Entries after `applied` were pruned before this replica read them
     /// (it was cut off for longer than the store keeps them): what they
     /// changed, a revocation say, can no longer be learned entry by entry.
@@ -88,6 +92,7 @@ impl Follower {
             latest: applied,
             behind_since: None,
             outage: None,
+            caught_up: false,
             stranded: false,
         }
     }
@@ -106,6 +111,7 @@ impl Follower {
                         backoff = Duration::from_millis(100);
                         // Whatever was committed while nobody listened.
                         self.catch_up().await;
+                        self.assess();
                     }
                     Ok(Err(e)) => {
                         self.lost(&e.to_string());
@@ -192,32 +198,35 @@ impl Follower {
         self.beat().await;
     }
 
-    /// One entry: re-read the row it names and take it in. Entries this
-    /// replica wrote are applied already.
+    /// One entry: re-read the row it names and take it in, where writes to
+    /// it are serialised (the key write lock, the reload loop, the value
+    /// writer's lock), so a row read here is never older than a write this
+    /// replica made meanwhile. Entries this replica wrote are re-read too:
+    /// harmless when nothing changed since, and right when something did
+    /// (another replica's later write, a version the store assigned).
     async fn apply(&self, change: &StoredChange) -> Result<(), String> {
-        if change.origin == self.replication.replica() {
-            return Ok(());
-        }
         let (r, shared) = (Arc::clone(&self.replication), Arc::clone(&self.shared));
         match change.changed.clone() {
             Changed::Key(id) => {
                 blocking(move || {
-                    let row = r.load_key(&id)?;
-                    keys::apply_stored(shared.as_ref(), &id, row.as_ref());
-                    Ok(())
+                    keys::apply_stored(shared.as_ref(), &id, || r.load_key(&id))
                 })
                 .await
             }
             Changed::TokenValue(name) => {
                 blocking(move || {
-                    if let Some(row) = r.load_token_value(&name)? {
-                        let specs = &shared.snapshot().config.tokens;
-                        if let Err(e) = values::apply_stored(shared.runtime_values(), specs, &row)
-                        {
+                    let specs = &shared.snapshot().config.tokens;
+                    let applied = values::apply_stored(shared.runtime_values(), specs, &name, || {
+                        r.load_token_value(&name)
+                    });
+                    match applied {
+                        Ok(_) => Ok(()),
+                        Err(values::TokenValueError::Store(e)) => Err(e),
+                        Err(e) => {
                             tracing::error!(token = %name, error = %e, "a token value set on another replica cannot be used here");
+                            Ok(())
                         }
                     }
-                    Ok(())
                 })
                 .await
             }
@@ -226,19 +235,16 @@ impl Follower {
                     tracing::warn!(%section, %name, "change entry names an unknown catalog section; skipped");
                     return Ok(());
                 };
-                let key = name.clone();
-                let row = blocking(move || r.load_object(&section, &key)).await?;
-                let row: RemoteRow = (s, name, row);
                 let (reply, done) = oneshot::channel();
                 self.reload
                     .send(Request::Remote {
-                        rows: vec![row],
+                        objects: vec![(s, name)],
                         reply,
                     })
                     .await
                     .map_err(|_| "the reload loop has stopped".to_string())?;
                 done.await
-                    .map_err(|_| "the reload loop has stopped".to_string())
+                    .map_err(|_| "the reload loop has stopped".to_string())?
             }
         }
     }
@@ -256,10 +262,22 @@ impl Follower {
         }
         let sent = SystemTime::now();
         let (r, applied) = (Arc::clone(&self.replication), self.applied);
-        match blocking(move || r.heartbeat(applied)).await {
+        // Bounded: a store that black-holes packets must not hold the
+        // follower (and so readiness) for a whole call timeout.
+        let call = tokio::time::timeout(self.heartbeat * 3, blocking(move || r.heartbeat(applied)));
+        let result = call
+            .await
+            .unwrap_or_else(|_| Err("heartbeat timed out".to_string()));
+        match result {
             Ok(latest) => {
                 self.latest = self.latest.max(latest);
-                self.shared.keys().vouch_until(sent + lease);
+                // The lease is renewed only when nothing is left to apply:
+                // a replica back from a cut-off must read the revocations
+                // it missed before it trusts its keys again.
+                if self.latest <= self.applied {
+                    self.shared.keys().vouch_until(sent + lease);
+                    self.caught_up = true;
+                }
                 if !self.shared.keys().set_in_sync(true) || self.outage.is_some() {
                     tracing::info!(
                         applied = self.applied,
@@ -289,6 +307,9 @@ impl Follower {
             return;
         };
         let mut not_ready = Vec::new();
+        if !self.caught_up {
+            not_ready.push("starting: catching up with the change sequence".to_string());
+        }
         if self.stranded {
             not_ready.push(STRANDED.to_string());
         } else if !self.shared.keys().vouches(SystemTime::now()) {

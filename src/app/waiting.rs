@@ -10,7 +10,7 @@
 //! this one.
 
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -22,26 +22,19 @@ use tokio::task::JoinHandle;
 
 use crate::body::Body;
 use crate::error::GatewayError;
-use crate::lock::lock;
 
 /// The waiting admin listener; [`Waiting::finish`] hands the listener back.
 pub struct Waiting {
     stop: watch::Sender<bool>,
     task: JoinHandle<TcpListener>,
-    why: Arc<Mutex<String>>,
 }
 
 impl Waiting {
+    /// Answers on `listener`, `/readyz` giving `why`.
     pub fn start(listener: TcpListener, why: String) -> Waiting {
-        let why = Arc::new(Mutex::new(why));
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(serve(listener, Arc::clone(&why), stopped));
-        Waiting { stop, task, why }
-    }
-
-    /// What `/readyz` says is missing.
-    pub fn set_reason(&self, why: String) {
-        *lock(&self.why) = why;
+        let task = tokio::spawn(serve(listener, Arc::from(why), stopped));
+        Waiting { stop, task }
     }
 
     /// Stops accepting and returns the listener, still bound.
@@ -53,7 +46,7 @@ impl Waiting {
 
 async fn serve(
     listener: TcpListener,
-    why: Arc<Mutex<String>>,
+    why: Arc<str>,
     mut stopped: watch::Receiver<bool>,
 ) -> TcpListener {
     loop {
@@ -64,8 +57,8 @@ async fn serve(
                 let why = Arc::clone(&why);
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
-                        let why = lock(&why).clone();
-                        async move { Ok::<_, Infallible>(answer(&req, &why)) }
+                        let response = answer(&req, &why);
+                        async move { Ok::<_, Infallible>(response) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .keep_alive(false)

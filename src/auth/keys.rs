@@ -699,30 +699,40 @@ pub fn reset_admin_key(
     Ok((path, stored.id))
 }
 
-/// Applies a key change another replica made (SPEC §8): `stored` is the
-/// key's row as now stored, `None` when it is gone (purged). A new key is
-/// added; a held one takes the stored revocation and expiry (a roll
-/// shortens it). Revocation is never undone here: a row read before a
-/// revoke cannot bring a revoked key back.
-pub fn apply_stored(shared: &dyn KeyContext, id: &str, stored: Option<&StoredKey>) {
+/// Applies a key change another replica made (SPEC §8): `load` reads the
+/// key's row as now stored (`None` when it is gone, purged), under the key
+/// write lock, so no local revoke or roll lands between the read and its
+/// use. A new key is added; a held one takes the stored revocation and a
+/// shorter expiry (a roll). Nothing is ever undone here: no row makes a
+/// revoked key live again or lengthens a key's life.
+pub fn apply_stored(
+    shared: &dyn KeyContext,
+    id: &str,
+    load: impl FnOnce() -> Result<Option<StoredKey>, StoreError>,
+) -> Result<(), StoreError> {
     let _writes = shared.writes();
+    let stored = load()?;
     let held = shared
         .index()
         .all()
         .into_iter()
         .find(|r| r.id == id && r.source == KeySource::Api);
     match (held, stored) {
-        (None, Some(k)) => shared.index().insert(record_from(k)),
+        (None, Some(k)) => shared.index().insert(record_from(&k)),
         (Some(r), Some(k)) => {
             if let Some(at) = k.revoked_ms {
                 crate::lock::lock(&r.revoked_at).get_or_insert(from_ms(at));
             }
-            r.expires_ms
-                .store(k.expires_ms.unwrap_or(0), Ordering::Relaxed);
+            if let Some(e) = k.expires_ms {
+                let held = r.expires_ms.load(Ordering::Relaxed);
+                r.expires_ms
+                    .store(if held == 0 { e } else { held.min(e) }, Ordering::Relaxed);
+            }
         }
         (Some(r), None) => shared.index().remove(&r.digest),
         (None, None) => {}
     }
+    Ok(())
 }
 
 /// Takes in usage other replicas flushed (SPEC §8: `last_used_at` a few

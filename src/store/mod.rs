@@ -331,6 +331,11 @@ pub trait Replication: Send + Sync + fmt::Debug {
     /// Records `applied` and the heartbeat (database time) for this
     /// replica, and wakes waiting revokers; returns the latest sequence.
     fn heartbeat(&self, applied: u64) -> Result<u64, StoreError>;
+    /// Joins the replica table as having applied nothing (a restart under
+    /// the same name too), so revokers wait for this replica from now on;
+    /// returns the latest sequence, read after joining: every entry after
+    /// it is one this replica must apply, and revokers wait until it has.
+    fn register(&self) -> Result<u64, StoreError>;
     /// Live replicas other than this one (heartbeat within `lease`) that
     /// have not applied `seq` yet.
     fn behind(&self, seq: u64, lease_ms: u64) -> Result<Vec<ReplicaRow>, StoreError>;

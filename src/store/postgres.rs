@@ -191,6 +191,13 @@ impl Target {
                     .map_err(|_| StoreError::PgUrl(format!("`{k}` is not valid UTF-8")))
             };
             match k {
+                // An address the local-only rule below cannot see: with
+                // `host=localhost`, a password would go in clear to it.
+                "hostaddr" => {
+                    return Err(StoreError::PgUrl(
+                        "`hostaddr` is not supported: name the server in the URL's host".into(),
+                    ));
+                }
                 "sslmode" => sslmode = Some(decoded()?),
                 "sslrootcert" => rootcert = Some(decoded()?),
                 _ => rest.push(pair),
@@ -1082,7 +1089,8 @@ impl Store for PgStore {
                 tx.execute(
                     "INSERT INTO token_values (name, nonce, ciphertext, version, updated_at) VALUES ($1, $2, $3, $4, $5)
                      ON CONFLICT (name) DO UPDATE SET nonce = EXCLUDED.nonce, ciphertext = EXCLUDED.ciphertext,
-                       version = EXCLUDED.version, updated_at = EXCLUDED.updated_at",
+                       version = GREATEST(EXCLUDED.version, token_values.version + 1),
+                       updated_at = EXCLUDED.updated_at",
                     &[&v.name, &v.nonce, &v.ciphertext, &int(v.version), &int(v.updated_ms)],
                 )
                 .await?;
@@ -1442,6 +1450,27 @@ impl Replication for PgStore {
                 .await?;
                 tx.execute("SELECT pg_notify($1, $2)", &[&ACKS_CHANNEL, &origin])
                     .await?;
+                let row = tx
+                    .query_one("SELECT COALESCE(max(seq), 0) FROM changes", &[])
+                    .await?;
+                tx.commit().await?;
+                col_u64(&row, 0)
+            })
+        })
+    }
+
+    fn register(&self) -> Result<u64, StoreError> {
+        self.run(move |c, origin| {
+            Box::pin(async move {
+                let tx = c.transaction().await?;
+                tx.execute(
+                    "INSERT INTO replicas (name, applied, heartbeat_at, started_at)
+                     VALUES ($1, 0, now(), now())
+                     ON CONFLICT (name) DO UPDATE SET
+                       applied = 0, heartbeat_at = now(), started_at = now()",
+                    &[&origin],
+                )
+                .await?;
                 let row = tx
                     .query_one("SELECT COALESCE(max(seq), 0) FROM changes", &[])
                     .await?;

@@ -129,31 +129,38 @@ pub fn set(
     Ok(Swapped { before, after })
 }
 
-/// Publishes a value another replica stored (SPEC §8), without writing
-/// it back: `Ok(false)` when this replica has no such token taking run-time
-/// values (a catalog change that adds it restores the value with it) or
-/// already holds this version.
+/// Publishes the value stored for `name` (SPEC §8: another replica set
+/// it, or the store gave this replica's own write a later version),
+/// without writing it back. `load` reads the row under the value writer's
+/// lock, so it is never older than a local write. `Ok(false)` when there
+/// is nothing to do: no row, no such token here taking run-time values (a
+/// catalog change that adds it restores the value with it), or the value
+/// and version held already.
 pub fn apply_stored(
     rt: Runtime<'_>,
     specs: &Specs,
-    stored: &StoredTokenValue,
+    name: &str,
+    load: impl FnOnce() -> Result<Option<StoredTokenValue>, StoreError>,
 ) -> Result<bool, TokenValueError> {
-    if !specs
-        .get(&stored.name)
-        .is_some_and(|s| s.takes_admin_value())
-    {
+    if !specs.get(name).is_some_and(|s| s.takes_admin_value()) {
         return Ok(false);
     }
     let _guard = crate::lock::lock(&WRITE);
-    let held = rt.tokens.load().get(&stored.name).map(Arc::clone);
-    if held.is_some_and(|v| v.origin == crate::tokens::Origin::Admin && v.version == stored.version)
-    {
+    let Some(stored) = load()? else {
+        return Ok(false);
+    };
+    let text = open_stored(rt.master, &stored)?;
+    let held = rt.tokens.load().get(name).map(Arc::clone);
+    if held.is_some_and(|v| {
+        v.origin == crate::tokens::Origin::Admin
+            && v.version == stored.version
+            && v.secret.ct_eq(&text)
+    }) {
         return Ok(false);
     }
-    let text = open_stored(rt.master, stored)?;
     let at = UNIX_EPOCH + Duration::from_millis(stored.updated_ms);
     rt.tokens
-        .put(&stored.name, Secret::new(text), stored.version, at)
+        .put(name, Secret::new(text), stored.version, at)
         .map_err(TokenValueError::Refused)?;
     Ok(true)
 }
