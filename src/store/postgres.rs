@@ -612,6 +612,18 @@ impl PgStore {
         wait(rx)
             .unwrap_or_else(|| Err(StoreError::Runtime("the PostgreSQL runtime stopped".into())))
     }
+
+    /// Every row `sql` (without parameters) selects, each read by `from`:
+    /// the whole-table loads at start.
+    fn select_all<T: Send + 'static>(
+        &self,
+        sql: String,
+        from: fn(&Row) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.run(move |c, _| {
+            Box::pin(async move { c.query(&sql, &[]).await?.iter().map(from).collect() })
+        })
+    }
 }
 
 async fn migrate(c: &mut Client) -> Result<(), StoreError> {
@@ -862,17 +874,10 @@ async fn append_changes(
 
 impl Store for PgStore {
     fn load_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
-        self.run(|c, _| {
-            Box::pin(async move {
-                let rows = c
-                    .query(
-                        &format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at, id"),
-                        &[],
-                    )
-                    .await?;
-                rows.iter().map(key_from).collect()
-            })
-        })
+        self.select_all(
+            format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at, id"),
+            key_from,
+        )
     }
 
     fn insert_key(&self, key: &StoredKey) -> Result<(), StoreError> {
@@ -1102,17 +1107,11 @@ impl Store for PgStore {
     }
 
     fn load_token_values(&self) -> Result<Vec<StoredTokenValue>, StoreError> {
-        self.run(|c, _| {
-            Box::pin(async move {
-                let rows = c
-                    .query(
-                        "SELECT name, nonce, ciphertext, version, updated_at FROM token_values ORDER BY name",
-                        &[],
-                    )
-                    .await?;
-                rows.iter().map(token_value_from).collect()
-            })
-        })
+        self.select_all(
+            "SELECT name, nonce, ciphertext, version, updated_at FROM token_values ORDER BY name"
+                .into(),
+            token_value_from,
+        )
     }
 
     fn delete_token_value(&self, name: &str) -> Result<(), StoreError> {
@@ -1130,18 +1129,12 @@ impl Store for PgStore {
     }
 
     fn load_objects(&self) -> Result<Vec<StoredObject>, StoreError> {
-        self.run(|c, _| {
-            Box::pin(async move {
-                let rows = c
-                    .query(
-                        "SELECT section, name, body, version, created_at, updated_at
-                         FROM catalog_objects ORDER BY section, name",
-                        &[],
-                    )
-                    .await?;
-                rows.iter().map(object_from).collect()
-            })
-        })
+        self.select_all(
+            "SELECT section, name, body, version, created_at, updated_at
+             FROM catalog_objects ORDER BY section, name"
+                .into(),
+            object_from,
+        )
     }
 
     fn load_retired(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
