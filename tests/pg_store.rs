@@ -821,3 +821,41 @@ fn a_restarted_database_ends_listen_and_the_pool_reconnects() {
     let seq = rt.block_on(async { tokio::time::timeout(Duration::from_secs(1), rx.recv()).await });
     assert_eq!(seq.expect("notified"), Some(2));
 }
+
+#[test]
+fn two_replicas_rolling_one_key_at_once_make_one_successor() {
+    let Some(srv) = PgServer::start() else { return };
+    let url = srv.create_database("rollonce");
+    let stores = [Arc::new(open(&url, "a")), Arc::new(open(&url, "b"))];
+    for round in 0..10u8 {
+        let old = format!("old{round}");
+        stores[0].insert_key(&key(&old, round)).expect("insert");
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let rolls: Vec<_> = stores
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let (s, barrier, old) = (Arc::clone(s), Arc::clone(&barrier), old.clone());
+                let succ = successor(
+                    &format!("s{round}-{i}"),
+                    100 + round * 2 + u8::try_from(i).expect("small"),
+                    &old,
+                );
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    s.roll(&old, 50, &succ).expect("roll")
+                })
+            })
+            .collect();
+        let won: Vec<bool> = rolls
+            .into_iter()
+            .map(|t| t.join().expect("thread"))
+            .collect();
+        assert_eq!(
+            won.iter().filter(|w| **w).count(),
+            1,
+            "round {round}: {won:?}"
+        );
+        assert_eq!(stores[1].live_successors(&old).expect("chain").len(), 1);
+    }
+}

@@ -329,7 +329,7 @@ pub trait Replication: Send + Sync + fmt::Debug {
         name: &str,
     ) -> Result<Result<StoredObject, Option<u64>>, StoreError>;
     /// Records `applied` and the heartbeat (database time) for this
-    /// replica, and wakes waiting revokers; returns the latest sequence.
+    /// replica (and announces it on `keygate_acks`); returns the latest sequence.
     fn heartbeat(&self, applied: u64) -> Result<u64, StoreError>;
     /// Joins the replica table as having applied nothing (a restart under
     /// the same name too), so revokers wait for this replica from now on;

@@ -86,8 +86,9 @@ const CHANGES_LOCK: i64 = 0x6b67_0002;
 
 /// The channel every change seq is announced on (payload: the seq).
 pub const CHANGES_CHANNEL: &str = "keygate_changes";
-/// The channel a heartbeat is announced on (payload: the replica name),
-/// so a revocation waiting for acks can look again at once.
+/// The channel a heartbeat is announced on (payload: the replica name):
+/// for tools watching replicas; a revocation waiting for acks polls the
+/// replica table (every 2–25 ms) instead of holding a listening connection.
 pub const ACKS_CHANNEL: &str = "keygate_acks";
 
 /// How long a checkout waits for a free connection.
@@ -940,6 +941,18 @@ impl Store for PgStore {
         self.run(move |c, origin| {
             Box::pin(async move {
                 let tx = c.transaction().await?;
+                // A key is rolled once, also when two replicas roll it at
+                // the same moment: the row lock orders them, and the check
+                // after it (a statement of its own, so it sees what the
+                // first committed) refuses the second.
+                tx.query("SELECT 1 FROM api_keys WHERE id = $1 FOR UPDATE", &[&old_id])
+                    .await?;
+                let rolled = tx
+                    .query("SELECT 1 FROM api_keys WHERE rolled_from = $1", &[&old_id])
+                    .await?;
+                if !rolled.is_empty() {
+                    return Ok(false);
+                }
                 let n = tx
                     .execute(
                         "UPDATE api_keys SET expires_at = $2
