@@ -615,27 +615,28 @@ pub async fn revoke_key(cx: Ctx) -> Result<Revoked, GatewayError> {
         Ok::<_, keys::KeyError>(revoked)
     })
     .await?;
-    let pending = match cx.shared.cluster() {
-        Some(cluster) => cluster.wait_applied().await,
-        None => Ok(Vec::new()),
+    // `None`: applied everywhere (or there is only this replica).
+    let pending = match cx.shared.cluster().map(|c| c.wait_applied()) {
+        None => None,
+        Some(wait) => match wait.await {
+            Ok(names) if names.is_empty() => None,
+            Ok(names) => {
+                tracing::warn!(replicas = ?names, "revocation not yet applied by every live replica; they turn not-ready until they catch up");
+                Some(names)
+            }
+            Err(e) => {
+                // Revoked and stored; only the wait for the others failed.
+                tracing::warn!(error = %e, "revoked, but the replicas' acknowledgements could not be read");
+                Some(Vec::new())
+            }
+        },
     };
     Ok(match pending {
-        Ok(names) if names.is_empty() => Revoked::Everywhere,
-        Ok(names) => {
-            tracing::warn!(replicas = ?names, "revocation not yet applied by every live replica; they turn not-ready until they catch up");
-            Revoked::Pending(RevokePending {
-                revoked,
-                pending_replicas: names,
-            })
-        }
-        Err(e) => {
-            // Revoked and stored; only the wait for the others failed.
-            tracing::warn!(error = %e, "revoked, but the replicas' acknowledgements could not be read");
-            Revoked::Pending(RevokePending {
-                revoked,
-                pending_replicas: Vec::new(),
-            })
-        }
+        None => Revoked::Everywhere,
+        Some(pending_replicas) => Revoked::Pending(RevokePending {
+            revoked,
+            pending_replicas,
+        }),
     })
 }
 

@@ -105,21 +105,19 @@ impl Follower {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if notes.is_none() && tokio::time::Instant::now() >= listen_at {
-                match tokio::time::timeout(Duration::from_secs(5), (self.listen)()).await {
-                    Ok(Ok(rx)) => {
+                let opened = tokio::time::timeout(Duration::from_secs(5), (self.listen)())
+                    .await
+                    .unwrap_or_else(|_| Err(StoreError::Timeout(Duration::from_secs(5))));
+                match opened {
+                    Ok(rx) => {
                         notes = Some(rx);
                         backoff = Duration::from_millis(100);
                         // Whatever was committed while nobody listened.
                         self.catch_up().await;
                         self.assess();
                     }
-                    Ok(Err(e)) => {
+                    Err(e) => {
                         self.lost(&e.to_string());
-                        listen_at = tokio::time::Instant::now() + backoff;
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
-                    }
-                    Err(_) => {
-                        self.lost("listening timed out");
                         listen_at = tokio::time::Instant::now() + backoff;
                         backoff = (backoff * 2).min(MAX_BACKOFF);
                     }
