@@ -139,6 +139,15 @@ impl Cluster {
         )
     }
 
+    /// Whether replica `i` answers `key`'s proxied request with `status`
+    /// within `secs` (polled: a change takes milliseconds to arrive).
+    async fn answers(&self, i: usize, key: &str, status: StatusCode, secs: u64) -> bool {
+        eventually(secs, || async {
+            self.proxied(i, key).await.status == status
+        })
+        .await
+    }
+
     async fn readyz(&self, i: usize) -> Reply {
         get(&self.replicas[i].admin_url("/readyz"), &[]).await
     }
@@ -182,10 +191,7 @@ async fn keys_values_and_catalog_changes_reach_every_replica() {
     // A key made on r1 works on r2 and r3 (benches/replicas.rs measures how fast).
     let (key, id) = c.new_key(0).await;
     for i in 1..3 {
-        let ok = eventually(3, || async {
-            c.proxied(i, &key).await.status == StatusCode::OK
-        })
-        .await;
+        let ok = c.answers(i, &key, StatusCode::OK, 3).await;
         assert!(ok, "key made on r1 not accepted by r{}", i + 1);
     }
     assert_eq!(c.up.last().header("x-runtime").as_deref(), Some(VALUE_A));
@@ -249,10 +255,7 @@ async fn keys_values_and_catalog_changes_reach_every_replica() {
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     let successor = r.json()["key"].as_str().expect("key").to_string();
-    let ok = eventually(3, || async {
-        c.proxied(2, &successor).await.status == StatusCode::OK
-    })
-    .await;
+    let ok = c.answers(2, &successor, StatusCode::OK, 3).await;
     assert!(ok, "rolled successor not accepted by r3");
 
     // Revocation is synchronous: 204 means the very next use fails everywhere.
@@ -279,10 +282,7 @@ async fn keys_values_and_catalog_changes_reach_every_replica() {
 
     // Usage is merged: r1 sees last_used_at of a key used only on r3.
     let (key2, id2) = c.new_key(0).await;
-    let ok = eventually(3, || async {
-        c.proxied(2, &key2).await.status == StatusCode::OK
-    })
-    .await;
+    let ok = c.answers(2, &key2, StatusCode::OK, 3).await;
     assert!(ok);
     let ok = eventually(5, || async {
         let r = c
@@ -312,10 +312,7 @@ async fn a_paused_replica_is_named_in_a_202_then_catches_up() {
         return;
     };
     let (key, id) = c.new_key(0).await;
-    let ok = eventually(3, || async {
-        c.proxied(2, &key).await.status == StatusCode::OK
-    })
-    .await;
+    let ok = c.answers(2, &key, StatusCode::OK, 3).await;
     assert!(ok);
     c.replicas[2].signal("STOP");
     let started = Instant::now();
@@ -334,10 +331,7 @@ async fn a_paused_replica_is_named_in_a_202_then_catches_up() {
     // The replicas that were up applied it before the answer.
     assert_eq!(c.proxied(1, &key).await.status, StatusCode::UNAUTHORIZED);
     // r3, resumed, catches up from its sequence and is ready again.
-    let ok = eventually(3, || async {
-        c.proxied(2, &key).await.status == StatusCode::UNAUTHORIZED
-    })
-    .await;
+    let ok = c.answers(2, &key, StatusCode::UNAUTHORIZED, 3).await;
     assert!(
         ok,
         "r3 never applied the revocation: {}",
@@ -358,10 +352,7 @@ async fn without_the_database_replicas_serve_for_the_lease_then_turn_not_ready()
         return;
     };
     let (key, _) = c.new_key(0).await;
-    let ok = eventually(3, || async {
-        c.proxied(1, &key).await.status == StatusCode::OK
-    })
-    .await;
+    let ok = c.answers(1, &key, StatusCode::OK, 3).await;
     assert!(ok);
     c.pg.stop();
     let stopped = Instant::now();
@@ -397,10 +388,7 @@ async fn without_the_database_replicas_serve_for_the_lease_then_turn_not_ready()
     }
     assert_eq!(c.proxied(1, &key).await.status, StatusCode::OK);
     let (key2, _) = c.new_key(0).await;
-    let ok = eventually(2, || async {
-        c.proxied(1, &key2).await.status == StatusCode::OK
-    })
-    .await;
+    let ok = c.answers(1, &key2, StatusCode::OK, 2).await;
     assert!(ok, "changes did not resume after the database came back");
 }
 
@@ -410,10 +398,7 @@ async fn a_database_restart_under_load_fails_no_proxied_request() {
         return;
     };
     let (key, _) = c.new_key(0).await;
-    let ok = eventually(3, || async {
-        c.proxied(1, &key).await.status == StatusCode::OK
-    })
-    .await;
+    let ok = c.answers(1, &key, StatusCode::OK, 3).await;
     assert!(ok);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut load = Vec::new();
@@ -468,10 +453,7 @@ async fn a_database_restart_under_load_fails_no_proxied_request() {
     }
     // Changes resume on both.
     let (key2, id2) = c.new_key(1).await;
-    let ok = eventually(2, || async {
-        c.proxied(0, &key2).await.status == StatusCode::OK
-    })
-    .await;
+    let ok = c.answers(0, &key2, StatusCode::OK, 2).await;
     assert!(ok, "a key made after the restart did not reach r1");
     let r = c
         .admin(0, Method::DELETE, &format!("/api/v1/keys/{id2}"), None)
@@ -488,10 +470,7 @@ async fn a_key_made_right_before_its_replica_is_killed_works_on_the_others() {
     let (key, _) = c.new_key(0).await;
     c.replicas[0].signal("KILL");
     for i in 1..3 {
-        let ok = eventually(3, || async {
-            c.proxied(i, &key).await.status == StatusCode::OK
-        })
-        .await;
+        let ok = c.answers(i, &key, StatusCode::OK, 3).await;
         assert!(
             ok,
             "r{} does not accept a key whose 201 came from a killed replica",
@@ -709,10 +688,7 @@ async fn racing_writes_on_two_replicas_converge() {
             r.text()
         );
         for i in 0..3 {
-            let ok = eventually(3, || async {
-                c.proxied(i, &key).await.status == StatusCode::UNAUTHORIZED
-            })
-            .await;
+            let ok = c.answers(i, &key, StatusCode::UNAUTHORIZED, 3).await;
             assert!(ok, "r{} accepts a revoked key", i + 1);
         }
     }
