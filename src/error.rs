@@ -43,6 +43,12 @@ pub enum GatewayError {
     NotLocal(&'static str),
     /// Admin API: the key is valid but none of its roles has `admin: true`.
     AdminForbidden,
+    /// Admin API: the console session cookie names no live session
+    /// (signed out, expired, or its key no longer admits it).
+    SessionEnded,
+    /// Admin API: a cookie-authenticated request without the session's
+    /// CSRF token, or from another origin. The text is fixed.
+    CsrfRejected(&'static str),
     UnknownConnector,
     /// Admin API: no such key, token or route.
     NotFound(String),
@@ -95,6 +101,8 @@ pub enum ErrorCode {
     MissingUserToken,
     InvalidUserToken,
     Forbidden,
+    SessionExpired,
+    CsrfRejected,
     UnknownConnector,
     NotFound,
     MethodNotAllowed,
@@ -126,6 +134,8 @@ impl ErrorCode {
             ErrorCode::MissingUserToken => "missing_user_token",
             ErrorCode::InvalidUserToken => "invalid_user_token",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::SessionExpired => "session_expired",
+            ErrorCode::CsrfRejected => "csrf_rejected",
             ErrorCode::UnknownConnector => "unknown_connector",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
@@ -157,6 +167,8 @@ impl ErrorCode {
             ErrorCode::ApiKeyExpired => Some(AuthFailure::ApiKeyExpired),
             ErrorCode::Forbidden => Some(AuthFailure::Forbidden),
             ErrorCode::BadRequest
+            | ErrorCode::SessionExpired
+            | ErrorCode::CsrfRejected
             | ErrorCode::MissingUserToken
             | ErrorCode::InvalidUserToken
             | ErrorCode::UnknownConnector
@@ -231,6 +243,12 @@ impl GatewayError {
                 "this API key's roles do not grant admin access (it needs a role with `admin: true`)"
                     .into(),
             ),
+            SessionEnded => (
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::SessionExpired,
+                "the console session has ended (signed out, expired, or its key was revoked); sign in again".into(),
+            ),
+            CsrfRejected(m) => (StatusCode::FORBIDDEN, ErrorCode::CsrfRejected, (*m).to_string()),
             UnknownConnector => (
                 StatusCode::NOT_FOUND,
                 ErrorCode::UnknownConnector,
@@ -337,7 +355,10 @@ impl GatewayError {
         }
         if matches!(
             self,
-            GatewayError::MissingApiKey | GatewayError::InvalidApiKey | GatewayError::ApiKeyExpired
+            GatewayError::MissingApiKey
+                | GatewayError::InvalidApiKey
+                | GatewayError::ApiKeyExpired
+                | GatewayError::SessionEnded
         ) {
             h.insert(
                 WWW_AUTHENTICATE,

@@ -48,7 +48,11 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Result<Response<Body
     Ok(with_type(status, Body::full(bytes), JSON))
 }
 
-fn with_type(status: StatusCode, body: Body, content_type: &'static str) -> Response<Body> {
+pub(super) fn with_type(
+    status: StatusCode,
+    body: Body,
+    content_type: &'static str,
+) -> Response<Body> {
     let mut r = Response::new(body);
     *r.status_mut() = status;
     r.headers_mut()

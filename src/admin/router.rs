@@ -19,7 +19,8 @@ use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
 use super::reply::IntoReply;
-use super::{api, audit_log, catalog, document, probes};
+use super::session::{self, Sessions};
+use super::{api, audit_log, catalog, console, document, probes};
 use crate::audit::Actor;
 use crate::body::Body;
 use crate::error::GatewayError;
@@ -44,6 +45,10 @@ pub(crate) struct Ctx {
     pub params: Params,
     /// The admin key's client and id; `None` on `Open` routes.
     pub actor: Option<Actor>,
+    /// The console's sessions, and the one the request used (if it came
+    /// with the session cookie rather than a key header).
+    pub sessions: Arc<Sessions>,
+    pub session: Option<session::Current>,
     pub req: Request<Incoming>,
 }
 
@@ -126,6 +131,12 @@ pub static ROUTES: &[Route] = &[
     route!(GET "/api/v1/audit", Admin, audit_log::list),
     route!(GET "/api/v1/openapi.yaml", Admin, document::yaml),
     route!(GET "/api/v1/openapi.json", Admin, document::json),
+    route!(GET "/console", Open, console::redirect),
+    route!(GET "/console/", Open, console::index),
+    route!(POST "/console/session", Open, console::sign_in),
+    route!(GET "/console/session", Admin, console::current),
+    route!(DELETE "/console/session", Admin, console::sign_out),
+    route!(GET "/console/{asset}", Open, console::asset),
 ];
 
 /// The values of a matched pattern's `{name}` segments, as sent.
@@ -153,6 +164,7 @@ impl Route {
         for part in parts.by_ref() {
             let seg = segments.next()?;
             match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                Some(_) if seg.is_empty() => return None,
                 Some(name) => params.0.push((name, (*seg).to_string())),
                 None if part == *seg => {}
                 None => return None,
@@ -162,15 +174,18 @@ impl Route {
     }
 }
 
-/// `/a/b` → `["a", "b"]`, `/` → `[]`; `None` for a path with an empty
-/// segment or without the leading `/`.
+/// `/a/b` → `["a", "b"]`, `/a/` → `["a", ""]`, `/` → `[]`; `None` for a
+/// path with an empty segment before its last or without the leading
+/// `/`. A trailing `/` matches only a pattern that ends with one
+/// (`/console/`); no `{name}` matches an empty segment.
 fn segments(path: &str) -> Option<Vec<&str>> {
     let rest = path.strip_prefix('/')?;
     if rest.is_empty() {
         return Some(Vec::new());
     }
     let segs: Vec<&str> = rest.split('/').collect();
-    segs.iter().all(|s| !s.is_empty()).then_some(segs)
+    let (_, init) = segs.split_last()?;
+    init.iter().all(|s| !s.is_empty()).then_some(segs)
 }
 
 fn not_found() -> GatewayError {
@@ -221,6 +236,14 @@ mod tests {
         // As sent: no percent-decoding, so `%2F` stays inside one segment.
         let (_, params) = found(Method::POST, "/api/v1/tokens/a%2Fb/refresh");
         assert_eq!(params.get("name"), Ok("a%2Fb"));
+        // The console's page is the one pattern with a trailing `/`; its
+        // session route comes before the files.
+        assert_eq!(found(Method::GET, "/console/").0, "/console/");
+        assert_eq!(found(Method::GET, "/console").0, "/console");
+        assert_eq!(found(Method::GET, "/console/session").0, "/console/session");
+        let (pattern, params) = found(Method::GET, "/console/app.js");
+        assert_eq!(pattern, "/console/{asset}");
+        assert_eq!(params.get("asset"), Ok("app.js"));
     }
 
     #[test]
@@ -238,6 +261,9 @@ mod tests {
             "//api/v1/keys//",
             "/api//v1/keys",
             "/healthz/",
+            "/console//",
+            "//console/",
+            "/console/session/",
         ] {
             assert_eq!(
                 find(&Method::GET, path).map(|(r, _)| r.pattern),
@@ -282,14 +308,18 @@ mod tests {
                 "{}",
                 r.pattern
             );
-            // Everything under /api/ needs a key: `handle` marks those
-            // answers no-store by the same prefix.
+            // Everything under /api/ needs a key, and outside it only the
+            // console's session: `handle` marks those answers no-store.
             assert_eq!(
                 r.access == Access::Admin,
-                r.pattern.starts_with("/api/"),
+                r.pattern.starts_with("/api/")
+                    || r.pattern == "/console/session" && r.method != Method::POST,
                 "{}",
                 r.pattern
             );
+            if r.access == Access::Admin {
+                assert!(super::super::no_store(r.pattern), "{}", r.pattern);
+            }
         }
     }
 

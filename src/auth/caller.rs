@@ -14,6 +14,12 @@ use crate::config::Config;
 
 pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
+/// The admin console's session cookie. Cookies are scoped by host, not
+/// port, so a browser signed in to the console sends it to the proxy
+/// listener too; the proxy takes it out before forwarding (see
+/// `proxy::service`), as it takes out the caller's key.
+pub const SESSION_COOKIE: &str = "keygate_session";
+
 /// Why a caller is not authenticated; `crate::error` maps each to its
 /// SPEC §3 answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,9 +80,20 @@ fn presented_key(headers: &HeaderMap) -> Result<Option<&str>, Refused> {
     }
 }
 
+/// Whether the request presents a key at all (either header, any value):
+/// a key header always wins over a console session cookie.
+pub fn presents_key(headers: &HeaderMap) -> bool {
+    headers.contains_key(AUTHORIZATION) || headers.contains_key(X_API_KEY)
+}
+
 /// A well-formed, known, live key of a client that still exists.
 pub fn authenticate(keys: Keyring<'_>, headers: &HeaderMap) -> Result<Arc<KeyRecord>, Refused> {
     let key = presented_key(headers)?.ok_or(Refused::Missing)?;
+    authenticate_key(keys, key)
+}
+
+/// [`authenticate`] for a key given some other way (console sign-in).
+pub fn authenticate_key(keys: Keyring<'_>, key: &str) -> Result<Arc<KeyRecord>, Refused> {
     if key.is_empty() {
         return Err(Refused::Missing);
     }
@@ -84,15 +101,42 @@ pub fn authenticate(keys: Keyring<'_>, headers: &HeaderMap) -> Result<Arc<KeyRec
     let record = keys
         .index
         .verify(keys.declared, key, &keys.config.keys.prefix, now)
-        .map_err(|r| match r {
-            KeyRejection::Expired => Refused::Expired,
-            // Possibly made on another replica while this one lost the
-            // store: not known to be invalid (SPEC §8).
-            KeyRejection::Unknown if !keys.index.in_sync() => Refused::Unvouched,
-            KeyRejection::Malformed(_) | KeyRejection::Unknown | KeyRejection::Revoked => {
-                Refused::Invalid
-            }
-        })?;
+        .map_err(|r| refused(keys, r))?;
+    admit(keys, record, now)
+}
+
+/// The key with SHA-256 `digest`, checked again as [`authenticate`] checks
+/// a presented one: a console session holds the digest of the key it was
+/// opened with and asks on every use, so revoking the key ends it.
+pub fn recheck(keys: Keyring<'_>, digest: &[u8; 32]) -> Result<Arc<KeyRecord>, Refused> {
+    let now = SystemTime::now();
+    let record = keys
+        .index
+        .verify_digest(keys.declared, digest, now)
+        .map_err(|r| refused(keys, r))?;
+    admit(keys, record, now)
+}
+
+/// What a failed lookup answers.
+fn refused(keys: Keyring<'_>, r: KeyRejection) -> Refused {
+    match r {
+        KeyRejection::Expired => Refused::Expired,
+        // Possibly made on another replica while this one lost the
+        // store: not known to be invalid (SPEC §8).
+        KeyRejection::Unknown if !keys.index.in_sync() => Refused::Unvouched,
+        KeyRejection::Malformed(_) | KeyRejection::Unknown | KeyRejection::Revoked => {
+            Refused::Invalid
+        }
+    }
+}
+
+/// The checks after lookup: the key's client still exists, and an API
+/// key is still vouched for.
+fn admit(
+    keys: Keyring<'_>,
+    record: Arc<KeyRecord>,
+    now: SystemTime,
+) -> Result<Arc<KeyRecord>, Refused> {
     if !keys.config.clients.contains_key(&record.client) {
         return Err(Refused::Invalid);
     }

@@ -196,7 +196,18 @@ impl KeyIndex {
         now: SystemTime,
     ) -> Result<Arc<KeyRecord>, KeyRejection> {
         key::check_format(presented, prefix).map_err(KeyRejection::Malformed)?;
-        let digest = key::digest(presented);
+        self.verify_digest(declared, &key::digest(presented), now)
+    }
+
+    /// [`KeyIndex::verify`] from the key's digest: lookup, revocation and
+    /// expiry, touching the record on success.
+    pub fn verify_digest(
+        &self,
+        declared: &ConfigKeys,
+        digest: &[u8; 32],
+        now: SystemTime,
+    ) -> Result<Arc<KeyRecord>, KeyRejection> {
+        let digest = *digest;
         // Clone the Arc out and drop the shard guard before anything else.
         let record = match declared.get(&digest) {
             Some(r) => Arc::clone(r),

@@ -22,7 +22,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
 
 use http::header::{
-    AUTHORIZATION, CONTENT_LENGTH, HOST, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHORIZATION,
+    AUTHORIZATION, CONTENT_LENGTH, COOKIE, HOST, HeaderMap, HeaderName, HeaderValue,
+    PROXY_AUTHORIZATION,
 };
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
@@ -470,6 +471,42 @@ fn authorize(
     }
 }
 
+/// Takes keygate's console session cookie out of the `Cookie` headers: a
+/// browser signed in to the console sends it to every port of the host,
+/// and no upstream may receive a credential for keygate's admin API.
+/// Other cookies pass unchanged; a header left empty is dropped.
+fn drop_session_cookie(h: &mut HeaderMap) {
+    let name = caller::SESSION_COOKIE.as_bytes();
+    let carries = |v: &HeaderValue| {
+        v.as_bytes()
+            .split(|b| *b == b';')
+            .any(|pair| pair.trim_ascii_start().starts_with(name))
+    };
+    if !h.get_all(COOKIE).iter().any(carries) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = h
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| {
+            let rest: Vec<&[u8]> = v
+                .as_bytes()
+                .split(|b| *b == b';')
+                .map(<[u8]>::trim_ascii)
+                .filter(|pair| {
+                    let ours = pair.starts_with(name) && pair.get(name.len()) == Some(&b'=');
+                    !pair.is_empty() && !ours
+                })
+                .collect();
+            (!rest.is_empty()).then(|| HeaderValue::from_bytes(&rest.join(&b"; "[..])).ok())?
+        })
+        .collect();
+    h.remove(COOKIE);
+    for v in kept {
+        h.append(COOKIE, v);
+    }
+}
+
 /// Phase 4: the outbound request head, built in place from the caller's.
 /// Public (and generic over the body) so the benchmarks run this very code.
 pub fn prepare<B>(
@@ -492,6 +529,7 @@ pub fn prepare<B>(
     // client talks to (here: keygate, which does not use it); the next hop
     // must never receive the caller's proxy credentials.
     h.remove(PROXY_AUTHORIZATION);
+    drop_session_cookie(h);
     let user_headers: Vec<HeaderName> = h
         .keys()
         .filter(|k| k.as_str().starts_with(TOKEN_HEADER_PREFIX))

@@ -1,0 +1,1 @@
+// The console application (placeholder until the pages land).
