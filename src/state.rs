@@ -170,6 +170,9 @@ pub struct Shared {
     reload: Mutex<ReloadStatus>,
     /// `None` when the proxy listener is plain HTTP.
     tls: Mutex<Option<TlsStatus>>,
+    /// The shared proxy listener's bound address, once bound (the config
+    /// may ask for port 0): the console builds connector URLs from it.
+    proxy_addr: std::sync::OnceLock<std::net::SocketAddr>,
     metrics: Metrics,
     /// `Some` with a PostgreSQL store.
     cluster: Option<Cluster>,
@@ -203,6 +206,7 @@ impl Shared {
                 errors: Vec::new(),
             }),
             tls: Mutex::new(None),
+            proxy_addr: std::sync::OnceLock::new(),
             metrics: Metrics::new(),
             cluster: None,
             next_request: AtomicU64::new(1),
@@ -280,6 +284,16 @@ impl Shared {
 
     pub fn set_reload_status(&self, status: ReloadStatus) {
         *lock(&self.reload) = status;
+    }
+
+    /// Records where the proxy listener is bound (once; later calls are
+    /// ignored: the listener is never rebound).
+    pub fn set_proxy_addr(&self, addr: std::net::SocketAddr) {
+        let _ = self.proxy_addr.set(addr);
+    }
+
+    pub fn proxy_addr(&self) -> Option<std::net::SocketAddr> {
+        self.proxy_addr.get().copied()
     }
 
     pub fn tls_status(&self) -> Option<TlsStatus> {

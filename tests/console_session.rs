@@ -327,6 +327,13 @@ async fn the_console_is_served_with_strict_security_headers() {
     assert_eq!(escape.status, StatusCode::NOT_FOUND);
 
     let api = admin(&gw, &key, Method::GET, "/api/v1/status", None).await;
+    // The console builds connector URLs from the proxy's bound address.
+    assert_eq!(
+        api.json()["proxy_listen"]
+            .as_str()
+            .map(|a| format!("http://{a}/x")),
+        Some(gw.url("/x"))
+    );
     let refused = get(&gw.admin_url("/api/v1/status"), &[]).await;
     for r in [&page, &css, &js, &missing, &api, &refused] {
         let csp = r.headers["content-security-policy"]

@@ -43,6 +43,9 @@ pub struct Status {
     pub last_reload: ReloadStatus,
     /// `None` when the proxy listener is plain HTTP.
     pub tls: Option<TlsStatus>,
+    /// Where the shared proxy listener is bound (`127.0.0.1:8080`);
+    /// `None` before it is.
+    pub proxy_listen: Option<String>,
     /// This replica among several (PostgreSQL store); absent with SQLite.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replica: Option<crate::state::ReplicaStatus>,
@@ -59,6 +62,7 @@ pub async fn status(cx: Ctx) -> Result<Json<Status>, GatewayError> {
         config_path: snap.config.path.display().to_string(),
         last_reload: last,
         tls,
+        proxy_listen: shared.proxy_addr().map(|a| a.to_string()),
         replica: shared.cluster().map(crate::state::Cluster::status),
     }))
 }

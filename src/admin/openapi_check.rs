@@ -959,6 +959,7 @@ impl Sample for Status {
             config_path: "/etc/keygate/keygate.yaml".into(),
             last_reload,
             tls,
+            proxy_listen: Some("127.0.0.1:8080".into()),
             replica: None,
         };
         let mut out: Vec<Self> = ReloadStatus::samples()
@@ -966,6 +967,7 @@ impl Sample for Status {
             .map(|r| status(r, None))
             .collect();
         let mut replicated = status(ReloadStatus::default(), None);
+        replicated.proxy_listen = None;
         replicated.replica = Some(crate::state::ReplicaStatus {
             name: "keygate-1".into(),
             applied: 41,

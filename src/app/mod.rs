@@ -316,6 +316,7 @@ impl App {
         let mut stops = Vec::new();
         let proxy_listener = ports::bind(config.server.listen, "proxy").await?;
         let proxy_addr = proxy_listener.local_addr()?;
+        shared.set_proxy_addr(proxy_addr);
         let admin_listener = match admin_listener {
             Some(l) => l,
             None => ports::bind(config.admin.listen, "admin").await?,
