@@ -390,3 +390,55 @@ async fn the_proxy_never_forwards_the_session_cookie() {
         assert_eq!(seen.header("cookie").as_deref(), expected, "{sent}");
     }
 }
+
+/// `admin.tls`: the admin listener speaks HTTPS with its own certificate,
+/// and the console's session cookie is then `Secure`.
+#[tokio::test]
+async fn with_admin_tls_the_console_is_https_and_the_cookie_secure() {
+    use http_body_util::{BodyExt, Full};
+    let up = Upstream::start().await;
+    let (ca, cert, key_pem) = common::upstream::make_certs();
+    let cfg = yaml(&up.url()).replace(
+        "admin: { listen: 127.0.0.1:0 }",
+        "admin: { listen: 127.0.0.1:0, tls: { cert: admin-cert.pem, key: admin-key.pem } }",
+    );
+    let mut gw = Gateway::start_with(&cfg, &[], |dir| {
+        std::fs::write(dir.join("admin-cert.pem"), &cert).expect("cert");
+        std::fs::write(dir.join("admin-key.pem"), &key_pem).expect("key");
+    });
+    let key = initial_admin_key(&gw);
+    gw.secrets = vec![key.clone()];
+    let client = common::https_client(&ca);
+    let url = |path: &str| format!("https://localhost:{}{path}", gw.admin.port());
+
+    let req = http::Request::post(url("/console/session"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(json!({ "key": key }).to_string())))
+        .expect("request");
+    let resp = client.request(req).await.expect("https answer");
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let set = resp.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(
+        set.ends_with("; Secure") && set.contains("HttpOnly"),
+        "{set}"
+    );
+    let _ = resp.into_body().collect().await;
+
+    let req = http::Request::get(url("/console/"))
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = client.request(req).await.expect("https answer");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let _ = resp.into_body().collect().await;
+    // Plain HTTP to the TLS port gets no admin answer.
+    let (status, _) = common::raw_request(
+        gw.admin,
+        "GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_ne!(status, 200);
+    gw.assert_no_secrets();
+}

@@ -117,14 +117,18 @@ pub struct Admin {
     commands: mpsc::Sender<Command>,
     /// The console's signed-in operators (this replica's).
     sessions: Arc<Sessions>,
+    /// Whether the admin listener has its own TLS: session cookies are
+    /// then `Secure`.
+    tls: bool,
 }
 
 impl Admin {
-    pub fn new(shared: Arc<Shared>, commands: mpsc::Sender<Command>) -> Self {
+    pub fn new(shared: Arc<Shared>, commands: mpsc::Sender<Command>, tls: bool) -> Self {
         Admin {
             shared,
             commands,
             sessions: Arc::new(Sessions::new()),
+            tls,
         }
     }
 
@@ -159,6 +163,7 @@ impl Admin {
             commands: self.commands.clone(),
             sessions: Arc::clone(&self.sessions),
             session,
+            tls: self.tls,
             params,
             actor,
             req,

@@ -49,6 +49,8 @@ pub(crate) struct Ctx {
     /// with the session cookie rather than a key header).
     pub sessions: Arc<Sessions>,
     pub session: Option<session::Current>,
+    /// Whether the admin listener has its own TLS.
+    pub tls: bool,
     pub req: Request<Incoming>,
 }
 

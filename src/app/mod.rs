@@ -44,7 +44,7 @@ use crate::store::sealed;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Replication, Store, StoreError};
 use ports::Ports;
-use reload::{Reloader, Request, render, warn_if_no_admin_key};
+use reload::{Certs, Reloader, Request, render, warn_if_no_admin_key};
 
 /// Why the gateway could not start (or run): each names what failed, for
 /// the one line `main` prints.
@@ -99,6 +99,7 @@ struct Opened {
 async fn open_postgres(
     pg: &Postgres,
     admin: SocketAddr,
+    admin_tls: Option<TlsAcceptor>,
 ) -> Result<(Opened, tokio::net::TcpListener), StartError> {
     let listener = ports::bind(admin, "admin").await?;
     let addr = listener.local_addr()?;
@@ -107,6 +108,7 @@ async fn open_postgres(
     // says only what an orchestrator needs.
     let waiting = waiting::Waiting::start(
         listener,
+        admin_tls,
         "store unreachable: the PostgreSQL store cannot be opened yet (the log says why); retrying"
             .into(),
     );
@@ -186,6 +188,15 @@ impl App {
     /// holds the objects made through the admin API, and the config
     /// published is the file read again with those laid over it.
     pub async fn start(config_path: PathBuf, config: Config) -> Result<Arc<App>, StartError> {
+        // First: the admin listener may answer probes while the store opens.
+        let admin_tls = match &config.admin.tls {
+            Some(files) => Some(Arc::new(CertResolver::new(files)?)),
+            None => None,
+        };
+        let admin_acceptor = match &admin_tls {
+            Some(r) => Some(TlsAcceptor::from(tls::server_config(Arc::clone(r))?)),
+            None => None,
+        };
         let mut admin_listener = None;
         let opened = match &config.store.backend {
             Backend::Sqlite(path) => Opened {
@@ -196,7 +207,8 @@ impl App {
                 cluster: None,
             },
             Backend::Postgres(pg) => {
-                let (opened, listener) = open_postgres(pg, config.admin.listen).await?;
+                let (opened, listener) =
+                    open_postgres(pg, config.admin.listen, admin_acceptor.clone()).await?;
                 admin_listener = Some(listener);
                 opened
             }
@@ -284,7 +296,10 @@ impl App {
             Arc::clone(&shared),
             config_path.clone(),
             Arc::clone(&ports),
-            tls,
+            Certs {
+                proxy: tls,
+                admin: admin_tls.clone(),
+            },
             limits.clone(),
             yaml,
             api,
@@ -341,13 +356,13 @@ impl App {
         stops.push(tx);
         tokio::spawn(listen::serve(
             admin_listener,
-            None,
-            Admin::new(Arc::clone(&shared), admin_commands),
+            admin_acceptor,
+            Admin::new(Arc::clone(&shared), admin_commands, admin_tls.is_some()),
             limits,
             rx,
             drain,
         ));
-        tracing::info!(listener = "admin", addr = %admin_addr, "listening");
+        tracing::info!(listener = "admin", addr = %admin_addr, tls = admin_tls.is_some(), "listening");
 
         tokio::spawn(reloader.run(queue));
         let follower = follow.map(|(replication, listen, heartbeat)| {

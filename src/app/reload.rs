@@ -75,13 +75,13 @@ pub struct Reloader {
     shared: Arc<Shared>,
     config_path: PathBuf,
     ports: Arc<tokio::sync::Mutex<Ports>>,
-    tls: Option<Arc<CertResolver>>,
+    /// The proxy listener's certificate, and the admin listener's.
+    tls: Option<CertWatch>,
+    admin_tls: Option<CertWatch>,
     /// `server:` connection limits as of start (restart-only).
     limits: Limits,
     /// SHA-256 of the config text last tried.
     config_digest: [u8; 32],
-    /// Digest of the TLS pair last tried.
-    tls_digest: Option<[u8; 32]>,
     /// The connector `ca_file`s of the config last tried and their digest.
     trust: TrustFiles,
     /// The folders the watcher watches, for the published config.
@@ -99,7 +99,7 @@ impl Reloader {
         shared: Arc<Shared>,
         config_path: PathBuf,
         ports: Arc<tokio::sync::Mutex<Ports>>,
-        tls: Option<Arc<CertResolver>>,
+        certs: Certs,
         limits: Limits,
         yaml: String,
         api: ApiObjects,
@@ -107,7 +107,6 @@ impl Reloader {
         let config = shared.snapshot().config.clone();
         let (dirs, watched) = watch::channel(watch_dirs(&config, &config_path));
         let reloader = Reloader {
-            tls_digest: config.server.tls.as_ref().and_then(tls_files_digest),
             trust: TrustFiles::of(&config),
             config_digest: digest(yaml.as_bytes()),
             yaml,
@@ -115,7 +114,12 @@ impl Reloader {
             shared,
             config_path,
             ports,
-            tls,
+            tls: certs
+                .proxy
+                .map(|r| CertWatch::new(r, config.server.tls.as_ref())),
+            admin_tls: certs
+                .admin
+                .map(|r| CertWatch::new(r, config.admin.tls.as_ref())),
             limits,
             dirs,
         };
@@ -203,7 +207,7 @@ impl Reloader {
         // At start the running config is the one being loaded.
         if old.generation > 0 && keep_restart_only(config, &old.config, &self.limits) {
             tracing::warn!(
-                "server.listen, admin.listen and server connection limit changes take effect at the next restart"
+                "server.listen, admin.listen, turning admin.tls on or off and server connection limit changes take effect at the next restart"
             );
         }
     }
@@ -512,29 +516,66 @@ impl Reloader {
     }
 
     fn check_tls(&mut self, config: &Config) {
-        let (Some(resolver), Some(files)) = (&self.tls, &config.server.tls) else {
-            return;
-        };
-        let now = tls_files_digest(files);
-        if now.is_none() || now == self.tls_digest {
-            return;
+        if let (Some(watch), Some(files)) = (&mut self.tls, &config.server.tls)
+            && let Some(result) = watch.check(files)
+        {
+            self.shared.update_tls_status(|st| match result {
+                Ok(()) => {
+                    st.loaded_at = Some(now_rfc3339());
+                    st.error = None;
+                    tracing::info!("TLS certificate reloaded");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS certificate reload refused; keeping the current one");
+                    st.error = Some(e.to_string());
+                }
+            });
         }
-        // Tried once per content: a refused pair (a renewal half written,
-        // or a key that is not the certificate's) is reported, then
-        // retried when either file changes again.
-        self.tls_digest = now;
-        let result = resolver.reload(files);
-        self.shared.update_tls_status(|st| match result {
-            Ok(()) => {
-                st.loaded_at = Some(now_rfc3339());
-                st.error = None;
-                tracing::info!("TLS certificate reloaded");
+        if let (Some(watch), Some(files)) = (&mut self.admin_tls, &config.admin.tls) {
+            match watch.check(files) {
+                Some(Ok(())) => tracing::info!(listener = "admin", "TLS certificate reloaded"),
+                Some(Err(e)) => tracing::error!(
+                    listener = "admin",
+                    error = %e,
+                    "TLS certificate reload refused; keeping the current one"
+                ),
+                None => {}
             }
-            Err(e) => {
-                tracing::error!(error = %e, "TLS certificate reload refused; keeping the current one");
-                st.error = Some(e.to_string());
-            }
-        });
+        }
+    }
+}
+
+/// The certificates the listeners serve, as loaded at start.
+pub struct Certs {
+    pub proxy: Option<Arc<CertResolver>>,
+    pub admin: Option<Arc<CertResolver>>,
+}
+
+/// A listener's certificate and the digest of the pair last tried.
+struct CertWatch {
+    resolver: Arc<CertResolver>,
+    digest: Option<[u8; 32]>,
+}
+
+impl CertWatch {
+    fn new(resolver: Arc<CertResolver>, files: Option<&TlsFiles>) -> Self {
+        CertWatch {
+            resolver,
+            digest: files.and_then(tls_files_digest),
+        }
+    }
+
+    /// Reloads the pair if its content changed since last tried: `None`
+    /// when it did not. Tried once per content: a refused pair (a renewal
+    /// half written, or a key that is not the certificate's) is reported,
+    /// then retried when either file changes again.
+    fn check(&mut self, files: &TlsFiles) -> Option<Result<(), crate::listen::tls::CertError>> {
+        let now = tls_files_digest(files);
+        if now.is_none() || now == self.digest {
+            return None;
+        }
+        self.digest = now;
+        Some(self.resolver.reload(files))
     }
 }
 
@@ -644,9 +685,15 @@ pub fn warn_if_no_admin_key(shared: &Shared, config_path: &Path) {
 fn keep_restart_only(config: &mut Config, running: &Config, limits: &Limits) -> bool {
     let changed = config.server.listen != running.server.listen
         || config.admin.listen != running.admin.listen
+        || config.admin.tls.is_some() != running.admin.tls.is_some()
         || config.server.limits != *limits;
     config.server.listen = running.server.listen;
     config.admin.listen = running.admin.listen;
+    // The admin listener speaks TLS or not from its start; a renewed pair
+    // at new paths is taken, turning TLS on or off is not.
+    if config.admin.tls.is_some() != running.admin.tls.is_some() {
+        config.admin.tls = running.admin.tls.clone();
+    }
     config.server.limits = limits.clone();
     changed
 }

@@ -20,8 +20,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use tokio_rustls::TlsAcceptor;
+
 use crate::body::Body;
 use crate::error::GatewayError;
+
+/// The longest a TLS handshake may take on the waiting listener.
+const HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The waiting admin listener; [`Waiting::finish`] hands the listener back.
 pub struct Waiting {
@@ -30,10 +35,11 @@ pub struct Waiting {
 }
 
 impl Waiting {
-    /// Answers on `listener`, `/readyz` giving `why`.
-    pub fn start(listener: TcpListener, why: String) -> Waiting {
+    /// Answers on `listener` (over TLS when the admin listener has its
+    /// own certificate), `/readyz` giving `why`.
+    pub fn start(listener: TcpListener, tls: Option<TlsAcceptor>, why: String) -> Waiting {
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(serve(listener, Arc::from(why), stopped));
+        let task = tokio::spawn(serve(listener, tls, Arc::from(why), stopped));
         Waiting { stop, task }
     }
 
@@ -46,6 +52,7 @@ impl Waiting {
 
 async fn serve(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     why: Arc<str>,
     mut stopped: watch::Receiver<bool>,
 ) -> TcpListener {
@@ -54,16 +61,28 @@ async fn serve(
             _ = stopped.changed() => return listener,
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
-                let why = Arc::clone(&why);
+                let (why, tls) = (Arc::clone(&why), tls.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let response = answer(&req, &why);
                         async move { Ok::<_, Infallible>(response) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .keep_alive(false)
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let mut http1 = hyper::server::conn::http1::Builder::new();
+                    http1.keep_alive(false);
+                    match tls {
+                        None => {
+                            let _ = http1.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                        // Bounded like the real listener's handshake, so a
+                        // silent socket cannot hold its task.
+                        Some(acceptor) => {
+                            let accepted =
+                                tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await;
+                            if let Ok(Ok(stream)) = accepted {
+                                let _ = http1.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                        }
+                    }
                 });
             }
         }

@@ -55,7 +55,10 @@ pub fn watch_dirs(config: &Config, config_path: &Path) -> BTreeSet<PathBuf> {
             files.push(ca);
         }
     }
-    if let Some(tls) = &config.server.tls {
+    for tls in [&config.server.tls, &config.admin.tls]
+        .into_iter()
+        .flatten()
+    {
         files.push(&tls.cert);
         files.push(&tls.key);
     }

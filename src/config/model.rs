@@ -219,6 +219,9 @@ pub struct TlsFiles {
 #[derive(Debug, Clone)]
 pub struct Admin {
     pub listen: SocketAddr,
+    /// The admin listener's own certificate: the console's session cookie
+    /// is then `Secure`. Renewals on disk are picked up like the proxy's.
+    pub tls: Option<TlsFiles>,
 }
 
 /// Whether a socket bound at `bound` is the one a config asks for with

@@ -80,10 +80,10 @@ fn info(current: &session::Current) -> SessionInfo {
     }
 }
 
-/// Whether the session cookie gets `Secure`: the admin listener has no
-/// TLS of its own, so only a TLS front proxy that says so.
+/// Whether the session cookie gets `Secure`: the admin listener has TLS
+/// of its own (`admin.tls`), or a TLS front proxy says it has.
 fn secure(cx: &Ctx) -> bool {
-    session::forwarded_https(cx.req.headers())
+    cx.tls || session::forwarded_https(cx.req.headers())
 }
 
 /// `POST /console/session`: sign in with an admin key. Only a JSON body

@@ -82,7 +82,7 @@ pub fn validate(
         list: Vec::new(),
     };
     let server = server::server(&mut e, &raw.server, &base);
-    let admin = server::admin(&mut e, &raw.admin);
+    let admin = server::admin(&mut e, &raw.admin, &base);
     let store = server::store(&mut e, &raw.store, &base);
     let keys = server::keys(&mut e, &raw.keys);
     let tokens = tokens::tokens(&mut e, &raw.tokens, &base);

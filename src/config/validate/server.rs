@@ -16,7 +16,7 @@ use crate::config::model::{
     MAX_CONNECTIONS, MAX_H2_KEEP_ALIVE, MAX_HEADER_READ_TIMEOUT, MAX_IDLE_TIMEOUT, MIN_HEADER_SIZE,
     Postgres, Server, Store, TlsFiles, ValueSource,
 };
-use crate::config::raw::{RawAdmin, RawKeys, RawPostgres, RawServer, RawStore, Scalar};
+use crate::config::raw::{RawAdmin, RawKeys, RawPostgres, RawServer, RawStore, RawTls, Scalar};
 use crate::config::units::{MAX_KEY_DURATION, MAX_KEY_DURATION_TEXT, format_duration, parse_size};
 
 const DEFAULT_GRACE: Duration = Duration::from_secs(30);
@@ -54,10 +54,7 @@ pub(super) fn server(e: &mut Errors<'_>, raw: &RawServer, base: &Path) -> Server
         &raw.listen,
         DEFAULT_LISTEN,
     );
-    let tls = raw.tls.as_ref().map(|t| TlsFiles {
-        cert: resolve(base, &t.cert),
-        key: resolve(base, &t.key),
-    });
+    let tls = tls_files(raw.tls.as_ref(), base);
     let shutdown_grace = duration(
         e,
         &[Key("server"), Key("shutdown_grace")],
@@ -79,8 +76,16 @@ pub(super) fn server(e: &mut Errors<'_>, raw: &RawServer, base: &Path) -> Server
     }
 }
 
-/// `admin:`.
-pub(super) fn admin(e: &mut Errors<'_>, raw: &RawAdmin) -> Admin {
+/// A `tls:` pair; relative paths resolve against `base`.
+fn tls_files(raw: Option<&RawTls>, base: &Path) -> Option<TlsFiles> {
+    raw.map(|t| TlsFiles {
+        cert: resolve(base, &t.cert),
+        key: resolve(base, &t.key),
+    })
+}
+
+/// `admin:`. Relative TLS paths resolve against `base`, the config's folder.
+pub(super) fn admin(e: &mut Errors<'_>, raw: &RawAdmin, base: &Path) -> Admin {
     use Seg::Key;
     Admin {
         listen: listen(
@@ -89,6 +94,7 @@ pub(super) fn admin(e: &mut Errors<'_>, raw: &RawAdmin) -> Admin {
             &raw.listen,
             DEFAULT_ADMIN_LISTEN,
         ),
+        tls: tls_files(raw.tls.as_ref(), base),
     }
 }
 
