@@ -394,6 +394,10 @@ async fn the_proxy_never_forwards_the_session_cookie() {
 /// `admin.tls`: the admin listener speaks HTTPS with its own certificate,
 /// and the console's session cookie is then `Secure`.
 #[tokio::test]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "drains small responses the test asked for"
+)]
 async fn with_admin_tls_the_console_is_https_and_the_cookie_secure() {
     use http_body_util::{BodyExt, Full};
     let up = Upstream::start().await;
