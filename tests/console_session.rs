@@ -114,6 +114,17 @@ async fn sign_in_gives_a_strict_http_only_cookie_and_refuses_wrong_keys() {
     )
     .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    // A `text/plain` form can carry a body that is valid JSON: the type
+    // decides, not the body.
+    let r = send(
+        Method::POST,
+        &gw.admin_url("/console/session"),
+        &[("content-type", "text/plain")],
+        json!({ "key": key }).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert!(!r.headers.contains_key("set-cookie"));
     // From another site's page: refused by Fetch Metadata.
     let (r, _) = sign_in(&gw, &key, &[("sec-fetch-site", "cross-site")]).await;
     assert_eq!(r.error_code().as_deref(), Some("csrf_rejected"));
