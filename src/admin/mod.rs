@@ -213,7 +213,10 @@ impl Admin {
             .map_err(GatewayError::from)
             .and_then(|record| admin_actor(snap, &record));
         match admitted {
-            Ok(actor) => Ok((actor, Some(current))),
+            Ok(actor) => {
+                self.sessions.renew(&current.id_digest, Instant::now());
+                Ok((actor, Some(current)))
+            }
             // Cut off from the store: the key may be fine; keep the session.
             Err(GatewayError::StoreUnavailable) => Err(GatewayError::StoreUnavailable),
             Err(_) => {

@@ -175,18 +175,26 @@ impl Sessions {
         })
     }
 
-    /// The live session `id` names, renewed (its idle clock restarts).
-    /// An ended one is forgotten.
+    /// The live session `id` names; an ended one is forgotten. Not yet
+    /// renewed: only a request that passes every check does that
+    /// ([`Sessions::renew`]), so refused requests (another origin's, say)
+    /// cannot keep a session alive.
     pub fn resume(&self, id: &str, now: Instant) -> Result<Current, SessionError> {
         let id_digest = digest(id);
         let mut all = crate::lock::lock(&self.by_id_digest);
-        let session = all.get_mut(&id_digest).ok_or(SessionError::Ended)?;
+        let session = all.get(&id_digest).ok_or(SessionError::Ended)?;
         if !session.alive(now) {
             all.remove(&id_digest);
             return Err(SessionError::Ended);
         }
-        session.last_seen = now;
         Ok(session.current(id_digest))
+    }
+
+    /// Restarts the idle clock of a session a request was admitted with.
+    pub fn renew(&self, id_digest: &[u8; 32], now: Instant) {
+        if let Some(s) = crate::lock::lock(&self.by_id_digest).get_mut(id_digest) {
+            s.last_seen = s.last_seen.max(now);
+        }
     }
 
     /// Ends one session (sign-out, or its key no longer admits it).
@@ -344,6 +352,11 @@ mod tests {
             s.resume(&id, t0 + IDLE / 2).map(|c| c.key.id),
             Ok("key_1".into())
         );
+        // Resumed but not renewed (a refused request): it ends at IDLE.
+        assert!(s.resume(&id, t0 + IDLE + IDLE / 4).is_err());
+        let o = open(&s, t0);
+        let id = o.id.expose().to_string();
+        s.renew(&o.current.id_digest, t0 + IDLE / 2);
         // Renewed at IDLE/2, so alive at IDLE + IDLE/4.
         assert!(s.resume(&id, t0 + IDLE + IDLE / 4).is_ok());
         // Idle for a whole IDLE: ended, and forgotten.
@@ -360,6 +373,7 @@ mod tests {
         while t < t0 + ABSOLUTE - IDLE / 2 {
             t += IDLE / 2;
             assert!(s.resume(&id, t).is_ok(), "{:?}", t - t0);
+            s.renew(&o.current.id_digest, t);
         }
         assert_eq!(
             s.resume(&id, t0 + ABSOLUTE).map(|_| ()),
