@@ -130,6 +130,16 @@ async fn answer(req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Response
                 .insert("x-upstream", "yes".parse().expect("hv"));
             r
         }
+        ["echo-headers", ..] => {
+            // The request headers as seen here, for checks made from outside
+            // this process (the console's browser tests).
+            let headers: serde_json::Map<String, serde_json::Value> = parts
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+                .collect();
+            json(StatusCode::OK, serde_json::json!({ "headers": headers }))
+        }
         ["drip", n, ms, ..] => {
             // n chunks of 1 KiB, one every ms milliseconds.
             let n: usize = n.parse().unwrap_or(1);

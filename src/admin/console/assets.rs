@@ -32,6 +32,14 @@ pub static ASSETS: &[Asset] = &[
     asset!("index.html", HTML),
     asset!("console.css", CSS),
     asset!("app.js", JS),
+    asset!("api.js", JS),
+    asset!("ui.js", JS),
+    asset!("overview.js", JS),
+    asset!("tokens.js", JS),
+    asset!("connectors.js", JS),
+    asset!("keys.js", JS),
+    asset!("clients.js", JS),
+    asset!("audit.js", JS),
 ];
 
 /// The asset called `name`, if the console has one.
