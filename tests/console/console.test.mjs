@@ -247,6 +247,24 @@ try {
   await settled(page);
   await page.getByRole('row').filter({ hasText: 'browser-made' }).getByText('revoked').waitFor();
 
+  step('roll a key in the UI: a successor shown once, the old one in its grace');
+  const toRoll = await adminApi('POST', '/api/v1/keys', { client: 'echo_app', name: 'to-roll' });
+  assert.equal(toRoll.status, 201);
+  secret(toRoll.data.key);
+  await go(page, 'Tokens');
+  await go(page, 'API keys');
+  await page.getByRole('button', { name: 'Roll to-roll' }).click();
+  dlg = await fillDialog(page, { 'Grace period': '1h' });
+  await dlg.getByRole('button', { name: 'Roll key' }).click();
+  const rolled = page.getByRole('dialog').filter({ has: page.getByRole('heading', { name: 'Copy your new API key' }) });
+  const successor = await rolled.getByLabel('New API key').inputValue();
+  secret(successor);
+  assert.notEqual(successor, toRoll.data.key);
+  await rolled.getByRole('button', { name: 'Done' }).click();
+  await page.locator('dialog').waitFor({ state: 'detached' });
+  assert.equal((await callProxy(successor)).status, 200);
+  assert.equal((await callProxy(toRoll.data.key)).status, 200, 'the old key works during its grace');
+
   step('audit and overview pages');
   await go(page, 'Audit');
   await page.getByRole('row').filter({ hasText: 'key.revoke' }).first().waitFor();
