@@ -62,6 +62,32 @@ async fn sign_in(gw: &Gateway, key: &str, extra: &[(&str, &str)]) -> (Reply, Opt
     (r, pair)
 }
 
+/// A key made through the API for `client`, registered as a secret of
+/// `gw`: (id, key).
+async fn new_key(gw: &mut Gateway, admin_key: &str, client: &str, name: &str) -> (String, String) {
+    let r = admin(
+        gw,
+        admin_key,
+        Method::POST,
+        "/api/v1/keys",
+        Some(json!({"client": client, "name": name})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let v = r.json();
+    let key = v["key"].as_str().expect("key").to_string();
+    gw.secrets.push(key.clone());
+    (v["id"].as_str().expect("id").to_string(), key)
+}
+
+/// Signs in with `key`: the session cookie (`name=value`) and CSRF token.
+async fn session(gw: &Gateway, key: &str) -> (String, String) {
+    let (r, cookie) = sign_in(gw, key, &[]).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let csrf = r.json()["csrf_token"].as_str().expect("csrf").to_string();
+    (cookie.expect("cookie"), csrf)
+}
+
 /// A request to the admin listener with the session cookie (and the
 /// headers a same-origin fetch would add).
 async fn with_cookie(
@@ -91,17 +117,7 @@ async fn sign_in_gives_a_strict_http_only_cookie_and_refuses_wrong_keys() {
         assert!(cookie.is_none());
     }
     // A valid key without admin rights: 403.
-    let r = admin(
-        &gw,
-        &key,
-        Method::POST,
-        "/api/v1/keys",
-        Some(json!({"client": "app", "name": "caller"})),
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::CREATED);
-    let caller_key = r.json()["key"].as_str().expect("key").to_string();
-    gw.secrets.push(caller_key.clone());
+    let (_, caller_key) = new_key(&mut gw, &key, "app", "caller").await;
     let (r, cookie) = sign_in(&gw, &caller_key, &[]).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
     assert!(cookie.is_none());
@@ -161,9 +177,7 @@ async fn sign_in_gives_a_strict_http_only_cookie_and_refuses_wrong_keys() {
 async fn the_cookie_works_the_api_and_changes_need_the_csrf_token() {
     let up = Upstream::start().await;
     let (mut gw, key) = start(&up);
-    let (r, cookie) = sign_in(&gw, &key, &[]).await;
-    let csrf = r.json()["csrf_token"].as_str().expect("csrf").to_string();
-    let cookie = cookie.expect("cookie");
+    let (cookie, csrf) = session(&gw, &key).await;
 
     // Reads need only the cookie.
     let r = with_cookie(&gw, &cookie, Method::GET, "/api/v1/keys", &[], None).await;
@@ -241,9 +255,7 @@ async fn sign_out_and_revoking_the_key_end_the_session_at_once() {
     let (mut gw, key) = start(&up);
 
     // Sign out: 204, the cookie cleared, and the old cookie answers 401.
-    let (r, cookie) = sign_in(&gw, &key, &[]).await;
-    let csrf = r.json()["csrf_token"].as_str().expect("csrf").to_string();
-    let cookie = cookie.expect("cookie");
+    let (cookie, csrf) = session(&gw, &key).await;
     let r = with_cookie(&gw, &cookie, Method::DELETE, "/console/session", &[], None).await;
     assert_eq!(
         r.error_code().as_deref(),
@@ -273,25 +285,9 @@ async fn sign_out_and_revoking_the_key_end_the_session_at_once() {
 
     // A second admin key signs in; revoking it ends its session on the
     // very next request, while the first key's session lives on.
-    let r = admin(
-        &gw,
-        &key,
-        Method::POST,
-        "/api/v1/keys",
-        Some(json!({"client": "keygate-admin", "name": "laptop"})),
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
-    let v = r.json();
-    let (id2, key2) = (
-        v["id"].as_str().expect("id").to_string(),
-        v["key"].as_str().expect("key").to_string(),
-    );
-    gw.secrets.push(key2.clone());
-    let (_, doomed) = sign_in(&gw, &key2, &[]).await;
-    let doomed = doomed.expect("cookie");
-    let (_, kept) = sign_in(&gw, &key, &[]).await;
-    let kept = kept.expect("cookie");
+    let (id2, key2) = new_key(&mut gw, &key, "keygate-admin", "laptop").await;
+    let (doomed, _) = session(&gw, &key2).await;
+    let (kept, _) = session(&gw, &key).await;
     let r = with_cookie(&gw, &doomed, Method::GET, "/api/v1/status", &[], None).await;
     assert_eq!(r.status, StatusCode::OK);
     let r = admin(
@@ -369,16 +365,7 @@ async fn the_console_is_served_with_strict_security_headers() {
 async fn the_proxy_never_forwards_the_session_cookie() {
     let up = Upstream::start().await;
     let (mut gw, key) = start(&up);
-    let r = admin(
-        &gw,
-        &key,
-        Method::POST,
-        "/api/v1/keys",
-        Some(json!({"client": "app", "name": "caller"})),
-    )
-    .await;
-    let caller_key = r.json()["key"].as_str().expect("key").to_string();
-    gw.secrets.push(caller_key.clone());
+    let (_, caller_key) = new_key(&mut gw, &key, "app", "caller").await;
     let auth = bearer(&caller_key);
     for (sent, expected) in [
         ("a=1; keygate_session=s3ss10n; b=2", Some("a=1; b=2")),
