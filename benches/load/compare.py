@@ -48,6 +48,79 @@ def write(path, text):
         f.write(text)
 
 
+
+def write_origin_conf(work):
+    """The origin: nginx answering 289 bytes only to a request carrying both
+    injected headers (401/400 otherwise)."""
+    body = body_289()
+    write(f"{work}/origin.conf", f"""
+worker_processes 1; daemon off; pid {work}/origin.pid; error_log {work}/origin.log;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off; keepalive_requests 10000000; keepalive_timeout 120s;
+  client_body_temp_path {work}/o_body; proxy_temp_path {work}/o_proxy;
+  fastcgi_temp_path {work}/o_fcgi; uwsgi_temp_path {work}/o_uwsgi; scgi_temp_path {work}/o_scgi;
+  server {{
+    listen 127.0.0.1:{PORTS['origin']} reuseport;
+    location / {{
+      if ($http_authorization != "Bearer {TOKEN}") {{ return 401; }}
+      if ($http_stripe_version != "{VERSION}") {{ return 400; }}
+      default_type application/json;
+      return 200 '{body}';
+    }}
+  }}
+}}""")
+
+
+def write_nginx_conf(work, access_log, single_process=False, name="nginx"):
+    """nginx as the contender proxy; `access_log` writes its combined log
+    buffered (64 KiB), as a production nginx would; `single_process` runs
+    the worker in the master (for valgrind and strace)."""
+    log = f"access_log {work}/{name}.access.log combined buffer=64k;" if access_log else "access_log off;"
+    master = "master_process off;" if single_process else ""
+    write(f"{work}/{name}.conf", f"""
+worker_processes 1; daemon off; {master} pid {work}/{name}.pid; error_log {work}/{name}.log;
+events {{ worker_connections 8192; }}
+http {{
+  {log} keepalive_requests 10000000; keepalive_timeout 120s;
+  client_body_temp_path {work}/n_body; proxy_temp_path {work}/n_proxy;
+  fastcgi_temp_path {work}/n_fcgi; uwsgi_temp_path {work}/n_uwsgi; scgi_temp_path {work}/n_scgi;
+  upstream origin {{ server 127.0.0.1:{PORTS['origin']}; keepalive 512; keepalive_requests 10000000; }}
+  server {{
+    listen 127.0.0.1:{PORTS['nginx']};
+    client_body_buffer_size 64k; client_max_body_size 32m;
+    location /stripe/ {{
+      proxy_pass http://origin/;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Authorization "Bearer {TOKEN}";
+      proxy_set_header Stripe-Version "{VERSION}";
+    }}
+  }}
+}}""")
+    return f"{work}/{name}.conf"
+
+
+def write_keygate_conf(work, name, port, admin, auth, digest):
+    """keygate doing the same job with one proxy worker."""
+    d = f"{work}/{name}"
+    os.makedirs(d, exist_ok=True)
+    write(f"{d}/keygate.yaml", f"""
+server: {{ listen: 127.0.0.1:{port}, workers: 1 }}
+admin: {{ listen: 127.0.0.1:{admin} }}
+tokens:
+  stripe-secret: {{ value: {{ literal: "{TOKEN}" }}, prefix: Bearer, header: Authorization }}
+connectors:
+  stripe:
+    upstream: http://127.0.0.1:{PORTS['origin']}
+    tokens: [stripe-secret]
+    headers: {{ Stripe-Version: "{VERSION}" }}
+    auth: {auth}
+roles: {{ caller: {{ allow: [ {{ connector: stripe }} ] }} }}
+clients: {{ bench: {{ roles: [caller], keys: [ {{ name: k, sha256: "{digest}" }} ] }} }}
+""")
+    return f"{d}/keygate.yaml"
+
 def wait_port(port, timeout=10):
     end = time.time() + timeout
     while time.time() < end:
@@ -130,44 +203,8 @@ def main():
         return p
 
     try:
-        body = body_289()
-        write(f"{work}/origin.conf", f"""
-worker_processes 1; daemon off; pid {work}/origin.pid; error_log {work}/origin.log;
-events {{ worker_connections 8192; }}
-http {{
-  access_log off; keepalive_requests 10000000; keepalive_timeout 120s;
-  client_body_temp_path {work}/o_body; proxy_temp_path {work}/o_proxy;
-  fastcgi_temp_path {work}/o_fcgi; uwsgi_temp_path {work}/o_uwsgi; scgi_temp_path {work}/o_scgi;
-  server {{
-    listen 127.0.0.1:{PORTS['origin']} reuseport;
-    location / {{
-      if ($http_authorization != "Bearer {TOKEN}") {{ return 401; }}
-      if ($http_stripe_version != "{VERSION}") {{ return 400; }}
-      default_type application/json;
-      return 200 '{body}';
-    }}
-  }}
-}}""")
-        write(f"{work}/nginx.conf", f"""
-worker_processes 1; daemon off; pid {work}/nginx.pid; error_log {work}/nginx.log;
-events {{ worker_connections 8192; }}
-http {{
-  access_log off; keepalive_requests 10000000; keepalive_timeout 120s;
-  client_body_temp_path {work}/n_body; proxy_temp_path {work}/n_proxy;
-  fastcgi_temp_path {work}/n_fcgi; uwsgi_temp_path {work}/n_uwsgi; scgi_temp_path {work}/n_scgi;
-  upstream origin {{ server 127.0.0.1:{PORTS['origin']}; keepalive 512; keepalive_requests 10000000; }}
-  server {{
-    listen 127.0.0.1:{PORTS['nginx']};
-    client_body_buffer_size 64k; client_max_body_size 32m;
-    location /stripe/ {{
-      proxy_pass http://origin/;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Authorization "Bearer {TOKEN}";
-      proxy_set_header Stripe-Version "{VERSION}";
-    }}
-  }}
-}}""")
+        write_origin_conf(work)
+        write_nginx_conf(work, access_log=False)
         write(f"{work}/haproxy.cfg", f"""
 global
   nbthread 1
@@ -193,23 +230,7 @@ backend be
         digest = digest.split(": ")[1]
 
         def kg_conf(name, port, admin, auth):
-            d = f"{work}/{name}"
-            os.makedirs(d, exist_ok=True)
-            write(f"{d}/keygate.yaml", f"""
-server: {{ listen: 127.0.0.1:{port}, workers: 1 }}
-admin: {{ listen: 127.0.0.1:{admin} }}
-tokens:
-  stripe-secret: {{ value: {{ literal: "{TOKEN}" }}, prefix: Bearer, header: Authorization }}
-connectors:
-  stripe:
-    upstream: http://127.0.0.1:{PORTS['origin']}
-    tokens: [stripe-secret]
-    headers: {{ Stripe-Version: "{VERSION}" }}
-    auth: {auth}
-roles: {{ caller: {{ allow: [ {{ connector: stripe }} ] }} }}
-clients: {{ bench: {{ roles: [caller], keys: [ {{ name: k, sha256: "{digest}" }} ] }} }}
-""")
-            return f"{d}/keygate.yaml"
+            return write_keygate_conf(work, name, port, admin, auth, digest)
 
         start("origin", ["nginx", "-c", f"{work}/origin.conf", "-p", work], 0)
         wait_port(PORTS["origin"])
