@@ -102,11 +102,14 @@ http {{
 
 
 def write_keygate_conf(work, name, port, admin, auth, digest):
-    """keygate doing the same job with one proxy worker."""
+    """keygate doing the same job with one proxy worker. An `auth: none`
+    connector is served only on a dedicated loopback port, where the whole
+    path goes upstream (no `/stripe` prefix): `port` is then that one."""
     d = f"{work}/{name}"
     os.makedirs(d, exist_ok=True)
+    shared, dedicated = (port + 100, f"\n    listen: 127.0.0.1:{port}") if auth == "none" else (port, "")
     write(f"{d}/keygate.yaml", f"""
-server: {{ listen: 127.0.0.1:{port}, workers: 1 }}
+server: {{ listen: 127.0.0.1:{shared}, workers: 1 }}
 admin: {{ listen: 127.0.0.1:{admin} }}
 tokens:
   stripe-secret: {{ value: {{ literal: "{TOKEN}" }}, prefix: Bearer, header: Authorization }}
@@ -115,7 +118,7 @@ connectors:
     upstream: http://127.0.0.1:{PORTS['origin']}
     tokens: [stripe-secret]
     headers: {{ Stripe-Version: "{VERSION}" }}
-    auth: {auth}
+    auth: {auth}{dedicated}
 roles: {{ caller: {{ allow: [ {{ connector: stripe }} ] }} }}
 clients: {{ bench: {{ roles: [caller], keys: [ {{ name: k, sha256: "{digest}" }} ] }} }}
 """)
@@ -249,7 +252,8 @@ backend be
         urls = {"direct": f"http://127.0.0.1:{PORTS['origin']}/v1/charges?limit=3",
                 "nginx": f"http://127.0.0.1:{PORTS['nginx']}/stripe/v1/charges?limit=3",
                 "haproxy": f"http://127.0.0.1:{PORTS['haproxy']}/stripe/v1/charges?limit=3",
-                "keygate": f"http://127.0.0.1:{PORTS['keygate']}/stripe/v1/charges?limit=3",
+                # `auth: none` is served on its own port, path as is.
+                "keygate": f"http://127.0.0.1:{PORTS['keygate']}/v1/charges?limit=3",
                 "keygate+key": f"http://127.0.0.1:{PORTS['keygate-auth']}/stripe/v1/charges?limit=3"}
         post_lua = f"{work}/post.lua"
         write(post_lua, 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
