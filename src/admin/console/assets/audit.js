@@ -1,4 +1,4 @@
-// Audit: who changed what, when — newest first, one API page at a time.
+// Audit: who changed what, when — oldest first, as the API pages it.
 // Records never hold a value, only fingerprints.
 
 import { api } from './api.js';
